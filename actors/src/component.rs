@@ -1,0 +1,456 @@
+//! `ComponentActor`: owns one component's OS process and drives its [`Lifecycle`].
+//!
+//! The actor never waits: spawning, waiting for the exit, killing leftovers and probing the
+//! port happen in spawned tasks that send a [`ComponentMessage::Lifecycle`] event back; delays
+//! are `send_after` timers. So the actor always answers, even in a restart loop.
+//!
+//! It reports every change of its [`ComponentSnapshot`] to the [`ServerSupervisor`], which
+//! answers `status` from those copies.
+//!
+//! If the actor dies (a panic, or its parent's death), the [`ProcessGuard`] in its state is
+//! dropped and kills the process group and every marked descendant: a component process never
+//! outlives the actor that owns it.
+//!
+//! [`ServerSupervisor`]: crate::supervisor::ServerSupervisor
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::lifecycle::{Action, Budget, Event, ExitReason, Lifecycle, State, Timer, XorShift};
+use crate::process::{self, SpawnRequest};
+use crate::spec::ComponentSpec;
+use crate::supervisor::SupervisorMessage;
+
+/// How long the leftovers of an exited process may take to die before we report the exit anyway.
+const LEFTOVER_DEADLINE: Duration = Duration::from_secs(5);
+/// Pause between two readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The component actor. Stateless: everything lives in [`ComponentState`].
+pub struct ComponentActor;
+
+/// What a component actor starts from.
+pub struct ComponentArgs {
+    /// The component.
+    pub spec: ComponentSpec,
+    /// The tree's marker.
+    pub tree_id: String,
+    /// Where snapshots go.
+    pub supervisor: ActorRef<SupervisorMessage>,
+    /// Set when this actor replaces one that failed.
+    pub inherited: Option<Inherited>,
+}
+
+/// What a replacement actor takes over from the one that failed.
+pub struct Inherited {
+    /// The failure history.
+    pub budget: Budget,
+    /// How the last attempt ended.
+    pub last_exit: Option<String>,
+    /// Why the previous actor failed.
+    pub reason: String,
+    /// Whether the component should be running.
+    pub wanted: bool,
+    /// The last snapshot sequence number, so the supervisor keeps accepting our reports.
+    pub seq: u64,
+}
+
+/// An operator command for one component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run it (clears FATAL).
+    Start,
+    /// Stop it: stop signal to the group, SIGKILL after `stop_timeout`.
+    Stop,
+    /// Stop it if it runs, then start it (clears FATAL).
+    Restart,
+}
+
+/// Messages of a component actor.
+pub enum ComponentMessage {
+    /// An operator command; answers with the snapshot right after the transition.
+    Command(Command, RpcReplyPort<ComponentSnapshot>),
+    /// A lifecycle event from a timer, the spawn task, the exit watcher or the probe.
+    Lifecycle(Event),
+    /// Fault injection for tests: the handler panics.
+    #[doc(hidden)]
+    InjectPanic,
+}
+
+/// What the supervisor knows of a component: a copy of its lifecycle's observable state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ComponentSnapshot {
+    /// Increases with every report; older reports are ignored.
+    pub seq: u64,
+    /// The state.
+    pub state: State,
+    /// When the state was entered.
+    pub since: Instant,
+    /// The current attempt.
+    pub generation: u64,
+    /// The main process.
+    pub pid: Option<u32>,
+    /// When the main process was spawned.
+    pub spawned_at: Option<Instant>,
+    /// How the last failed attempt ended.
+    pub last_exit: Option<String>,
+    /// Why it is FATAL.
+    pub fatal_reason: Option<String>,
+    /// When BACKOFF ends.
+    pub next_retry: Option<Instant>,
+    /// The failure history.
+    pub budget: Budget,
+}
+
+impl ComponentSnapshot {
+    fn of(lc: &Lifecycle, seq: u64) -> Self {
+        ComponentSnapshot {
+            seq,
+            state: lc.state(),
+            since: lc.since(),
+            generation: lc.generation(),
+            pid: lc.pid(),
+            spawned_at: lc.spawned_at(),
+            last_exit: lc.last_exit().map(String::from),
+            fatal_reason: lc.fatal_reason().map(String::from),
+            next_retry: lc.next_retry(),
+            budget: lc.budget().clone(),
+        }
+    }
+
+    /// The snapshot of a component that has not started yet.
+    pub fn initial(now: Instant) -> Self {
+        ComponentSnapshot {
+            seq: 0,
+            state: State::Stopped,
+            since: now,
+            generation: 0,
+            pid: None,
+            spawned_at: None,
+            last_exit: None,
+            fatal_reason: None,
+            next_retry: None,
+            budget: Budget::default(),
+        }
+    }
+}
+
+/// Kills the component's process group and marked descendants when dropped while a process
+/// may be alive: the last line of defence when the actor dies without `post_stop`.
+pub struct ProcessGuard {
+    tree_id: String,
+    component: String,
+    pgid: Option<u32>,
+}
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            let _ = process::signal_group(pgid, libc::SIGKILL);
+            process::kill_marked(&self.tree_id, Some(&self.component));
+        }
+    }
+}
+
+/// The state of a component actor.
+pub struct ComponentState {
+    spec: ComponentSpec,
+    lc: Lifecycle,
+    timers: HashMap<Timer, JoinHandle<()>>,
+    probe: Option<JoinHandle<()>>,
+    guard: ProcessGuard,
+    jitter: XorShift,
+    /// Whether the next spawn must first sweep leftovers (the first spawn of each actor).
+    sweep_first: bool,
+    reported: ComponentSnapshot,
+    supervisor: ActorRef<SupervisorMessage>,
+}
+
+impl Actor for ComponentActor {
+    type Msg = ComponentMessage;
+    type State = ComponentState;
+    type Arguments = ComponentArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ComponentArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let now = Instant::now();
+        let mut lc = Lifecycle::new(args.spec.policy.clone(), args.spec.probe.is_some(), now);
+        let mut seq = 0;
+        if let Some(inh) = args.inherited {
+            lc.inherit(inh.budget, inh.last_exit);
+            seq = inh.seq;
+            // Handled as the first message, with the actor fully started.
+            myself.send_message(ComponentMessage::Lifecycle(Event::ActorReplaced {
+                reason: inh.reason,
+                wanted: inh.wanted,
+            }))?;
+        }
+        Ok(ComponentState {
+            guard: ProcessGuard {
+                tree_id: args.tree_id,
+                component: args.spec.name.clone(),
+                pgid: None,
+            },
+            reported: ComponentSnapshot::of(&lc, seq),
+            spec: args.spec,
+            lc,
+            timers: HashMap::new(),
+            probe: None,
+            jitter: XorShift::from_entropy(),
+            sweep_first: true,
+            supervisor: args.supervisor,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ComponentMessage::Command(cmd, reply) => {
+                let event = match cmd {
+                    Command::Start => Event::Start,
+                    Command::Stop => Event::Stop,
+                    Command::Restart => Event::Restart,
+                };
+                state.apply(&myself, event);
+                let _ = reply.send(state.reported.clone());
+            }
+            ComponentMessage::Lifecycle(event) => state.apply(&myself, event),
+            ComponentMessage::InjectPanic => panic!("injected panic in component actor"),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        for (_, t) in state.timers.drain() {
+            t.abort();
+        }
+        if let Some(p) = state.probe.take() {
+            p.abort();
+        }
+        Ok(())
+    }
+}
+
+impl ComponentState {
+    /// Steps the lifecycle, carries out its actions, and reports a changed snapshot.
+    fn apply(&mut self, myself: &ActorRef<ComponentMessage>, event: Event) {
+        if let Event::Exited { generation, .. } = &event {
+            if *generation == self.lc.generation() {
+                self.guard.pgid = None;
+            }
+        }
+        let before = self.lc.state();
+        let exit = match &event {
+            Event::Exited { reason, .. } => Some(*reason),
+            _ => None,
+        };
+        let actions = self.lc.step(event, Instant::now(), &mut self.jitter);
+        for action in actions {
+            self.execute(myself, action);
+        }
+        self.report(myself, before, exit);
+    }
+
+    fn execute(&mut self, myself: &ActorRef<ComponentMessage>, action: Action) {
+        match action {
+            Action::Spawn { generation } => self.spawn(myself, generation),
+            Action::StartProbe { generation } => {
+                if let Some(addr) = self.spec.probe {
+                    let deadline = self.spec.policy.start_timeout;
+                    if let Some(old) = self.probe.replace(tokio::spawn(probe(
+                        addr,
+                        deadline,
+                        myself.clone(),
+                        generation,
+                    ))) {
+                        old.abort();
+                    }
+                }
+            }
+            Action::CancelProbe => {
+                if let Some(p) = self.probe.take() {
+                    p.abort();
+                }
+            }
+            Action::Signal { pgid, signal } => {
+                info!(component = %self.spec.name, pgid, signal = %crate::lifecycle::signal_name(signal), "signalling process group");
+                if let Err(e) = process::signal_group(pgid, signal) {
+                    warn!(component = %self.spec.name, pgid, error = %e, "could not signal process group");
+                }
+            }
+            Action::Arm {
+                timer,
+                generation,
+                after,
+            } => {
+                let handle = myself.send_after(after, move || {
+                    ComponentMessage::Lifecycle(Event::Timer { timer, generation })
+                });
+                // The timer's result only says whether the actor still exists.
+                let handle = tokio::spawn(async move {
+                    let _ = handle.await;
+                });
+                if let Some(old) = self.timers.insert(timer, handle) {
+                    old.abort();
+                }
+            }
+            Action::Disarm(timer) => {
+                if let Some(t) = self.timers.remove(&timer) {
+                    t.abort();
+                }
+            }
+        }
+    }
+
+    /// Spawns the process in a task: the actor learns the pid from `Spawned`, and the exit
+    /// (after the leftovers are killed) from `Exited`.
+    fn spawn(&mut self, myself: &ActorRef<ComponentMessage>, generation: u64) {
+        let req = SpawnRequest {
+            command: self.spec.command.clone(),
+            env: self.spec.env.clone(),
+            cwd: self.spec.cwd.clone(),
+            tree_id: self.guard.tree_id.clone(),
+            component: self.spec.name.clone(),
+            log_file: self.spec.log_file.clone(),
+        };
+        let sweep_first = std::mem::replace(&mut self.sweep_first, false);
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            if sweep_first {
+                // An actor that replaced a failed one, or a fresh daemon: never two processes.
+                sweep(&req.tree_id, &req.component).await;
+            }
+            let (tree_id, component) = (req.tree_id.clone(), req.component.clone());
+            match process::spawn(req).await {
+                Ok(spawned) => {
+                    let pid = spawned.pid;
+                    let sent = myself.send_message(ComponentMessage::Lifecycle(Event::Spawned {
+                        generation,
+                        pid,
+                    }));
+                    if sent.is_err() {
+                        // The actor is gone: nobody owns this process.
+                        let _ = process::signal_group(pid, libc::SIGKILL);
+                    }
+                    let mut child = spawned.child;
+                    let reason = match child.wait().await {
+                        Ok(status) => ExitReason::from_status(status),
+                        Err(e) => {
+                            warn!(%component, pid, error = %e, "waiting for the process failed");
+                            let _ = process::signal_group(pid, libc::SIGKILL);
+                            ExitReason::Code(-1)
+                        }
+                    };
+                    if let Err(e) =
+                        process::kill_leftovers(pid, &tree_id, &component, LEFTOVER_DEADLINE).await
+                    {
+                        warn!(%component, pid, error = %e, "leftover processes");
+                    }
+                    let _ = myself.send_message(ComponentMessage::Lifecycle(Event::Exited {
+                        generation,
+                        reason,
+                    }));
+                }
+                Err(e) => {
+                    let _ = myself.send_message(ComponentMessage::Lifecycle(Event::SpawnFailed {
+                        generation,
+                        error: e.to_string(),
+                    }));
+                }
+            }
+        });
+    }
+
+    /// Logs a transition and sends the new snapshot to the supervisor when it changed.
+    fn report(
+        &mut self,
+        myself: &ActorRef<ComponentMessage>,
+        before: State,
+        exit: Option<ExitReason>,
+    ) {
+        if let Some(pid) = self.lc.pid() {
+            self.guard.pgid = Some(pid);
+        }
+        let mut snap = ComponentSnapshot::of(&self.lc, self.reported.seq);
+        if snap == self.reported {
+            return;
+        }
+        snap.seq += 1;
+        let after = snap.state;
+        let name = &self.spec.name;
+        if before != after || exit.is_some() {
+            match after {
+                State::Fatal => {
+                    warn!(component = %name, from = %before, to = %after, reason = snap.fatal_reason.as_deref().unwrap_or(""), "component is FATAL")
+                }
+                State::Backoff => {
+                    info!(component = %name, from = %before, to = %after, retry_in_ms = snap.next_retry.map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64).unwrap_or(0), last_exit = snap.last_exit.as_deref().unwrap_or(""), "component backing off")
+                }
+                _ => {
+                    info!(component = %name, from = %before, to = %after, pid = snap.pid, exit = exit.map(|e| e.to_string()).unwrap_or_default(), "component state")
+                }
+            }
+        }
+        self.reported = snap.clone();
+        let _ = self
+            .supervisor
+            .send_message(SupervisorMessage::ComponentChanged {
+                actor: myself.get_id(),
+                snapshot: snap,
+            });
+    }
+}
+
+/// Kills every marked process of the component and waits until none is left.
+async fn sweep(tree_id: &str, component: &str) {
+    let until = Instant::now() + LEFTOVER_DEADLINE;
+    loop {
+        let killed = process::kill_marked(tree_id, Some(component));
+        if killed == 0 && process::find_marked(tree_id, Some(component)).is_empty() {
+            return;
+        }
+        if Instant::now() >= until {
+            warn!(%component, "leftover processes of an earlier run survive SIGKILL");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Connects to `addr` until it accepts (or `deadline` passes), then reports `ProbePassed`.
+async fn probe(
+    addr: SocketAddr,
+    deadline: Duration,
+    myself: ActorRef<ComponentMessage>,
+    generation: u64,
+) {
+    let until = Instant::now() + deadline;
+    while Instant::now() < until {
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+                .await;
+        if let Ok(Ok(_stream)) = attempt {
+            let _ = myself.send_message(ComponentMessage::Lifecycle(Event::ProbePassed {
+                generation,
+            }));
+            return;
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}

@@ -1,0 +1,161 @@
+//! `SupervisorHandle`: the typed API over the root actor. The daemon's IPC bridge and any
+//! embedding app use this one handle; nothing else talks to the actors.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorRef};
+use tokio::task::JoinHandle;
+
+use crate::process;
+use crate::spec::TreeSpec;
+use crate::status::TreeStatus;
+use crate::supervisor::{ServerSupervisor, SupervisorMessage};
+use crate::TreeError;
+
+/// How long a status query may take before it is an error.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often `wait_settled` looks at the tree.
+const SETTLE_POLL: Duration = Duration::from_millis(20);
+
+/// A cloneable handle on a running supervision tree.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    actor: ActorRef<SupervisorMessage>,
+    tree_id: Arc<str>,
+}
+
+impl SupervisorHandle {
+    /// Validates `spec` and spawns its tree (nothing starts until [`Self::start`]). The join
+    /// handle completes when the root actor has stopped.
+    pub async fn spawn(spec: TreeSpec) -> Result<(Self, JoinHandle<()>), TreeError> {
+        spec.validate()?;
+        let tree_id: Arc<str> = spec.tree_id.as_str().into();
+        let (actor, join) = Actor::spawn(None, ServerSupervisor, spec)
+            .await
+            .map_err(|e| TreeError::Spawn(e.to_string()))?;
+        Ok((SupervisorHandle { actor, tree_id }, join))
+    }
+
+    /// Like [`Self::spawn`], with the root actor linked under `parent` (a host app's own
+    /// supervisor). If the parent kills it, every component process is killed with it.
+    pub async fn spawn_linked(
+        spec: TreeSpec,
+        parent: ActorCell,
+    ) -> Result<(Self, JoinHandle<()>), TreeError> {
+        spec.validate()?;
+        let tree_id: Arc<str> = spec.tree_id.as_str().into();
+        let (actor, join) = Actor::spawn_linked(None, ServerSupervisor, spec, parent)
+            .await
+            .map_err(|e| TreeError::Spawn(e.to_string()))?;
+        Ok((SupervisorHandle { actor, tree_id }, join))
+    }
+
+    /// The root actor.
+    pub fn actor(&self) -> &ActorRef<SupervisorMessage> {
+        &self.actor
+    }
+
+    /// The tree's marker.
+    pub fn tree_id(&self) -> &str {
+        &self.tree_id
+    }
+
+    /// Starts the named components (all when empty) with their dependencies, and returns at
+    /// once with the names of those that were already running.
+    pub async fn start(&self, components: &[String]) -> Result<Vec<String>, TreeError> {
+        let components = components.to_vec();
+        ractor::call!(self.actor, |reply| SupervisorMessage::Start {
+            components,
+            reply
+        })
+        .map_err(TreeError::from_call)?
+    }
+
+    /// Waits until each named component (all when empty) is settled — RUNNING, FATAL, or not
+    /// starting because a dependency failed — or `timeout` passes; returns the status then.
+    pub async fn wait_settled(
+        &self,
+        components: &[String],
+        timeout: Duration,
+    ) -> Result<TreeStatus, TreeError> {
+        let until = Instant::now() + timeout;
+        loop {
+            let status = self.status_without_memory().await?;
+            let settled = status
+                .components
+                .iter()
+                .filter(|c| components.is_empty() || components.contains(&c.name))
+                .all(|c| c.is_settled());
+            if settled || Instant::now() >= until {
+                return Ok(with_memory(status).await);
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+        }
+    }
+
+    /// Stops the named components (all when empty) in reverse dependency order; returns once
+    /// their processes are gone.
+    pub async fn stop(&self, components: &[String]) -> Result<(), TreeError> {
+        let components = components.to_vec();
+        ractor::call!(self.actor, |reply| SupervisorMessage::Stop {
+            components,
+            reply
+        })
+        .map_err(TreeError::from_call)?
+    }
+
+    /// Restarts one component (its dependents keep running) and returns once the restart
+    /// began; follow with [`Self::wait_settled`] to wait for the outcome.
+    pub async fn restart(&self, component: &str) -> Result<(), TreeError> {
+        let component = component.to_string();
+        ractor::call!(self.actor, |reply| SupervisorMessage::Restart {
+            component,
+            reply
+        })
+        .map_err(TreeError::from_call)?
+    }
+
+    /// The status of every component, with the resident memory of each process tree.
+    pub async fn status(&self) -> Result<TreeStatus, TreeError> {
+        Ok(with_memory(self.status_without_memory().await?).await)
+    }
+
+    async fn status_without_memory(&self) -> Result<TreeStatus, TreeError> {
+        ractor::call_t!(
+            self.actor,
+            SupervisorMessage::Status,
+            STATUS_TIMEOUT.as_millis() as u64
+        )
+        .map_err(TreeError::from_call)
+    }
+
+    /// Stops every component in reverse dependency order, then the root actor; returns the
+    /// final status once the actor is gone.
+    pub async fn shutdown(&self) -> Result<TreeStatus, TreeError> {
+        ractor::call!(self.actor, SupervisorMessage::Shutdown).map_err(TreeError::from_call)
+    }
+
+    /// Fault injection for tests: makes a component's actor panic.
+    #[doc(hidden)]
+    pub fn inject_actor_panic(&self, component: &str) {
+        let _ = self.actor.send_message(SupervisorMessage::InjectPanic {
+            component: component.to_string(),
+        });
+    }
+}
+
+/// Fills in the memory figures (a /proc scan, done off the async threads).
+async fn with_memory(mut status: TreeStatus) -> TreeStatus {
+    let roots: Vec<u32> = status.components.iter().filter_map(|c| c.pid).collect();
+    if roots.is_empty() {
+        return status;
+    }
+    let mem = tokio::task::spawn_blocking(move || process::tree_memory(&roots))
+        .await
+        .unwrap_or_default();
+    for c in &mut status.components {
+        c.memory = c.pid.and_then(|p| mem.get(&p).copied());
+    }
+    status
+}

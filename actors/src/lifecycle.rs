@@ -1,0 +1,1088 @@
+//! The lifecycle of one supervised process, as a pure state machine.
+//!
+//! [`Lifecycle::step`] is the one transition function: it takes an [`Event`] and the current
+//! time and returns the [`Action`]s the component actor must carry out (spawn, signal, arm a
+//! timer). It does no I/O and reads no clock, so unit tests drive it with a fake clock and a
+//! fixed random source.
+//!
+//! ```text
+//!            Start                 up start_secs + probe ok
+//!  STOPPED ─────────▶ STARTING ───────────────────────────▶ RUNNING
+//!     ▲                 │  ▲  exit (failure)                    │ exit (failure)
+//!     │ Stop            │  └────────────┐                       │
+//!     │                 ▼               │ 1st failure: at once  ▼
+//!  STOPPING ◀── Stop ── any live state  ├────────────────── failure rule
+//!                                       │ n-th: after backoff    │ budget exceeded
+//!                                    BACKOFF                   FATAL
+//! ```
+//!
+//! Every spawn attempt gets a new *generation*; events carry the generation they belong to and
+//! events of an earlier generation are ignored (a timer that fired late, the exit of a process
+//! that was already replaced).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::spec::RestartPolicy;
+
+/// The states of a component, with the names supervisord's users know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Not running, and not asked to run (or waiting for a dependency).
+    Stopped,
+    /// Spawned; not yet up for `start_secs` with its readiness probe passed.
+    Starting,
+    /// Up and ready.
+    Running,
+    /// Failed; waiting for the backoff delay before the next attempt.
+    Backoff,
+    /// Asked to stop: the stop signal was sent, SIGKILL follows after `stop_timeout`.
+    Stopping,
+    /// Exited and left down by its restart policy. The one policy of this release restarts
+    /// every exit, so only restart types (`transient`, `temporary`) will enter it.
+    Exited,
+    /// Gave up: too many failures within the budget window.
+    Fatal,
+}
+
+impl State {
+    /// The upper-case name shown in `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Stopped => "STOPPED",
+            State::Starting => "STARTING",
+            State::Running => "RUNNING",
+            State::Backoff => "BACKOFF",
+            State::Stopping => "STOPPING",
+            State::Exited => "EXITED",
+            State::Fatal => "FATAL",
+        }
+    }
+
+    /// Whether a process of the component may exist in this state.
+    pub fn is_live(self) -> bool {
+        matches!(self, State::Starting | State::Running | State::Stopping)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    /// It exited with this status code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+impl ExitReason {
+    /// Converts a standard exit status.
+    pub fn from_status(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => ExitReason::Code(code),
+            (None, Some(sig)) => ExitReason::Signal(sig),
+            (None, None) => ExitReason::Code(-1),
+        }
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Code(c) => write!(f, "exited with status {c}"),
+            ExitReason::Signal(s) => write!(f, "killed by signal {s} ({})", signal_name(*s)),
+        }
+    }
+}
+
+/// The conventional name of a signal number (`SIGKILL` for 9), or `signal N`.
+pub fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+/// The timers a component arms; each fires an [`Event`] carrying its generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// `start_secs` after the spawn.
+    StartSecs,
+    /// `start_timeout` after the spawn.
+    StartTimeout,
+    /// The backoff delay before the next attempt.
+    Backoff,
+    /// `stable_after` after becoming running.
+    Stable,
+    /// `stop_timeout` after the stop signal.
+    StopTimeout,
+}
+
+/// What happened to a component.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An operator (or the supervisor) wants it running. Clears FATAL and the budget.
+    Start,
+    /// An operator (or the supervisor) wants it stopped.
+    Stop,
+    /// Stop if live, then start again; clears FATAL and the budget.
+    Restart,
+    /// The process of `generation` was spawned with this pid (also its process group).
+    Spawned {
+        /// The attempt.
+        generation: u64,
+        /// Its pid.
+        pid: u32,
+    },
+    /// The process of `generation` could not be spawned.
+    SpawnFailed {
+        /// The attempt.
+        generation: u64,
+        /// Why.
+        error: String,
+    },
+    /// The readiness probe of `generation` connected.
+    ProbePassed {
+        /// The attempt.
+        generation: u64,
+    },
+    /// The process of `generation` exited, and its leftovers are gone.
+    Exited {
+        /// The attempt.
+        generation: u64,
+        /// How the main process ended.
+        reason: ExitReason,
+    },
+    /// A timer fired.
+    Timer {
+        /// Which one.
+        timer: Timer,
+        /// The attempt it was armed for.
+        generation: u64,
+    },
+    /// The actor that owned the component failed and was replaced by a new one, which
+    /// inherited this lifecycle; its process was killed. Counts as a failure when `wanted`.
+    ActorReplaced {
+        /// Why the old actor failed.
+        reason: String,
+        /// Whether the component should be running.
+        wanted: bool,
+    },
+}
+
+/// What the actor must do after a transition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Spawn a new process for this generation; report `Spawned` or `SpawnFailed`.
+    Spawn {
+        /// The new attempt.
+        generation: u64,
+    },
+    /// Probe readiness until it passes; report `ProbePassed`.
+    StartProbe {
+        /// The attempt.
+        generation: u64,
+    },
+    /// Stop probing.
+    CancelProbe,
+    /// Send `signal` to the process group `pgid`.
+    Signal {
+        /// The process group (the main process's pid).
+        pgid: u32,
+        /// The signal number.
+        signal: i32,
+    },
+    /// Arm `timer` to fire after `after`.
+    Arm {
+        /// Which timer.
+        timer: Timer,
+        /// The attempt.
+        generation: u64,
+        /// The delay.
+        after: Duration,
+    },
+    /// Disarm `timer` (its event would be ignored anyway; this frees the task).
+    Disarm(Timer),
+}
+
+/// A source of randomness for the backoff jitter; tests inject a fixed one.
+pub trait Jitter: Send {
+    /// A number in `[0, 1)`.
+    fn next_unit(&mut self) -> f64;
+}
+
+/// A small xorshift generator seeded from the clock and pid: jitter needs spread, not secrecy.
+#[derive(Debug)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// Seeds from the current time and process id.
+    pub fn from_entropy() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        XorShift((nanos ^ (u64::from(std::process::id()) << 32)) | 1)
+    }
+}
+
+impl Jitter for XorShift {
+    fn next_unit(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The failure history that decides backoff and FATAL. A replacement actor inherits it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Times of the failures within the window.
+    pub failures: VecDeque<Instant>,
+    /// Failures since the component was last stable (drives the backoff exponent).
+    pub since_stable: u32,
+    /// Automatic restarts performed so far.
+    pub restarts: u32,
+}
+
+/// What to do once a stop completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterStop {
+    Stay,
+    StartAgain,
+}
+
+/// The lifecycle of one component.
+#[derive(Clone, Debug)]
+pub struct Lifecycle {
+    policy: RestartPolicy,
+    has_probe: bool,
+    state: State,
+    since: Instant,
+    generation: u64,
+    pid: Option<u32>,
+    spawned_at: Option<Instant>,
+    up_long_enough: bool,
+    probe_passed: bool,
+    budget: Budget,
+    last_exit: Option<String>,
+    fatal_reason: Option<String>,
+    next_retry: Option<Instant>,
+    /// Why the current attempt is being killed, when we kill it (start timeout).
+    kill_reason: Option<String>,
+    after_stop: AfterStop,
+}
+
+impl Lifecycle {
+    /// A stopped component with this policy.
+    pub fn new(policy: RestartPolicy, has_probe: bool, now: Instant) -> Self {
+        Lifecycle {
+            policy,
+            has_probe,
+            state: State::Stopped,
+            since: now,
+            generation: 0,
+            pid: None,
+            spawned_at: None,
+            up_long_enough: false,
+            probe_passed: false,
+            budget: Budget::default(),
+            last_exit: None,
+            fatal_reason: None,
+            next_retry: None,
+            kill_reason: None,
+            after_stop: AfterStop::Stay,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// When the current state was entered.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+    /// The current attempt.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    /// The main process, while one exists.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+    /// When the current process was spawned.
+    pub fn spawned_at(&self) -> Option<Instant> {
+        self.pid.and(self.spawned_at)
+    }
+    /// The failure history.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+    /// How the last failed attempt ended.
+    pub fn last_exit(&self) -> Option<&str> {
+        self.last_exit.as_deref()
+    }
+    /// Why the component is FATAL.
+    pub fn fatal_reason(&self) -> Option<&str> {
+        self.fatal_reason.as_deref()
+    }
+    /// When BACKOFF ends.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.next_retry
+    }
+    /// The policy.
+    pub fn policy(&self) -> &RestartPolicy {
+        &self.policy
+    }
+
+    /// Takes over the failure history and last exit of a previous incarnation.
+    pub fn inherit(&mut self, budget: Budget, last_exit: Option<String>) {
+        self.budget = budget;
+        self.last_exit = last_exit;
+    }
+
+    /// The transition function.
+    pub fn step(&mut self, event: Event, now: Instant, jitter: &mut dyn Jitter) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::Start => match self.state {
+                State::Stopped | State::Exited | State::Fatal => {
+                    self.clear_failures();
+                    self.spawn(now, &mut out);
+                }
+                State::Backoff => {
+                    out.push(Action::Disarm(Timer::Backoff));
+                    self.spawn(now, &mut out);
+                }
+                State::Stopping => self.after_stop = AfterStop::StartAgain,
+                State::Starting | State::Running => {}
+            },
+            Event::Restart => match self.state {
+                State::Starting | State::Running => {
+                    self.begin_stop(now, AfterStop::StartAgain, &mut out);
+                }
+                State::Stopping => self.after_stop = AfterStop::StartAgain,
+                State::Backoff => {
+                    out.push(Action::Disarm(Timer::Backoff));
+                    self.clear_failures();
+                    self.spawn(now, &mut out);
+                }
+                State::Stopped | State::Exited | State::Fatal => {
+                    self.clear_failures();
+                    self.spawn(now, &mut out);
+                }
+            },
+            Event::Stop => match self.state {
+                State::Starting | State::Running => self.begin_stop(now, AfterStop::Stay, &mut out),
+                State::Stopping => self.after_stop = AfterStop::Stay,
+                State::Backoff => {
+                    out.push(Action::Disarm(Timer::Backoff));
+                    // A new generation makes a late backoff timer harmless.
+                    self.generation += 1;
+                    self.enter(State::Stopped, now);
+                }
+                State::Exited | State::Fatal => self.enter(State::Stopped, now),
+                State::Stopped => {}
+            },
+            Event::Spawned { generation, pid } => {
+                if generation != self.generation || self.pid.is_some() {
+                    // Cannot happen while spawns are serialised; never leave such a process.
+                    out.push(Action::Signal {
+                        pgid: pid,
+                        signal: libc::SIGKILL,
+                    });
+                    return out;
+                }
+                self.pid = Some(pid);
+                self.spawned_at = Some(now);
+                match self.state {
+                    State::Starting => {
+                        out.push(Action::Arm {
+                            timer: Timer::StartSecs,
+                            generation,
+                            after: self.policy.start_secs,
+                        });
+                        out.push(Action::Arm {
+                            timer: Timer::StartTimeout,
+                            generation,
+                            after: self.policy.start_timeout,
+                        });
+                        if self.has_probe {
+                            out.push(Action::StartProbe { generation });
+                        }
+                    }
+                    // Stopped while the spawn was in flight.
+                    State::Stopping => self.send_stop_signal(&mut out),
+                    _ => out.push(Action::Signal {
+                        pgid: pid,
+                        signal: libc::SIGKILL,
+                    }),
+                }
+            }
+            Event::SpawnFailed { generation, error } => {
+                if generation != self.generation {
+                    return out;
+                }
+                match self.state {
+                    State::Starting => self.failure(
+                        format!("could not be started: {error}"),
+                        now,
+                        jitter,
+                        &mut out,
+                    ),
+                    State::Stopping => self.finish_stop(now, &mut out),
+                    _ => {}
+                }
+            }
+            Event::ProbePassed { generation } => {
+                if generation == self.generation && self.state == State::Starting {
+                    self.probe_passed = true;
+                    self.maybe_running(now, &mut out);
+                }
+            }
+            Event::Exited { generation, reason } => {
+                if generation != self.generation || self.pid.is_none() {
+                    return out;
+                }
+                self.pid = None;
+                out.push(Action::CancelProbe);
+                match self.state {
+                    State::Starting => {
+                        let why = self
+                            .kill_reason
+                            .take()
+                            .unwrap_or_else(|| format!("{reason} before it was ready"));
+                        self.failure(why, now, jitter, &mut out);
+                    }
+                    State::Running => self.failure(reason.to_string(), now, jitter, &mut out),
+                    State::Stopping => {
+                        out.push(Action::Disarm(Timer::StopTimeout));
+                        self.finish_stop(now, &mut out);
+                    }
+                    _ => {}
+                }
+            }
+            Event::Timer { timer, generation } => {
+                if generation != self.generation {
+                    return out;
+                }
+                self.on_timer(timer, now, &mut out);
+            }
+            Event::ActorReplaced { reason, wanted } => {
+                self.pid = None;
+                self.generation += 1;
+                self.enter(State::Stopped, now);
+                if wanted {
+                    self.failure(reason, now, jitter, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    fn on_timer(&mut self, timer: Timer, now: Instant, out: &mut Vec<Action>) {
+        match (timer, self.state) {
+            (Timer::StartSecs, State::Starting) => {
+                self.up_long_enough = true;
+                self.maybe_running(now, out);
+            }
+            (Timer::StartTimeout, State::Starting) => {
+                if let Some(pgid) = self.pid {
+                    let mut why = format!(
+                        "not ready within {}",
+                        humantime::format_duration(self.policy.start_timeout)
+                    );
+                    if self.has_probe && !self.probe_passed {
+                        why.push_str(" (its port never accepted a connection)");
+                    }
+                    self.kill_reason = Some(why);
+                    out.push(Action::CancelProbe);
+                    out.push(Action::Signal {
+                        pgid,
+                        signal: libc::SIGKILL,
+                    });
+                }
+            }
+            (Timer::Backoff, State::Backoff) => {
+                self.budget.restarts += 1;
+                self.spawn(now, out);
+            }
+            (Timer::Stable, State::Running) => self.budget.since_stable = 0,
+            (Timer::StopTimeout, State::Stopping) => {
+                if let Some(pgid) = self.pid {
+                    out.push(Action::Signal {
+                        pgid,
+                        signal: libc::SIGKILL,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn enter(&mut self, state: State, now: Instant) {
+        if state != self.state {
+            self.state = state;
+            self.since = now;
+        }
+        if state != State::Backoff {
+            self.next_retry = None;
+        }
+    }
+
+    fn clear_failures(&mut self) {
+        self.budget.failures.clear();
+        self.budget.since_stable = 0;
+        self.fatal_reason = None;
+    }
+
+    fn spawn(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.generation += 1;
+        self.pid = None;
+        self.spawned_at = None;
+        self.up_long_enough = false;
+        self.probe_passed = !self.has_probe;
+        self.kill_reason = None;
+        self.after_stop = AfterStop::Stay;
+        self.fatal_reason = None;
+        self.enter(State::Starting, now);
+        out.push(Action::Spawn {
+            generation: self.generation,
+        });
+    }
+
+    fn maybe_running(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.up_long_enough && self.probe_passed {
+            self.enter(State::Running, now);
+            out.push(Action::Disarm(Timer::StartTimeout));
+            out.push(Action::Arm {
+                timer: Timer::Stable,
+                generation: self.generation,
+                after: self.policy.stable_after,
+            });
+        }
+    }
+
+    fn begin_stop(&mut self, now: Instant, after: AfterStop, out: &mut Vec<Action>) {
+        self.after_stop = after;
+        self.enter(State::Stopping, now);
+        out.push(Action::CancelProbe);
+        if self.pid.is_some() {
+            self.send_stop_signal(out);
+        }
+    }
+
+    fn send_stop_signal(&mut self, out: &mut Vec<Action>) {
+        if let Some(pgid) = self.pid {
+            out.push(Action::Signal {
+                pgid,
+                signal: self.policy.stop_signal,
+            });
+            out.push(Action::Arm {
+                timer: Timer::StopTimeout,
+                generation: self.generation,
+                after: self.policy.stop_timeout,
+            });
+        }
+    }
+
+    fn finish_stop(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.pid = None;
+        match self.after_stop {
+            AfterStop::StartAgain => {
+                self.clear_failures();
+                self.spawn(now, out);
+            }
+            AfterStop::Stay => self.enter(State::Stopped, now),
+        }
+    }
+
+    /// The restart rule: count the failure, then restart at once, back off, or give up.
+    fn failure(
+        &mut self,
+        why: String,
+        now: Instant,
+        jitter: &mut dyn Jitter,
+        out: &mut Vec<Action>,
+    ) {
+        self.last_exit = Some(why.clone());
+        let window = self.policy.max_window;
+        let budget = &mut self.budget;
+        budget.failures.push_back(now);
+        while budget
+            .failures
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) >= window)
+        {
+            budget.failures.pop_front();
+        }
+        budget.since_stable += 1;
+        let in_window = budget.failures.len();
+        if in_window > self.policy.max_restarts as usize {
+            self.fatal_reason = Some(format!(
+                "{in_window} failures in {}; last: {why}",
+                humantime::format_duration(window)
+            ));
+            self.generation += 1;
+            self.enter(State::Fatal, now);
+            return;
+        }
+        match backoff_delay(&self.policy, self.budget.since_stable, jitter) {
+            None => {
+                self.budget.restarts += 1;
+                self.spawn(now, out);
+            }
+            Some(delay) => {
+                self.enter(State::Backoff, now);
+                self.next_retry = Some(now + delay);
+                out.push(Action::Arm {
+                    timer: Timer::Backoff,
+                    generation: self.generation,
+                    after: delay,
+                });
+            }
+        }
+    }
+}
+
+/// The delay before restarting after the `n`-th failure since the component was stable:
+/// none for the first, then `backoff_initial × 2^(n−2)` capped at `backoff_max`, ±10 %.
+pub fn backoff_delay(policy: &RestartPolicy, n: u32, jitter: &mut dyn Jitter) -> Option<Duration> {
+    if n <= 1 {
+        return None;
+    }
+    let exp = (n - 2).min(30);
+    let base = policy
+        .backoff_initial
+        .saturating_mul(1u32 << exp)
+        .min(policy.backoff_max);
+    let factor = 0.9 + 0.2 * jitter.next_unit();
+    Some(base.mul_f64(factor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Always the middle of the jitter range: no jitter at all.
+    struct NoJitter;
+    impl Jitter for NoJitter {
+        fn next_unit(&mut self) -> f64 {
+            0.5
+        }
+    }
+
+    /// A fake clock and a lifecycle, with helpers that play the actor's part.
+    struct Rig {
+        lc: Lifecycle,
+        now: Instant,
+        next_pid: u32,
+    }
+
+    impl Rig {
+        fn new(policy: RestartPolicy, probe: bool) -> Self {
+            let now = Instant::now();
+            Rig {
+                lc: Lifecycle::new(policy, probe, now),
+                now,
+                next_pid: 100,
+            }
+        }
+        fn step(&mut self, e: Event) -> Vec<Action> {
+            self.lc.step(e, self.now, &mut NoJitter)
+        }
+        fn advance(&mut self, d: Duration) {
+            self.now += d;
+        }
+        fn gen(&self) -> u64 {
+            self.lc.generation()
+        }
+        /// Completes a spawn and returns the pid.
+        fn spawned(&mut self) -> u32 {
+            self.next_pid += 1;
+            let pid = self.next_pid;
+            let g = self.gen();
+            self.step(Event::Spawned { generation: g, pid });
+            pid
+        }
+        fn timer(&mut self, timer: Timer) -> Vec<Action> {
+            let g = self.gen();
+            self.step(Event::Timer {
+                timer,
+                generation: g,
+            })
+        }
+        fn exit(&mut self, reason: ExitReason) -> Vec<Action> {
+            let g = self.gen();
+            self.step(Event::Exited {
+                generation: g,
+                reason,
+            })
+        }
+        /// Start → spawned → start_secs elapsed: RUNNING.
+        fn run(&mut self) -> u32 {
+            self.step(Event::Start);
+            let pid = self.spawned();
+            self.timer(Timer::StartSecs);
+            assert_eq!(self.lc.state(), State::Running);
+            pid
+        }
+    }
+
+    fn policy() -> RestartPolicy {
+        RestartPolicy::default()
+    }
+
+    fn backoff_of(actions: &[Action]) -> Option<Duration> {
+        actions.iter().find_map(|a| match a {
+            Action::Arm {
+                timer: Timer::Backoff,
+                after,
+                ..
+            } => Some(*after),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn start_becomes_running_after_start_secs_and_probe() {
+        let mut r = Rig::new(policy(), true);
+        let a = r.step(Event::Start);
+        assert_eq!(a, vec![Action::Spawn { generation: 1 }]);
+        assert_eq!(r.lc.state(), State::Starting);
+        let g = r.gen();
+        let a = r.step(Event::Spawned {
+            generation: g,
+            pid: 42,
+        });
+        assert!(a.contains(&Action::StartProbe { generation: 1 }));
+        r.timer(Timer::StartSecs);
+        assert_eq!(r.lc.state(), State::Starting, "probe has not passed yet");
+        r.step(Event::ProbePassed { generation: 1 });
+        assert_eq!(r.lc.state(), State::Running);
+        assert_eq!(r.lc.pid(), Some(42));
+    }
+
+    #[test]
+    fn exit_before_ready_is_a_failed_start_with_its_reason() {
+        let mut r = Rig::new(policy(), false);
+        r.step(Event::Start);
+        r.spawned();
+        let a = r.exit(ExitReason::Code(1));
+        // The first failure since stable restarts at once.
+        assert_eq!(
+            a,
+            vec![Action::CancelProbe, Action::Spawn { generation: 2 }]
+        );
+        assert_eq!(
+            r.lc.last_exit(),
+            Some("exited with status 1 before it was ready")
+        );
+        assert_eq!(r.lc.budget().restarts, 1);
+    }
+
+    #[test]
+    fn backoff_sequence_doubles_from_the_second_failure_and_caps() {
+        let mut p = policy();
+        p.max_restarts = 100;
+        p.max_window = Duration::from_secs(3600);
+        p.backoff_max = Duration::from_millis(1000);
+        let mut r = Rig::new(p, false);
+        r.run();
+        let mut delays = Vec::new();
+        for _ in 0..7 {
+            let a = r.exit(ExitReason::Signal(9));
+            match backoff_of(&a) {
+                Some(d) => {
+                    assert_eq!(r.lc.state(), State::Backoff);
+                    assert_eq!(r.lc.next_retry(), Some(r.now + d));
+                    delays.push(d.as_millis());
+                    r.advance(d);
+                    let a = r.timer(Timer::Backoff);
+                    assert!(matches!(a[..], [Action::Spawn { .. }]));
+                }
+                None => delays.push(0),
+            }
+            r.spawned();
+        }
+        assert_eq!(delays, [0, 100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(r.lc.budget().restarts, 7);
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        struct Fixed(f64);
+        impl Jitter for Fixed {
+            fn next_unit(&mut self) -> f64 {
+                self.0
+            }
+        }
+        let p = policy();
+        let low = backoff_delay(&p, 3, &mut Fixed(0.0)).unwrap();
+        let high = backoff_delay(&p, 3, &mut Fixed(0.999_999)).unwrap();
+        assert_eq!(low, Duration::from_millis(180));
+        assert!(high > Duration::from_millis(219) && high <= Duration::from_millis(220));
+        let mut rng = XorShift::from_entropy();
+        for _ in 0..1000 {
+            let u = rng.next_unit();
+            assert!((0.0..1.0).contains(&u));
+        }
+    }
+
+    #[test]
+    fn budget_exceeded_is_fatal_with_reason_and_start_clears_it() {
+        let mut p = policy();
+        p.backoff_initial = Duration::from_millis(10);
+        let mut r = Rig::new(p, false);
+        r.run();
+        for i in 0..6 {
+            let a = r.exit(ExitReason::Signal(9));
+            if i == 5 {
+                assert!(a.iter().all(|a| !matches!(a, Action::Spawn { .. })));
+                break;
+            }
+            if let Some(d) = backoff_of(&a) {
+                r.advance(d);
+                r.timer(Timer::Backoff);
+            }
+            r.spawned();
+            r.timer(Timer::StartSecs);
+            r.advance(Duration::from_millis(500));
+        }
+        assert_eq!(r.lc.state(), State::Fatal);
+        assert_eq!(
+            r.lc.fatal_reason(),
+            Some("6 failures in 1m; last: killed by signal 9 (SIGKILL)")
+        );
+        // A late timer of the dead attempt changes nothing.
+        assert!(r.timer(Timer::Backoff).is_empty());
+        assert_eq!(r.lc.state(), State::Fatal);
+        r.step(Event::Start);
+        assert_eq!(r.lc.state(), State::Starting);
+        assert_eq!(r.lc.fatal_reason(), None);
+        assert!(r.lc.budget().failures.is_empty());
+    }
+
+    #[test]
+    fn failures_outside_the_window_do_not_count() {
+        let mut p = policy();
+        p.max_restarts = 2;
+        p.max_window = Duration::from_secs(10);
+        p.stable_after = Duration::from_secs(3600);
+        let mut r = Rig::new(p, false);
+        r.run();
+        for _ in 0..10 {
+            r.advance(Duration::from_secs(6));
+            let a = r.exit(ExitReason::Code(3));
+            if let Some(d) = backoff_of(&a) {
+                r.advance(d);
+                r.timer(Timer::Backoff);
+            }
+            assert_eq!(r.lc.state(), State::Starting, "never more than 2 in 10 s");
+            r.spawned();
+        }
+    }
+
+    #[test]
+    fn stable_running_resets_the_backoff_exponent() {
+        let mut r = Rig::new(policy(), false);
+        r.run();
+        r.exit(ExitReason::Code(1)); // 1st: at once
+        r.spawned();
+        let a = r.exit(ExitReason::Code(1)); // 2nd: 100 ms
+        assert_eq!(backoff_of(&a), Some(Duration::from_millis(100)));
+        r.advance(Duration::from_millis(100));
+        r.timer(Timer::Backoff);
+        r.spawned();
+        r.timer(Timer::StartSecs);
+        assert_eq!(r.lc.state(), State::Running);
+        r.advance(Duration::from_secs(30));
+        r.timer(Timer::Stable);
+        assert_eq!(r.lc.budget().since_stable, 0);
+        let a = r.exit(ExitReason::Code(1));
+        assert!(
+            a.contains(&Action::Spawn {
+                generation: r.gen()
+            }),
+            "at once again"
+        );
+    }
+
+    #[test]
+    fn stale_events_of_an_earlier_generation_are_ignored() {
+        let mut r = Rig::new(policy(), true);
+        let old = r.run_with_probe();
+        let old_gen = r.gen();
+        r.exit(ExitReason::Code(1));
+        r.spawned();
+        assert!(r
+            .step(Event::Exited {
+                generation: old_gen,
+                reason: ExitReason::Code(1)
+            })
+            .is_empty());
+        assert!(r
+            .step(Event::Timer {
+                timer: Timer::StartTimeout,
+                generation: old_gen
+            })
+            .is_empty());
+        r.step(Event::ProbePassed {
+            generation: old_gen,
+        });
+        assert_eq!(r.lc.state(), State::Starting);
+        assert_ne!(r.lc.pid(), Some(old));
+    }
+
+    impl Rig {
+        fn run_with_probe(&mut self) -> u32 {
+            self.step(Event::Start);
+            let pid = self.spawned();
+            self.timer(Timer::StartSecs);
+            let g = self.gen();
+            self.step(Event::ProbePassed { generation: g });
+            assert_eq!(self.lc.state(), State::Running);
+            pid
+        }
+    }
+
+    #[test]
+    fn stop_signals_the_group_then_kills_after_the_timeout_and_is_no_failure() {
+        let mut r = Rig::new(policy(), false);
+        let pid = r.run();
+        let a = r.step(Event::Stop);
+        assert_eq!(r.lc.state(), State::Stopping);
+        assert!(a.contains(&Action::Signal {
+            pgid: pid,
+            signal: libc::SIGTERM
+        }));
+        let a = r.timer(Timer::StopTimeout);
+        assert_eq!(
+            a,
+            vec![Action::Signal {
+                pgid: pid,
+                signal: libc::SIGKILL
+            }]
+        );
+        r.exit(ExitReason::Signal(9));
+        assert_eq!(r.lc.state(), State::Stopped);
+        assert_eq!(r.lc.budget().failures.len(), 0);
+        assert_eq!(r.lc.last_exit(), None);
+    }
+
+    #[test]
+    fn stop_cancels_a_pending_restart() {
+        let mut r = Rig::new(policy(), false);
+        r.run();
+        r.exit(ExitReason::Code(1));
+        r.spawned();
+        r.exit(ExitReason::Code(1));
+        assert_eq!(r.lc.state(), State::Backoff);
+        let backoff_gen = r.gen();
+        let a = r.step(Event::Stop);
+        assert_eq!(a, vec![Action::Disarm(Timer::Backoff)]);
+        assert_eq!(r.lc.state(), State::Stopped);
+        let a = r.step(Event::Timer {
+            timer: Timer::Backoff,
+            generation: backoff_gen,
+        });
+        assert!(a.is_empty());
+        assert_eq!(r.lc.state(), State::Stopped);
+    }
+
+    #[test]
+    fn restart_stops_then_spawns_without_counting_a_failure() {
+        let mut r = Rig::new(policy(), false);
+        let pid = r.run();
+        r.step(Event::Restart);
+        assert_eq!(r.lc.state(), State::Stopping);
+        let a = r.exit(ExitReason::Signal(libc::SIGTERM));
+        assert!(matches!(a.last(), Some(Action::Spawn { .. })));
+        assert_eq!(r.lc.state(), State::Starting);
+        let new = r.spawned();
+        assert_ne!(new, pid);
+        assert_eq!(r.lc.budget().restarts, 0);
+        assert_eq!(r.lc.budget().failures.len(), 0);
+    }
+
+    #[test]
+    fn start_timeout_kills_and_counts_as_failure() {
+        let mut r = Rig::new(policy(), true);
+        r.step(Event::Start);
+        let pid = r.spawned();
+        r.timer(Timer::StartSecs);
+        let a = r.timer(Timer::StartTimeout);
+        assert!(a.contains(&Action::Signal {
+            pgid: pid,
+            signal: libc::SIGKILL
+        }));
+        r.exit(ExitReason::Signal(9));
+        assert_eq!(
+            r.lc.last_exit(),
+            Some("not ready within 30s (its port never accepted a connection)")
+        );
+        assert_eq!(r.lc.state(), State::Starting);
+    }
+
+    #[test]
+    fn stop_while_the_spawn_is_in_flight_signals_on_arrival() {
+        let mut r = Rig::new(policy(), false);
+        r.step(Event::Start);
+        let a = r.step(Event::Stop);
+        assert!(a.iter().all(|a| !matches!(a, Action::Signal { .. })));
+        assert_eq!(r.lc.state(), State::Stopping);
+        let g = r.gen();
+        let a = r.step(Event::Spawned {
+            generation: g,
+            pid: 7,
+        });
+        assert!(a.contains(&Action::Signal {
+            pgid: 7,
+            signal: libc::SIGTERM
+        }));
+    }
+
+    #[test]
+    fn spawn_failure_is_a_failure_and_a_replaced_actor_keeps_its_budget() {
+        let mut p = policy();
+        p.max_restarts = 1;
+        let mut r = Rig::new(p.clone(), false);
+        r.step(Event::Start);
+        let g = r.gen();
+        r.step(Event::SpawnFailed {
+            generation: g,
+            error: "No such file or directory".into(),
+        });
+        assert_eq!(
+            r.lc.last_exit(),
+            Some("could not be started: No such file or directory")
+        );
+        assert_eq!(r.lc.state(), State::Starting);
+        // The actor dies; a new one inherits the budget and the failure counts.
+        let mut fresh = Lifecycle::new(p, false, r.now);
+        fresh.inherit(r.lc.budget().clone(), r.lc.last_exit().map(String::from));
+        fresh.step(
+            Event::ActorReplaced {
+                reason: "component actor panicked: boom".into(),
+                wanted: true,
+            },
+            r.now,
+            &mut NoJitter,
+        );
+        assert_eq!(fresh.state(), State::Fatal);
+        assert_eq!(
+            fresh.fatal_reason(),
+            Some("2 failures in 1m; last: component actor panicked: boom")
+        );
+    }
+}

@@ -1,0 +1,1217 @@
+//! The OS side of a component: spawning its process, signalling its group, finding and killing
+//! leftovers by marker, sampling memory, and pumping its output into a timestamped log.
+//!
+//! The supervisor's one promise is that no process it started outlives it or its component.
+//! These invariants keep that promise:
+//!
+//! * **One spawner thread.** Every component process is forked by a single dedicated std thread
+//!   that starts on first use and never exits. The child arms `PR_SET_PDEATHSIG(SIGKILL)` before
+//!   `exec`, and Linux fires that signal when the *thread* that forked it exits, not the process.
+//!   Forking from a tokio worker (which retires when idle) would kill components at random; from
+//!   the spawner thread, the signal fires exactly when the daemon dies. The child also checks that
+//!   its parent is still the daemon after arming it, closing the window of a daemon dying mid-fork.
+//!   A panic while spawning is caught so the thread survives it.
+//! * **Own process group.** Each main process leads a new group (pgid == pid), so one `killpg`
+//!   reaches every ordinary descendant, and never the daemon (whose group is refused).
+//! * **Markers.** Descendants that leave the group (`setsid`, a daemonizing double fork) still
+//!   inherit [`TREE_ENV`] and [`COMPONENT_ENV`] from the environment; [`find_marked`] finds them in
+//!   `/proc` by those exact entries, so after a crash only this tree's processes are ever killed.
+//!   A process that clears or rewrites its environment (`env -i`, setproctitle) loses the marker;
+//!   if it stayed in the group, the group kill still reaches it.
+//! * **Never a bare recorded pid.** A pid is only a number: once its process is reaped the kernel
+//!   hands it to anyone. So a marked process is signalled through a pidfd opened *before* its
+//!   marker is read again: the pidfd pins one process, so a pid reused in between is never hit.
+//!   A process group number cannot be reused while a member lives; [`kill_leftovers`] signals a
+//!   group only while it has members or right after the leader exited, and leaves it alone if a
+//!   live, unmarked process now leads a group under that number (the number was reused).
+//!
+//! Output is drained by two tasks per process (stdout and stderr) that never stop reading while
+//! the pipe is open, so a component never blocks on a full pipe, even when its log cannot be
+//! written. Lines longer than 64 KiB are cut into pieces, so memory stays bounded.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::fcntl::OFlag;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{geteuid, getpgrp, getpid, pipe2, Pid};
+use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tracing::{error, warn};
+
+/// Environment variable naming the tree (the daemon: its home) in every process of a component.
+pub const TREE_ENV: &str = "IMAGESERVING_TREE";
+/// Environment variable naming the component in every process of a component.
+pub const COMPONENT_ENV: &str = "IMAGESERVING_COMPONENT";
+
+/// The longest line written to a log; longer lines are cut into pieces of this size.
+const MAX_LINE: usize = 64 * 1024;
+
+/// How much is read from a pipe at once.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How often [`kill_leftovers`] looks again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// What to run for one attempt of a component.
+#[derive(Clone, Debug)]
+pub struct SpawnRequest {
+    /// Program and arguments (non-empty).
+    pub command: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Tree id, exported as [`TREE_ENV`].
+    pub tree_id: String,
+    /// Component name, exported as [`COMPONENT_ENV`].
+    pub component: String,
+    /// Log file for standard output and error (appended, each line timestamped); `None` discards.
+    pub log_file: Option<PathBuf>,
+}
+
+/// A spawned component process, the leader of its own process group (pgid == pid).
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid, also its process group id.
+    pub pid: u32,
+    /// The handle to wait on. Its stdout/stderr are already taken by the log pump tasks.
+    pub child: tokio::process::Child,
+}
+
+/// Spawns `req` from the dedicated spawner thread (so `PR_SET_PDEATHSIG` stays armed for the
+/// life of the process), in a new process group, with the marker variables set, stdin from
+/// /dev/null, and stdout/stderr pumped line by line into the log file.
+///
+/// The child is registered with (and its output pumped on) the caller's tokio runtime. If this
+/// future is dropped before the answer arrives, the new process group is killed.
+pub async fn spawn(req: SpawnRequest) -> io::Result<Spawned> {
+    if req.command.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("spawning component {:?}: empty command", req.component),
+        ));
+    }
+    let runtime = Handle::try_current().map_err(|e| {
+        io::Error::other(format!(
+            "spawning {:?}: not in a tokio runtime: {e}",
+            req.command[0]
+        ))
+    })?;
+    let (reply, answer) = oneshot::channel();
+    spawner()?
+        .send(SpawnJob {
+            req,
+            runtime,
+            reply,
+        })
+        .map_err(|_| io::Error::other("spawning: the spawner thread is gone"))?;
+    answer
+        .await
+        .map_err(|_| io::Error::other("spawning: the spawner thread dropped the request"))?
+}
+
+/// Sends `signal` to the process group `pgid`. A group that no longer exists is not an error.
+///
+/// Refuses groups 0 and 1 and the daemon's own group. Safe while the caller holds the leader's
+/// unreaped [`Spawned::child`] or the group has members: until then the number cannot be reused.
+pub fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
+    let group = checked_pgid(pgid)?;
+    // SAFETY: killpg only takes integers and has no memory-safety preconditions.
+    if unsafe { libc::killpg(group, signal) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ESRCH) {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        err.kind(),
+        format!("sending signal {signal} to process group {pgid}: {err}"),
+    ))
+}
+
+/// Pids of live (non-zombie) processes of this user whose environment carries
+/// `TREE_ENV=tree_id` and, when given, `COMPONENT_ENV=component`.
+///
+/// If `/proc` cannot be listed, logs an error and returns nothing.
+pub fn find_marked(tree_id: &str, component: Option<&str>) -> Vec<u32> {
+    let marker = Marker::new(tree_id, component);
+    match own_live_processes() {
+        Ok(processes) => processes
+            .iter()
+            .filter(|p| marker.matches_pid(p.pid))
+            .map(|p| p.pid)
+            .collect(),
+        Err(e) => {
+            error!(error = %e, tree_id, "cannot scan /proc for marked processes");
+            Vec::new()
+        }
+    }
+}
+
+/// Sends SIGKILL to every process [`find_marked`] finds (verified again through a pidfd, so a
+/// reused pid is never hit). Returns how many were signalled.
+pub fn kill_marked(tree_id: &str, component: Option<&str>) -> usize {
+    let marker = Marker::new(tree_id, component);
+    find_marked(tree_id, component)
+        .into_iter()
+        .filter(|&pid| kill_verified(pid, &marker))
+        .count()
+}
+
+/// After a component's main process has exited: SIGKILL what is left of its group and of its
+/// marked descendants, and wait (polling, up to `deadline`) until none is alive.
+/// Returns an error naming the survivors if some outlive the deadline.
+///
+/// Call it once the leader has been reaped and before the component is started again: a new
+/// instance of the same component carries the same marker and would be killed too.
+pub async fn kill_leftovers(
+    pgid: u32,
+    tree_id: &str,
+    component: &str,
+    deadline: Duration,
+) -> io::Result<()> {
+    checked_pgid(pgid)?;
+    let marker = Arc::new(Marker::new(tree_id, Some(component)));
+    let started = Instant::now();
+    let mut first = true;
+    let mut warned_reused = false;
+    loop {
+        let sweep_marker = Arc::clone(&marker);
+        // A sweep reads all of /proc: keep it off the runtime's workers.
+        let left = tokio::task::spawn_blocking(move || sweep(pgid, &sweep_marker, first))
+            .await
+            .map_err(|e| io::Error::other(format!("sweeping leftovers of {component}: {e}")))??;
+        first = false;
+        if left.group_reused && !warned_reused {
+            warned_reused = true;
+            warn!(
+                component,
+                pgid, "process group number now belongs to another process; not signalling it"
+            );
+        }
+        if left.survivors.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= deadline {
+            let names: Vec<String> = left
+                .survivors
+                .iter()
+                .map(|(pid, comm)| format!("{pid} ({comm})"))
+                .collect();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "leftovers of component {component} (process group {pgid}) still alive after \
+                     {}: {}",
+                    humantime::format_duration(deadline),
+                    names.join(", ")
+                ),
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Resident memory in bytes of the process tree rooted at each of `roots` (the root and all its
+/// descendants, threads counted once). Missing roots are absent from the answer.
+///
+/// Blocking: it reads all of `/proc`.
+pub fn tree_memory(roots: &[u32]) -> HashMap<u32, u64> {
+    let snapshot = MemorySnapshot::take();
+    roots
+        .iter()
+        .filter(|root| snapshot.memory.contains_key(root))
+        .map(|&root| (root, snapshot.total(&snapshot.subtree(root))))
+        .collect()
+}
+
+/// Resident memory in bytes of each component, given its name and main pid: its process tree as
+/// in [`tree_memory`], plus every live process marked with `tree_id` and that component (and
+/// their descendants) that escaped the tree, e.g. by a daemonizing double fork. Each process is
+/// counted once per component. A component with no live process is absent from the answer.
+///
+/// Blocking: it reads all of `/proc`, and the environment of this user's processes.
+pub fn component_memory(tree_id: &str, roots: &[(String, u32)]) -> HashMap<String, u64> {
+    let snapshot = MemorySnapshot::take();
+    let marked = marked_components(tree_id);
+    let mut answer = HashMap::new();
+    for (name, root) in roots {
+        let mut pids = snapshot.subtree(*root);
+        for (pid, _) in marked.iter().filter(|(_, c)| c == name.as_bytes()) {
+            pids.extend(snapshot.subtree(*pid));
+        }
+        if !pids.is_empty() {
+            answer.insert(name.clone(), snapshot.total(&pids));
+        }
+    }
+    answer
+}
+
+// ---------------------------------------------------------------------------------------------
+// The spawner thread.
+
+/// One spawn handed to the spawner thread.
+struct SpawnJob {
+    req: SpawnRequest,
+    /// The caller's runtime: the child is reaped, and its output pumped, there.
+    runtime: Handle,
+    /// Where the result goes; if the caller is gone, the new process is killed.
+    reply: oneshot::Sender<io::Result<Spawned>>,
+}
+
+/// The spawner thread's mailbox. The sender lives forever, so the thread never sees its channel
+/// close and never exits.
+static SPAWNER: OnceLock<mpsc::Sender<SpawnJob>> = OnceLock::new();
+/// Serializes the start of the spawner thread, so that a failed start can be retried.
+static SPAWNER_START: Mutex<()> = Mutex::new(());
+
+fn spawner() -> io::Result<&'static mpsc::Sender<SpawnJob>> {
+    if let Some(sender) = SPAWNER.get() {
+        return Ok(sender);
+    }
+    let _starting = SPAWNER_START.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(sender) = SPAWNER.get() {
+        return Ok(sender);
+    }
+    let (sender, jobs) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("imageserving-spawner".into())
+        .spawn(move || spawner_loop(&jobs))
+        .map_err(|e| io::Error::new(e.kind(), format!("starting the spawner thread: {e}")))?;
+    Ok(SPAWNER.get_or_init(|| sender))
+}
+
+fn spawner_loop(jobs: &mpsc::Receiver<SpawnJob>) {
+    while let Ok(SpawnJob {
+        req,
+        runtime,
+        reply,
+    }) = jobs.recv()
+    {
+        let program = req.command.first().cloned().unwrap_or_default();
+        let _entered = runtime.enter();
+        // If this thread died, every component it forked would get SIGKILL: survive any panic.
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spawn_here(req, &runtime)))
+                .unwrap_or_else(|_| {
+                    Err(io::Error::other(format!("spawning {program:?}: panicked")))
+                });
+        if let Err(Ok(unwanted)) = reply.send(result) {
+            // Nobody holds this process any more, so nobody would ever stop it. Its leader is
+            // not reaped yet (we hold its handle), so the group number is still ours.
+            warn!(
+                pid = unwanted.pid,
+                "spawn cancelled by its caller; killing the new process"
+            );
+            if let Err(e) = signal_group(unwanted.pid, libc::SIGKILL) {
+                error!(pid = unwanted.pid, error = %e, "cannot kill an unwanted process");
+            }
+        }
+    }
+}
+
+/// Forks and execs `req`; runs on the spawner thread, inside `runtime`.
+fn spawn_here(req: SpawnRequest, runtime: &Handle) -> io::Result<Spawned> {
+    let Some((program, args)) = req.command.split_first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+    };
+    let sink = req
+        .log_file
+        .as_deref()
+        .and_then(|path| LogSink::open_or_warn(path, &req.component));
+
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .envs(req.env.iter().map(|(k, v)| (k, v)))
+        // Last, so that `req.env` cannot override the markers.
+        .env(TREE_ENV, &req.tree_id)
+        .env(COMPONENT_ENV, &req.component)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false)
+        .process_group(0);
+    if let Some(cwd) = &req.cwd {
+        command.current_dir(cwd);
+    }
+    // The child writes its pid here before exec, so that a spawn failing after the fork (when
+    // tokio registers the pipes) still names the process to kill. Both ends close at exec.
+    let (pid_reader, pid_writer) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .map_err(|e| io::Error::other(format!("spawning {program:?}: creating a pipe: {e}")))?;
+    let pid_fd = pid_writer.as_raw_fd();
+    let parent = getpid().as_raw();
+    let prepare_child = move || -> io::Result<()> {
+        // SAFETY: this runs in the child between fork and exec, where only async-signal-safe
+        // functions may be called; these are all plain system calls on integers and a local.
+        unsafe {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The daemon died before the signal was armed: nobody will ever stop us.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            let me = libc::getpid();
+            // Best effort: 4 bytes into an empty pipe cannot block or be split.
+            libc::write(pid_fd, (&raw const me).cast(), size_of::<libc::pid_t>());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only makes async-signal-safe system calls (see above).
+    unsafe {
+        command.pre_exec(prepare_child);
+    }
+
+    let spawned = command.spawn();
+    drop(pid_writer);
+    let mut child = spawned.map_err(|e| {
+        if let Some(pid) = forked_pid(pid_reader) {
+            kill_stray_child(pid, &Marker::new(&req.tree_id, Some(&req.component)));
+        }
+        let place = req
+            .cwd
+            .as_ref()
+            .map(|cwd| format!(" in {}", cwd.display()))
+            .unwrap_or_default();
+        io::Error::new(e.kind(), format!("spawning {program:?}{place}: {e}"))
+    })?;
+    let pid = child
+        .id()
+        .ok_or_else(|| io::Error::other(format!("spawning {program:?}: no pid")))?;
+    if let Some(stdout) = child.stdout.take() {
+        runtime.spawn(pump(stdout, sink.clone(), req.component.clone(), "stdout"));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        runtime.spawn(pump(stderr, sink, req.component, "stderr"));
+    }
+    Ok(Spawned { pid, child })
+}
+
+/// The pid a child wrote into its pid pipe, if it was forked at all.
+fn forked_pid(reader: OwnedFd) -> Option<u32> {
+    let mut bytes = [0; size_of::<libc::pid_t>()];
+    File::from(reader).read_exact(&mut bytes).ok()?;
+    u32::try_from(libc::pid_t::from_ne_bytes(bytes)).ok()
+}
+
+/// Kills `pid` if it is a live child of ours that leads its group and carries `marker`: a
+/// process whose spawn failed after the fork, so nobody holds it. An exact test, as every
+/// such process comes from the spawner thread, which is busy with this very spawn.
+fn kill_stray_child(pid: u32, marker: &Marker) {
+    let me = std::process::id();
+    let stray = |pid: u32| {
+        read_stat(pid).is_some_and(|s| {
+            i64::from(s.ppid) == i64::from(me) && i64::from(s.pgrp) == i64::from(pid)
+        }) && marker.holds_for(pid)
+    };
+    if kill_checked(pid, stray) {
+        warn!(pid, "killed a process whose spawn failed after the fork");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output pumps.
+
+/// A log file shared by the stdout and stderr pumps of one process.
+struct LogSink {
+    path: PathBuf,
+    file: Mutex<File>,
+    /// Set after the first failed write, so a full disk warns once, not once per line.
+    write_failed: AtomicBool,
+}
+
+impl LogSink {
+    /// Opens `path` for appending (creating it and its directory), or warns and returns `None`.
+    fn open_or_warn(path: &Path, component: &str) -> Option<Arc<Self>> {
+        let opened = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| OpenOptions::new().create(true).append(true).open(path));
+        match opened {
+            Ok(file) => Some(Arc::new(Self {
+                path: path.to_owned(),
+                file: Mutex::new(file),
+                write_failed: AtomicBool::new(false),
+            })),
+            Err(e) => {
+                warn!(component, path = %path.display(), error = %e,
+                    "cannot open log file; discarding the output");
+                None
+            }
+        }
+    }
+
+    /// Appends whole lines with a single write, so the two pumps never interleave within a line.
+    fn append(&self, lines: &[u8]) {
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = file.write_all(lines) {
+            if !self.write_failed.swap(true, Ordering::Relaxed) {
+                warn!(path = %self.path.display(), error = %e,
+                    "cannot write to log file; dropping output");
+            }
+        }
+    }
+}
+
+/// Reads `pipe` until end of file, writing its lines (timestamped) to `sink` if any.
+async fn pump<R: AsyncRead + Unpin>(
+    mut pipe: R,
+    sink: Option<Arc<LogSink>>,
+    component: String,
+    stream: &'static str,
+) {
+    let mut buf = vec![0; READ_CHUNK];
+    let mut lines = LineBuffer::default();
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                warn!(component, stream, error = %e, "cannot read component output");
+                break;
+            }
+        };
+        if let Some(sink) = &sink {
+            let mut out = Vec::new();
+            let stamp = timestamp();
+            lines.push(&buf[..n], |line| stamp_line(&mut out, &stamp, line));
+            write_lines(sink, out).await;
+        }
+    }
+    if let Some(sink) = &sink {
+        let mut out = Vec::new();
+        let stamp = timestamp();
+        lines.finish(|line| stamp_line(&mut out, &stamp, line));
+        write_lines(sink, out).await;
+    }
+}
+
+async fn write_lines(sink: &Arc<LogSink>, lines: Vec<u8>) {
+    if lines.is_empty() {
+        return;
+    }
+    let sink = Arc::clone(sink);
+    // A write may block on a slow disk: do it on the blocking pool. It only fails if the
+    // runtime shuts down, and then nothing is left to log to.
+    let _ = tokio::task::spawn_blocking(move || sink.append(&lines)).await;
+}
+
+fn timestamp() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn stamp_line(out: &mut Vec<u8>, stamp: &str, line: &[u8]) {
+    out.extend_from_slice(stamp.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(line);
+    out.push(b'\n');
+}
+
+/// Cuts a byte stream into lines (without their newline) of at most [`MAX_LINE`] bytes, holding
+/// at most one partial line.
+#[derive(Default)]
+struct LineBuffer {
+    partial: Vec<u8>,
+    /// The last byte ended a forced cut: a newline right after it ends no new line.
+    just_cut: bool,
+}
+
+impl LineBuffer {
+    /// Feeds `chunk`, calling `emit` with each line or piece it completes.
+    fn push(&mut self, mut chunk: &[u8], mut emit: impl FnMut(&[u8])) {
+        while !chunk.is_empty() {
+            let room = MAX_LINE - self.partial.len();
+            let window = &chunk[..chunk.len().min(room)];
+            if let Some(end) = window.iter().position(|&b| b == b'\n') {
+                if self.partial.is_empty() {
+                    if !(end == 0 && self.just_cut) {
+                        emit(&window[..end]);
+                    }
+                } else {
+                    self.partial.extend_from_slice(&window[..end]);
+                    emit(&self.partial);
+                    self.partial.clear();
+                }
+                self.just_cut = false;
+                chunk = &chunk[end + 1..];
+            } else {
+                self.partial.extend_from_slice(window);
+                chunk = &chunk[window.len()..];
+                self.just_cut = self.partial.len() == MAX_LINE;
+                if self.just_cut {
+                    emit(&self.partial);
+                    self.partial.clear();
+                }
+            }
+        }
+    }
+
+    /// Emits the final partial line, if any.
+    fn finish(&mut self, mut emit: impl FnMut(&[u8])) {
+        if !self.partial.is_empty() {
+            emit(&self.partial);
+            self.partial.clear();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc, markers and pidfds.
+
+fn checked_pgid(pgid: u32) -> io::Result<libc::pid_t> {
+    let refuse = |why: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal process group {pgid}: {why}"),
+        ))
+    };
+    match libc::pid_t::try_from(pgid) {
+        Ok(group) if group > 1 && group == getpgrp().as_raw() => refuse("it is the daemon's own"),
+        Ok(group) if group > 1 => Ok(group),
+        _ => refuse("not a component's group"),
+    }
+}
+
+/// The fields of `/proc/PID/stat` this module needs.
+#[derive(Debug, PartialEq, Eq)]
+struct ProcStat {
+    comm: String,
+    state: char,
+    ppid: i32,
+    pgrp: i32,
+    session: i32,
+}
+
+impl ProcStat {
+    fn is_alive(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Parses `pid (comm) state ppid pgrp session ...`; `comm` may hold spaces and parentheses, so
+/// the fields are read after the last `)`.
+fn parse_stat(text: &str) -> Option<ProcStat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_owned();
+    let mut fields = text.get(close + 1..)?.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    let session = fields.next()?.parse().ok()?;
+    Some(ProcStat {
+        comm,
+        state,
+        ppid,
+        pgrp,
+        session,
+    })
+}
+
+fn read_stat(pid: u32) -> Option<ProcStat> {
+    let bytes = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&String::from_utf8_lossy(&bytes))
+}
+
+/// The real uid on the `Uid:` line of `/proc/PID/status`.
+fn parse_real_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_ascii_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn read_real_uid(pid: u32) -> Option<u32> {
+    parse_real_uid(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// A live (non-zombie) process of this user, other than the daemon itself.
+struct OwnProcess {
+    pid: u32,
+    stat: ProcStat,
+}
+
+/// Lists live processes of this user. Processes that vanish or cannot be read are skipped.
+fn own_live_processes() -> io::Result<Vec<OwnProcess>> {
+    let me = std::process::id();
+    let uid = geteuid().as_raw();
+    let entries = fs::read_dir("/proc")
+        .map_err(|e| io::Error::new(e.kind(), format!("listing /proc: {e}")))?;
+    Ok(entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter_map(|pid| {
+            let stat = read_stat(pid).filter(ProcStat::is_alive)?;
+            (read_real_uid(pid)? == uid).then_some(OwnProcess { pid, stat })
+        })
+        .collect())
+}
+
+/// The environment entries that mark a process as part of a tree (and of a component).
+struct Marker {
+    tree: Vec<u8>,
+    component: Option<Vec<u8>>,
+}
+
+impl Marker {
+    fn new(tree_id: &str, component: Option<&str>) -> Self {
+        Self {
+            tree: format!("{TREE_ENV}={tree_id}").into_bytes(),
+            component: component.map(|c| format!("{COMPONENT_ENV}={c}").into_bytes()),
+        }
+    }
+
+    /// Whether the NUL-separated `environ` holds the exact marker entries.
+    fn matches(&self, environ: &[u8]) -> bool {
+        let has = |want: &[u8]| environ.split(|&b| b == 0).any(|entry| entry == want);
+        has(&self.tree) && self.component.as_deref().is_none_or(has)
+    }
+
+    fn matches_pid(&self, pid: u32) -> bool {
+        fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| self.matches(&environ))
+    }
+
+    /// Whether `pid` is, right now, a live process of this user carrying the marker.
+    fn holds_for(&self, pid: u32) -> bool {
+        read_stat(pid).is_some_and(|s| s.is_alive())
+            && read_real_uid(pid) == Some(geteuid().as_raw())
+            && self.matches_pid(pid)
+    }
+}
+
+/// SIGKILLs `pid` if it still carries `marker`, checked after pinning it with a pidfd.
+fn kill_verified(pid: u32, marker: &Marker) -> bool {
+    kill_checked(pid, |pid| marker.holds_for(pid))
+}
+
+/// SIGKILLs `pid` if `check(pid)` holds after the process was pinned with a pidfd: if the pid
+/// was reused before the pidfd was opened, the check sees the new process; if it is reused
+/// after, the pidfd still names the old one, and the signal fails.
+fn kill_checked(pid: u32, check: impl Fn(u32) -> bool) -> bool {
+    match pidfd_open(pid) {
+        Ok(pidfd) => check(pid) && pidfd_kill(&pidfd).is_ok(),
+        // Kernels before 5.3: the check is as close to the kill as it gets.
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            check(pid)
+                && i32::try_from(pid)
+                    .is_ok_and(|raw| kill(Pid::from_raw(raw), Signal::SIGKILL).is_ok())
+        }
+        // Gone already (ESRCH), or otherwise out of reach.
+        Err(_) => false,
+    }
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: the kernel just created this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn pidfd_kill(pidfd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: a valid pidfd, a signal number, a null siginfo (allowed) and no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What one [`sweep`] found still alive.
+struct Leftovers {
+    /// Pid and name of each process in the group or carrying the marker.
+    survivors: BTreeMap<u32, String>,
+    /// The group number now belongs to an unrelated live leader, so the group was left alone.
+    group_reused: bool,
+}
+
+/// One round of [`kill_leftovers`]: find what is left, and SIGKILL it.
+fn sweep(pgid: u32, marker: &Marker, first: bool) -> io::Result<Leftovers> {
+    let processes = own_live_processes()?;
+    // Our leader has exited; a live process now leading a group under its number is not ours
+    // unless it carries our marker. Its environment is read without the uid filter, so that a
+    // foreign user's process (killable by a root daemon) is never mistaken for ours.
+    let group_reused = read_stat(pgid).is_some_and(|s| {
+        s.is_alive() && i64::from(s.pgrp) == i64::from(pgid) && !marker.matches_pid(pgid)
+    });
+    let mut survivors = BTreeMap::new();
+    let mut group_alive = false;
+    let mut marked = Vec::new();
+    for p in &processes {
+        let in_group = !group_reused && i64::from(p.stat.pgrp) == i64::from(pgid);
+        let is_marked = marker.matches_pid(p.pid);
+        if in_group || is_marked {
+            group_alive |= in_group;
+            survivors.insert(p.pid, p.stat.comm.clone());
+        }
+        if is_marked {
+            marked.push(p.pid);
+        }
+    }
+    if !group_reused && (first || group_alive) {
+        if let Err(e) = signal_group(pgid, libc::SIGKILL) {
+            warn!(pgid, error = %e, "cannot kill process group");
+        }
+    }
+    for pid in marked {
+        kill_verified(pid, marker);
+    }
+    Ok(Leftovers {
+        survivors,
+        group_reused,
+    })
+}
+
+/// Pid and component of every live process of this user marked with `tree_id`.
+fn marked_components(tree_id: &str) -> Vec<(u32, Vec<u8>)> {
+    let marker = Marker::new(tree_id, None);
+    let prefix = format!("{COMPONENT_ENV}=").into_bytes();
+    let processes = match own_live_processes() {
+        Ok(processes) => processes,
+        Err(e) => {
+            warn!(error = %e, tree_id, "cannot scan /proc for marked processes");
+            return Vec::new();
+        }
+    };
+    processes
+        .iter()
+        .filter_map(|p| {
+            let environ = fs::read(format!("/proc/{}/environ", p.pid)).ok()?;
+            if !marker.matches(&environ) {
+                return None;
+            }
+            let component = environ
+                .split(|&b| b == 0)
+                .find_map(|entry| entry.strip_prefix(prefix.as_slice()))?;
+            Some((p.pid, component.to_vec()))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory.
+
+/// The memory and children of every process (threads excluded), from one sysinfo snapshot.
+struct MemorySnapshot {
+    memory: HashMap<u32, u64>,
+    children: HashMap<u32, Vec<u32>>,
+}
+
+impl MemorySnapshot {
+    fn take() -> Self {
+        let mut system = System::new();
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing().with_memory(),
+        );
+        let mut memory = HashMap::new();
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (pid, process) in system.processes() {
+            // A thread shares its process's memory: counting it would count that memory again.
+            if process.thread_kind().is_some() {
+                continue;
+            }
+            memory.insert(pid.as_u32(), process.memory());
+            if let Some(parent) = process.parent() {
+                children
+                    .entry(parent.as_u32())
+                    .or_default()
+                    .push(pid.as_u32());
+            }
+        }
+        Self { memory, children }
+    }
+
+    /// `root` and all its descendants; empty if `root` is not in the snapshot.
+    fn subtree(&self, root: u32) -> HashSet<u32> {
+        let mut seen = HashSet::new();
+        if !self.memory.contains_key(&root) {
+            return seen;
+        }
+        let mut todo = vec![root];
+        while let Some(pid) = todo.pop() {
+            if seen.insert(pid) {
+                todo.extend(self.children.get(&pid).into_iter().flatten().copied());
+            }
+        }
+        seen
+    }
+
+    fn total(&self, pids: &HashSet<u32>) -> u64 {
+        pids.iter().filter_map(|pid| self.memory.get(pid)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    /// The bound of every wait in these tests.
+    const LIMIT: Duration = Duration::from_secs(20);
+
+    fn unique_tree(tag: &str) -> String {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        format!("test-{}-{nanos}-{tag}", std::process::id())
+    }
+
+    /// Kills every process marked with its tree when dropped, even when the test panics.
+    struct Reaper(String);
+
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            // Loop: a process may be forking while it is killed.
+            let start = Instant::now();
+            while !find_marked(&self.0, None).is_empty() && start.elapsed() < LIMIT {
+                kill_marked(&self.0, None);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    fn request(tree: &str, script: &str, log_file: Option<PathBuf>) -> SpawnRequest {
+        SpawnRequest {
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            env: vec![("EXTRA_TEST_VAR".into(), "yes".into())],
+            cwd: None,
+            tree_id: tree.into(),
+            component: "web".into(),
+            log_file,
+        }
+    }
+
+    async fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < LIMIT {
+            if condition() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        condition()
+    }
+
+    async fn wait_exit(spawned: &mut Spawned) -> std::process::ExitStatus {
+        tokio::time::timeout(LIMIT, spawned.child.wait())
+            .await
+            .expect("process did not exit in time")
+            .expect("wait failed")
+    }
+
+    /// The log's lines, each split into its timestamp and its text.
+    fn log_lines(path: &Path) -> Vec<(String, Vec<u8>)> {
+        let bytes = fs::read(path).unwrap_or_default();
+        bytes
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|line| line.ends_with(b"\n"))
+            .filter_map(|line| {
+                let space = line.iter().position(|&b| b == b' ')?;
+                let stamp = String::from_utf8_lossy(&line[..space]).into_owned();
+                Some((stamp, line[space + 1..line.len() - 1].to_vec()))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn output_of_both_streams_is_logged_with_timestamps() {
+        let tree = unique_tree("log");
+        let _reaper = Reaper(tree.clone());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("sub/dir/web.log");
+        let script = "echo hello; echo err >&2; sleep 30";
+        let spawned = spawn(request(&tree, script, Some(log.clone())))
+            .await
+            .expect("spawn");
+
+        let has = |text: &[u8]| log_lines(&log).iter().any(|(_, line)| line == text);
+        assert!(
+            wait_for(|| has(b"hello") && has(b"err")).await,
+            "log: {:?}",
+            fs::read_to_string(&log)
+        );
+        for (stamp, _) in log_lines(&log) {
+            assert!(stamp.ends_with('Z') && stamp.contains('.'), "{stamp}");
+            humantime::parse_rfc3339(&stamp).expect("an RFC 3339 timestamp");
+        }
+        signal_group(spawned.pid, libc::SIGKILL).expect("kill");
+    }
+
+    #[tokio::test]
+    async fn child_leads_its_own_group_and_carries_the_marker() {
+        let tree = unique_tree("marker");
+        let _reaper = Reaper(tree.clone());
+        let mut spawned = spawn(request(&tree, "exec sleep 30", None))
+            .await
+            .expect("spawn");
+        let pid = spawned.pid;
+        let raw = Pid::from_raw(i32::try_from(pid).expect("pid"));
+
+        assert_eq!(nix::unistd::getpgid(Some(raw)).expect("getpgid"), raw);
+        assert!(find_marked(&tree, None).contains(&pid));
+        assert!(find_marked(&tree, Some("web")).contains(&pid));
+        assert!(!find_marked(&tree, Some("other")).contains(&pid));
+        assert!(!find_marked(&unique_tree("other"), None).contains(&pid));
+        let environ = fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        assert!(environ
+            .split(|&b| b == 0)
+            .any(|e| e == b"EXTRA_TEST_VAR=yes"));
+
+        assert_eq!(kill_marked(&tree, Some("web")), 1);
+        assert!(!wait_exit(&mut spawned).await.success());
+        assert!(find_marked(&tree, None).is_empty());
+    }
+
+    #[tokio::test]
+    async fn kill_leftovers_reaches_the_group_and_setsid_escapees() {
+        let tree = unique_tree("leftovers");
+        let _reaper = Reaper(tree.clone());
+        let script = "sleep 30 & setsid sleep 31 & wait";
+        let mut spawned = spawn(request(&tree, script, None)).await.expect("spawn");
+        let pid = spawned.pid;
+
+        let escaped = || {
+            find_marked(&tree, None).iter().any(|&p| {
+                p != pid && read_stat(p).is_some_and(|s| i64::from(s.session) == i64::from(p))
+            })
+        };
+        assert!(wait_for(|| find_marked(&tree, None).len() >= 3 && escaped()).await);
+
+        kill(
+            Pid::from_raw(i32::try_from(pid).expect("pid")),
+            Signal::SIGKILL,
+        )
+        .expect("kill");
+        wait_exit(&mut spawned).await;
+        kill_leftovers(pid, &tree, "web", LIMIT)
+            .await
+            .expect("no survivors");
+        assert!(find_marked(&tree, None).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_long_line_is_cut_without_losing_bytes() {
+        let tree = unique_tree("long");
+        let _reaper = Reaper(tree.clone());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("long.log");
+        let script = "head -c 204800 /dev/zero | tr '\\0' a; echo";
+        let mut spawned = spawn(request(&tree, script, Some(log.clone())))
+            .await
+            .expect("spawn");
+        assert!(wait_exit(&mut spawned).await.success());
+
+        let total = || log_lines(&log).iter().map(|(_, l)| l.len()).sum::<usize>();
+        assert!(
+            wait_for(|| total() >= 204_800).await,
+            "got {} bytes",
+            total()
+        );
+        let lines = log_lines(&log);
+        assert_eq!(total(), 204_800);
+        assert_eq!(lines.len(), 4);
+        assert!(lines
+            .iter()
+            .all(|(_, l)| l.len() <= MAX_LINE && l.iter().all(|&b| b == b'a')));
+    }
+
+    #[tokio::test]
+    async fn output_is_drained_without_a_log_or_with_an_unwritable_one() {
+        let tree = unique_tree("drain");
+        let _reaper = Reaper(tree.clone());
+        // Far more than a pipe holds: the process only exits if its output is read.
+        let script = "head -c 2000000 /dev/zero; head -c 2000000 /dev/zero >&2";
+        for log in [None, Some(PathBuf::from("/dev/null/cannot/web.log"))] {
+            let mut spawned = spawn(request(&tree, script, log)).await.expect("spawn");
+            assert!(wait_exit(&mut spawned).await.success());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_named_in_the_error() {
+        let mut req = request(&unique_tree("missing"), "", None);
+        req.command = vec!["/nonexistent/imageserving-no-such-program".into()];
+        let err = spawn(req).await.expect_err("must fail");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(
+            err.to_string().contains("imageserving-no-such-program"),
+            "{err}"
+        );
+
+        req = request(&unique_tree("empty"), "", None);
+        req.command.clear();
+        assert_eq!(
+            spawn(req).await.expect_err("must fail").kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    #[tokio::test]
+    async fn signal_group_accepts_a_dead_group_and_refuses_dangerous_ones() {
+        let tree = unique_tree("dead");
+        let _reaper = Reaper(tree.clone());
+        let mut spawned = spawn(request(&tree, "exit 0", None)).await.expect("spawn");
+        assert!(wait_exit(&mut spawned).await.success());
+        signal_group(spawned.pid, libc::SIGTERM).expect("a dead group is fine");
+
+        for pgid in [0, 1, u32::MAX] {
+            assert!(signal_group(pgid, 0).is_err(), "{pgid}");
+        }
+        let own = u32::try_from(getpgrp().as_raw()).expect("pgid");
+        assert!(signal_group(own, 0).is_err());
+    }
+
+    #[tokio::test]
+    async fn memory_counts_the_tree_and_marked_escapees() {
+        let me = std::process::id();
+        assert!(tree_memory(&[me]).get(&me).is_some_and(|&m| m > 0));
+        assert!(tree_memory(&[u32::MAX]).is_empty());
+
+        let tree = unique_tree("memory");
+        let _reaper = Reaper(tree.clone());
+        // The subshell exits at once, so `sleep 31` is orphaned: outside the tree, still marked.
+        let script = "(setsid sleep 31 &); sleep 30";
+        let spawned = spawn(request(&tree, script, None)).await.expect("spawn");
+        let pid = spawned.pid;
+        let orphaned = || {
+            find_marked(&tree, None)
+                .into_iter()
+                .any(|p| !MemorySnapshot::take().subtree(pid).contains(&p))
+        };
+        assert!(wait_for(orphaned).await);
+
+        let in_tree = tree_memory(&[pid]).get(&pid).copied().unwrap_or_default();
+        let roots = [("web".to_owned(), pid), ("absent".to_owned(), u32::MAX)];
+        let by_component = component_memory(&tree, &roots);
+        assert!(in_tree > 0);
+        assert!(
+            by_component.get("web").is_some_and(|&m| m > in_tree),
+            "{by_component:?}"
+        );
+        assert!(!by_component.contains_key("absent"));
+        signal_group(pid, libc::SIGKILL).expect("kill");
+    }
+
+    #[tokio::test]
+    async fn a_stray_child_is_killed_only_if_it_is_exactly_ours() {
+        let tree = unique_tree("stray");
+        let _reaper = Reaper(tree.clone());
+        let mut spawned = spawn(request(&tree, "exec sleep 30", None))
+            .await
+            .expect("spawn");
+        let pid = spawned.pid;
+
+        kill_stray_child(pid, &Marker::new(&tree, Some("other")));
+        kill_stray_child(pid, &Marker::new(&unique_tree("other"), Some("web")));
+        assert!(
+            find_marked(&tree, None).contains(&pid),
+            "a wrong marker must spare it"
+        );
+
+        kill_stray_child(pid, &Marker::new(&tree, Some("web")));
+        assert!(!wait_exit(&mut spawned).await.success());
+    }
+
+    fn cut(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut lines = LineBuffer::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            lines.push(chunk, |l| out.push(l.to_vec()));
+        }
+        lines.finish(|l| out.push(l.to_vec()));
+        out
+    }
+
+    #[test]
+    fn line_buffer_splits_lines_across_chunks() {
+        assert_eq!(cut(&[b"a\nb", b"c\n\nd"]), [&b"a"[..], b"bc", b"", b"d"]);
+        assert!(cut(&[b""]).is_empty());
+    }
+
+    #[test]
+    fn line_buffer_cuts_long_lines_and_keeps_every_byte() {
+        let long = vec![b'x'; MAX_LINE * 2];
+        let mut with_newline = long.clone();
+        with_newline.push(b'\n');
+        // Exactly two pieces: the newline right after a cut adds no empty line.
+        assert_eq!(
+            cut(&[&with_newline]),
+            [&long[..MAX_LINE], &long[MAX_LINE..]]
+        );
+
+        let mut odd = vec![b'y'; MAX_LINE + 10];
+        odd.push(b'\n');
+        let lines = cut(&[&odd[..100], &odd[100..], b"z"]);
+        let sizes: Vec<usize> = lines.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_LINE, 10, 1]);
+    }
+
+    #[test]
+    fn stat_is_parsed_after_the_last_parenthesis() {
+        let stat = parse_stat("42 (a (b) c) Z 1 40 41 0 -1").expect("parses");
+        assert_eq!(
+            stat,
+            ProcStat {
+                comm: "a (b) c".into(),
+                state: 'Z',
+                ppid: 1,
+                pgrp: 40,
+                session: 41
+            }
+        );
+        assert!(!stat.is_alive());
+        assert!(parse_stat("42 (x) S").is_none());
+    }
+
+    #[test]
+    fn real_uid_comes_from_the_status_file() {
+        let status = "Name:\tsh\nUid:\t1000\t0\t0\t0\nGid:\t1\t1\t1\t1\n";
+        assert_eq!(parse_real_uid(status), Some(1000));
+        assert_eq!(parse_real_uid("Name:\tsh\n"), None);
+    }
+
+    #[test]
+    fn markers_match_exact_entries_only() {
+        let environ = b"A=1\0IMAGESERVING_TREE=t1\0IMAGESERVING_COMPONENT=web\0";
+        assert!(Marker::new("t1", None).matches(environ));
+        assert!(Marker::new("t1", Some("web")).matches(environ));
+        assert!(!Marker::new("t", None).matches(environ));
+        assert!(!Marker::new("t1", Some("we")).matches(environ));
+        assert!(!Marker::new("t2", Some("web")).matches(environ));
+    }
+}

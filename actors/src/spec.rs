@@ -1,0 +1,365 @@
+//! What the tree runs: validated component specs and their restart policy.
+//!
+//! These types are the library's input. The `imageserving` binary builds them from its TOML
+//! configuration; an embedding app builds them in code. Both go through [`TreeSpec::validate`],
+//! so a tree never starts half-configured.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything one supervision tree runs.
+#[derive(Clone, Debug)]
+pub struct TreeSpec {
+    /// Identifies this tree's processes: every process of every component inherits it in the
+    /// environment variable [`crate::process::TREE_ENV`], so that leftovers can be found (and
+    /// only ours are killed) after a crash. The daemon uses its home directory.
+    pub tree_id: String,
+    /// The components, in configuration order. Start order is derived from `depends_on`.
+    pub components: Vec<ComponentSpec>,
+}
+
+/// One supervised component: one OS process (and whatever it forks).
+#[derive(Clone, Debug)]
+pub struct ComponentSpec {
+    /// Unique name (`ps`, `is`, `svg` in the default configuration).
+    pub name: String,
+    /// Program and arguments; run directly, never through a shell.
+    pub command: Vec<String>,
+    /// Extra environment variables, on top of the supervisor's environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory; the supervisor's own when `None`.
+    pub cwd: Option<PathBuf>,
+    /// Readiness probe: the component counts as running only once a TCP connection to this
+    /// address succeeds (and it stayed up `start_secs`).
+    pub probe: Option<SocketAddr>,
+    /// Components that must be running before this one starts.
+    pub depends_on: Vec<String>,
+    /// Where the component's standard output and error go, one timestamped line at a time.
+    /// `None` discards them.
+    pub log_file: Option<PathBuf>,
+    /// How the component is started, restarted and stopped.
+    pub policy: RestartPolicy,
+}
+
+/// The restart and stop rules of one component (see `docs/configuration.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// The process must stay up this long before it can count as running.
+    pub start_secs: Duration,
+    /// A start that has not become running within this time is killed and counts as a failure.
+    pub start_timeout: Duration,
+    /// Running this long makes the component stable: its failure count (for backoff) resets.
+    pub stable_after: Duration,
+    /// The delay before the second restart after a stable period; doubles with each failure.
+    pub backoff_initial: Duration,
+    /// The cap of the backoff delay.
+    pub backoff_max: Duration,
+    /// More than this many failures within `max_window` make the component FATAL.
+    pub max_restarts: u32,
+    /// The window of the restart budget.
+    pub max_window: Duration,
+    /// The signal that asks the component's process group to stop.
+    pub stop_signal: i32,
+    /// How long to wait after `stop_signal` before SIGKILL.
+    pub stop_timeout: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            start_secs: Duration::from_secs(1),
+            start_timeout: Duration::from_secs(30),
+            stable_after: Duration::from_secs(30),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            max_restarts: 5,
+            max_window: Duration::from_secs(60),
+            stop_signal: libc::SIGTERM,
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a [`TreeSpec`] cannot run. Each message names the component and the key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    /// Two components share a name.
+    #[error("component `{0}` is defined twice")]
+    DuplicateName(String),
+    /// A name that cannot be used in status tables, environment variables and file names.
+    #[error("component name `{0}` is invalid: use 1-32 characters among a-z, 0-9, `-` and `_`, starting with a letter")]
+    InvalidName(String),
+    /// `command` is empty or has an empty program.
+    #[error("component `{0}`: `command` is missing or empty")]
+    EmptyCommand(String),
+    /// `depends_on` names a component that does not exist.
+    #[error("component `{component}`: `depends_on` names unknown component `{dependency}`")]
+    UnknownDependency {
+        /// The component whose `depends_on` is wrong.
+        component: String,
+        /// The name it gave.
+        dependency: String,
+    },
+    /// The dependencies form a cycle.
+    #[error("dependency cycle: {}", .0.join(" -> "))]
+    DependencyCycle(Vec<String>),
+    /// Two components probe the same address.
+    #[error("components `{0}` and `{1}` both use port {2}")]
+    DuplicatePort(String, String, u16),
+    /// A policy value that makes no sense.
+    #[error("component `{component}`: `{key}` {reason}")]
+    BadPolicy {
+        /// The component.
+        component: String,
+        /// The policy key.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// Whether `name` can name a component (it ends up in file names and environment variables).
+pub fn valid_component_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && name.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+impl TreeSpec {
+    /// Checks names, commands, dependencies (known, acyclic), ports and policies.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let mut seen = HashSet::new();
+        let mut ports: HashMap<u16, &str> = HashMap::new();
+        for c in &self.components {
+            if !valid_component_name(&c.name) {
+                return Err(SpecError::InvalidName(c.name.clone()));
+            }
+            if !seen.insert(c.name.as_str()) {
+                return Err(SpecError::DuplicateName(c.name.clone()));
+            }
+            if c.command.first().is_none_or(|p| p.is_empty()) {
+                return Err(SpecError::EmptyCommand(c.name.clone()));
+            }
+            if let Some(addr) = c.probe {
+                if let Some(other) = ports.insert(addr.port(), &c.name) {
+                    return Err(SpecError::DuplicatePort(
+                        other.to_string(),
+                        c.name.clone(),
+                        addr.port(),
+                    ));
+                }
+            }
+            c.policy.validate(&c.name)?;
+        }
+        for c in &self.components {
+            for d in &c.depends_on {
+                if !seen.contains(d.as_str()) {
+                    return Err(SpecError::UnknownDependency {
+                        component: c.name.clone(),
+                        dependency: d.clone(),
+                    });
+                }
+            }
+        }
+        self.levels().map(|_| ())
+    }
+
+    /// The dependency level of each component, by index: 0 for no dependencies, else one more
+    /// than the highest level among its dependencies. Fails on a cycle.
+    pub fn levels(&self) -> Result<Vec<usize>, SpecError> {
+        let index: HashMap<&str, usize> = self
+            .components
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect();
+        // 0 = unvisited, 1 = on the current path, 2 = done.
+        let mut mark = vec![0u8; self.components.len()];
+        let mut level = vec![0usize; self.components.len()];
+        fn visit(
+            i: usize,
+            spec: &TreeSpec,
+            index: &HashMap<&str, usize>,
+            mark: &mut [u8],
+            level: &mut [usize],
+            path: &mut Vec<usize>,
+        ) -> Result<usize, SpecError> {
+            match mark[i] {
+                2 => return Ok(level[i]),
+                1 => {
+                    let start = path.iter().position(|&p| p == i).unwrap_or(0);
+                    let mut cycle: Vec<String> = path[start..]
+                        .iter()
+                        .map(|&p| spec.components[p].name.clone())
+                        .collect();
+                    cycle.push(spec.components[i].name.clone());
+                    return Err(SpecError::DependencyCycle(cycle));
+                }
+                _ => {}
+            }
+            mark[i] = 1;
+            path.push(i);
+            let mut l = 0;
+            for d in &spec.components[i].depends_on {
+                if let Some(&j) = index.get(d.as_str()) {
+                    l = l.max(visit(j, spec, index, mark, level, path)? + 1);
+                }
+            }
+            path.pop();
+            mark[i] = 2;
+            level[i] = l;
+            Ok(l)
+        }
+        let mut path = Vec::new();
+        for i in 0..self.components.len() {
+            visit(i, self, &index, &mut mark, &mut level, &mut path)?;
+        }
+        Ok(level)
+    }
+
+    /// The components in start order: by dependency level, then configuration order.
+    pub fn start_order(&self) -> Result<Vec<&ComponentSpec>, SpecError> {
+        let levels = self.levels()?;
+        let mut order: Vec<usize> = (0..self.components.len()).collect();
+        order.sort_by_key(|&i| (levels[i], i));
+        Ok(order.into_iter().map(|i| &self.components[i]).collect())
+    }
+}
+
+impl RestartPolicy {
+    fn validate(&self, component: &str) -> Result<(), SpecError> {
+        let bad = |key, reason| SpecError::BadPolicy {
+            component: component.to_string(),
+            key,
+            reason,
+        };
+        if self.start_timeout < self.start_secs {
+            return Err(bad(
+                "start_timeout",
+                "must not be shorter than `start_secs`",
+            ));
+        }
+        if self.backoff_max < self.backoff_initial {
+            return Err(bad(
+                "backoff_max",
+                "must not be shorter than `backoff_initial`",
+            ));
+        }
+        if self.max_window.is_zero() {
+            return Err(bad("max_window", "must be longer than 0"));
+        }
+        if self.stop_signal <= 0 || self.stop_signal >= 32 || self.stop_signal == libc::SIGKILL {
+            return Err(bad(
+                "stop_signal",
+                "must be a catchable standard signal (SIGKILL follows by itself after `stop_timeout`)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn comp(name: &str, deps: &[&str]) -> ComponentSpec {
+        ComponentSpec {
+            name: name.into(),
+            command: vec!["true".into()],
+            env: vec![],
+            cwd: None,
+            probe: None,
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            log_file: None,
+            policy: RestartPolicy::default(),
+        }
+    }
+
+    fn tree(components: Vec<ComponentSpec>) -> TreeSpec {
+        TreeSpec {
+            tree_id: "t".into(),
+            components,
+        }
+    }
+
+    #[test]
+    fn default_stack_orders_back_ends_first() {
+        let t = tree(vec![
+            comp("ps", &["is", "svg"]),
+            comp("is", &["svg"]),
+            comp("svg", &[]),
+        ]);
+        t.validate().unwrap();
+        let names: Vec<_> = t
+            .start_order()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        assert_eq!(names, ["svg", "is", "ps"]);
+    }
+
+    #[test]
+    fn cycle_is_named() {
+        let t = tree(vec![
+            comp("a", &["b"]),
+            comp("b", &["c"]),
+            comp("c", &["a"]),
+        ]);
+        assert_eq!(
+            t.validate(),
+            Err(SpecError::DependencyCycle(vec![
+                "a".into(),
+                "b".into(),
+                "c".into(),
+                "a".into()
+            ]))
+        );
+    }
+
+    #[test]
+    fn unknown_dependency_duplicate_and_names() {
+        assert!(matches!(
+            tree(vec![comp("a", &["zz"])]).validate(),
+            Err(SpecError::UnknownDependency { .. })
+        ));
+        assert_eq!(
+            tree(vec![comp("a", &[]), comp("a", &[])]).validate(),
+            Err(SpecError::DuplicateName("a".into()))
+        );
+        assert_eq!(
+            tree(vec![comp("A b", &[])]).validate(),
+            Err(SpecError::InvalidName("A b".into()))
+        );
+        let mut c = comp("a", &[]);
+        c.command.clear();
+        assert_eq!(
+            tree(vec![c]).validate(),
+            Err(SpecError::EmptyCommand("a".into()))
+        );
+    }
+
+    #[test]
+    fn duplicate_port_and_bad_policy() {
+        let mut a = comp("a", &[]);
+        let mut b = comp("b", &[]);
+        a.probe = Some("127.0.0.1:5000".parse().unwrap());
+        b.probe = Some("127.0.0.1:5000".parse().unwrap());
+        assert_eq!(
+            tree(vec![a, b.clone()]).validate(),
+            Err(SpecError::DuplicatePort("a".into(), "b".into(), 5000))
+        );
+        b.policy.stop_signal = libc::SIGKILL;
+        b.probe = None;
+        assert!(matches!(
+            tree(vec![b]).validate(),
+            Err(SpecError::BadPolicy {
+                key: "stop_signal",
+                ..
+            })
+        ));
+    }
+}

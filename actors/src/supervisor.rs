@@ -1,0 +1,551 @@
+//! `ServerSupervisor`: the root of the tree.
+//!
+//! ```text
+//!                  ServerSupervisor            (root; keeps the ordered component list)
+//!          ┌──────────────┼──────────────┐
+//!   ComponentActor  ComponentActor  ComponentActor     (spawn_linked, one per component)
+//!        │ is             │ svg            │ ps
+//!   OS process group  OS process group  OS process group (each its own group, marked)
+//! ```
+//!
+//! Who supervises whom, and what happens when each fails:
+//! - A component's **process** is supervised by its `ComponentActor` (the restart rule of
+//!   [`crate::lifecycle`]: at once, then exponential backoff, FATAL past the budget).
+//! - A **`ComponentActor`** that panics or stops is supervised here
+//!   ([`Actor::handle_supervisor_evt`]): whatever process it owned is killed by marker, and a new
+//!   actor takes over the component's failure history; the failure counts against the component's
+//!   budget, so an actor that keeps failing ends FATAL like a process that keeps crashing.
+//! - **This actor** has no supervisor of ours. Stopping it through [`SupervisorMessage::Shutdown`]
+//!   stops every component in reverse dependency order first; if it is killed or panics instead,
+//!   its linked children die and each one's [`crate::component::ProcessGuard`] kills its process
+//!   group, and `post_stop` kills every marked process of the tree.
+//!
+//! Components start by dependency: one is sent `Start` once all of its dependencies are
+//! RUNNING, so independent components start concurrently and each level waits for the one
+//! before. They stop in reverse: one is sent `Stop` once none of its dependents that are also
+//! stopping is still alive.
+
+use std::time::{Instant, SystemTime};
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tracing::{error, info, warn};
+
+use crate::component::{
+    Command, ComponentActor, ComponentArgs, ComponentMessage, ComponentSnapshot, Inherited,
+};
+use crate::lifecycle::State;
+use crate::process;
+use crate::spec::{ComponentSpec, TreeSpec};
+use crate::status::{wall, ComponentStatus, TreeStatus};
+use crate::TreeError;
+
+/// How long the supervisor waits for a component actor to answer a command. The actor never
+/// blocks, so this only matters when it is dying.
+const COMMAND_TIMEOUT_MS: u64 = 2_000;
+
+/// The root actor. Stateless: everything lives in [`SupervisorState`].
+pub struct ServerSupervisor;
+
+/// Messages of the root actor.
+pub enum SupervisorMessage {
+    /// Start these components (all when empty) and their dependencies; answers with the names
+    /// of those that were already running.
+    Start {
+        /// Component names.
+        components: Vec<String>,
+        /// The answer.
+        reply: RpcReplyPort<Result<Vec<String>, TreeError>>,
+    },
+    /// Stop these components (all when empty) in reverse dependency order; answers once they
+    /// are all down.
+    Stop {
+        /// Component names.
+        components: Vec<String>,
+        /// The answer.
+        reply: RpcReplyPort<Result<(), TreeError>>,
+    },
+    /// Restart one component (its dependents keep running); answers once the restart began.
+    Restart {
+        /// Component name.
+        component: String,
+        /// The answer.
+        reply: RpcReplyPort<Result<(), TreeError>>,
+    },
+    /// The status of every component, without memory figures.
+    Status(RpcReplyPort<TreeStatus>),
+    /// Stop everything in order, answer with the final status, then stop this actor.
+    Shutdown(RpcReplyPort<TreeStatus>),
+    /// A component actor's new snapshot.
+    ComponentChanged {
+        /// The reporting actor (reports of replaced actors are ignored).
+        actor: ActorId,
+        /// Its snapshot.
+        snapshot: ComponentSnapshot,
+    },
+    /// Fault injection for tests: make a component's actor panic.
+    #[doc(hidden)]
+    InjectPanic {
+        /// Component name.
+        component: String,
+    },
+}
+
+/// One component as the supervisor sees it.
+struct Entry {
+    spec: ComponentSpec,
+    actor: Option<ActorRef<ComponentMessage>>,
+    snapshot: ComponentSnapshot,
+    /// Asked to run (by start or restart), and not since asked to stop.
+    wanted: bool,
+    /// A start is due once the dependencies run.
+    start_due: bool,
+    /// Asked to stop; `Stop` goes out once no stopping dependent is alive.
+    stopping: bool,
+    stop_sent: bool,
+}
+
+/// Someone waiting for a stop to complete.
+enum StopWaiter {
+    Stop(Vec<usize>, RpcReplyPort<Result<(), TreeError>>),
+    Shutdown(RpcReplyPort<TreeStatus>),
+}
+
+/// The state of the root actor.
+pub struct SupervisorState {
+    tree_id: String,
+    /// In start order.
+    entries: Vec<Entry>,
+    waiters: Vec<StopWaiter>,
+    shutting_down: bool,
+    /// Whether the orderly shutdown completed (so `post_stop` has nothing left to kill).
+    clean_exit: bool,
+}
+
+impl Actor for ServerSupervisor {
+    type Msg = SupervisorMessage;
+    type State = SupervisorState;
+    type Arguments = TreeSpec;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        spec: TreeSpec,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        spec.validate()?;
+        let now = Instant::now();
+        let order: Vec<ComponentSpec> = spec.start_order()?.into_iter().cloned().collect();
+        let mut state = SupervisorState {
+            tree_id: spec.tree_id.clone(),
+            entries: order
+                .into_iter()
+                .map(|spec| Entry {
+                    spec,
+                    actor: None,
+                    snapshot: ComponentSnapshot::initial(now),
+                    wanted: false,
+                    start_due: false,
+                    stopping: false,
+                    stop_sent: false,
+                })
+                .collect(),
+            waiters: Vec::new(),
+            shutting_down: false,
+            clean_exit: false,
+        };
+        for i in 0..state.entries.len() {
+            state.spawn_actor(&myself, i, None).await?;
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMessage::Start { components, reply } => {
+                let answer = state.start(&components);
+                state.drive().await;
+                let _ = reply.send(answer);
+            }
+            SupervisorMessage::Stop { components, reply } => match state.select(&components) {
+                Ok(set) => {
+                    state.begin_stop(&set);
+                    state.waiters.push(StopWaiter::Stop(set, reply));
+                    state.drive().await;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            SupervisorMessage::Restart { component, reply } => {
+                let answer = state.restart(&component).await;
+                state.drive().await;
+                let _ = reply.send(answer);
+            }
+            SupervisorMessage::Status(reply) => {
+                let _ = reply.send(state.status());
+            }
+            SupervisorMessage::Shutdown(reply) => {
+                info!("shutdown requested: stopping every component in reverse dependency order");
+                state.shutting_down = true;
+                let all: Vec<usize> = (0..state.entries.len()).collect();
+                state.begin_stop(&all);
+                state.waiters.push(StopWaiter::Shutdown(reply));
+                state.drive().await;
+            }
+            SupervisorMessage::ComponentChanged { actor, snapshot } => {
+                if let Some(e) = state
+                    .entries
+                    .iter_mut()
+                    .find(|e| e.actor.as_ref().is_some_and(|a| a.get_id() == actor))
+                {
+                    if snapshot.seq > e.snapshot.seq {
+                        e.snapshot = snapshot;
+                    }
+                }
+                state.drive().await;
+            }
+            SupervisorMessage::InjectPanic { component } => {
+                if let Some(a) = state
+                    .entries
+                    .iter()
+                    .find(|e| e.spec.name == component)
+                    .and_then(|e| e.actor.as_ref())
+                {
+                    let _ = a.send_message(ComponentMessage::InjectPanic);
+                }
+            }
+        }
+        if state.finish_waiters() {
+            state.clean_exit = true;
+            myself.stop(Some("shutdown".to_string()));
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                (cell, format!("component actor failed: {err}"))
+            }
+            SupervisionEvent::ActorTerminated(cell, _, why) => (
+                cell,
+                format!(
+                    "component actor stopped: {}",
+                    why.unwrap_or_else(|| "no reason".into())
+                ),
+            ),
+            _ => return Ok(()),
+        };
+        let id = cell.get_id();
+        // Events of replaced incarnations find no entry and are ignored.
+        let Some(i) = state
+            .entries
+            .iter()
+            .position(|e| e.actor.as_ref().is_some_and(|a| a.get_id() == id))
+        else {
+            return Ok(());
+        };
+        let name = state.entries[i].spec.name.clone();
+        error!(component = %name, %reason, "component actor died; replacing it");
+        // Whatever it owned dies before a replacement can spawn anything.
+        process::kill_marked(&state.tree_id, Some(&name));
+        let e = &state.entries[i];
+        let inherited = Inherited {
+            budget: e.snapshot.budget.clone(),
+            last_exit: e.snapshot.last_exit.clone(),
+            reason,
+            wanted: e.wanted && !e.stopping,
+            seq: e.snapshot.seq,
+        };
+        state.entries[i].actor = None;
+        if let Err(err) = state.spawn_actor(&myself, i, Some(inherited)).await {
+            error!(component = %name, error = %err, "could not replace the component actor");
+        }
+        state.drive().await;
+        if state.finish_waiters() {
+            state.clean_exit = true;
+            myself.stop(Some("shutdown".to_string()));
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if !state.clean_exit {
+            warn!("supervisor stopping without an orderly shutdown: killing every component");
+            process::kill_marked(&state.tree_id, None);
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    async fn spawn_actor(
+        &mut self,
+        myself: &ActorRef<SupervisorMessage>,
+        i: usize,
+        inherited: Option<Inherited>,
+    ) -> Result<(), ActorProcessingErr> {
+        let args = ComponentArgs {
+            spec: self.entries[i].spec.clone(),
+            tree_id: self.tree_id.clone(),
+            supervisor: myself.clone(),
+            inherited,
+        };
+        let (actor, _) = Actor::spawn_linked(None, ComponentActor, args, myself.get_cell()).await?;
+        self.entries[i].actor = Some(actor);
+        Ok(())
+    }
+
+    /// Indices of the named components (all when `names` is empty).
+    fn select(&self, names: &[String]) -> Result<Vec<usize>, TreeError> {
+        if names.is_empty() {
+            return Ok((0..self.entries.len()).collect());
+        }
+        names
+            .iter()
+            .map(|n| self.index(n))
+            .collect::<Result<Vec<_>, _>>()
+    }
+
+    fn index(&self, name: &str) -> Result<usize, TreeError> {
+        self.entries
+            .iter()
+            .position(|e| e.spec.name == name)
+            .ok_or_else(|| TreeError::UnknownComponent {
+                name: name.to_string(),
+                known: self.entries.iter().map(|e| e.spec.name.clone()).collect(),
+            })
+    }
+
+    /// The selected components plus everything they depend on, directly or not.
+    fn with_dependencies(&self, set: Vec<usize>) -> Vec<usize> {
+        let mut out = set;
+        let mut k = 0;
+        while k < out.len() {
+            for d in &self.entries[out[k]].spec.depends_on {
+                if let Ok(j) = self.index(d) {
+                    if !out.contains(&j) {
+                        out.push(j);
+                    }
+                }
+            }
+            k += 1;
+        }
+        out
+    }
+
+    fn start(&mut self, names: &[String]) -> Result<Vec<String>, TreeError> {
+        if self.shutting_down {
+            return Err(TreeError::ShuttingDown);
+        }
+        let set = self.with_dependencies(self.select(names)?);
+        let mut already = Vec::new();
+        for i in set {
+            let e = &mut self.entries[i];
+            e.wanted = true;
+            e.stopping = false;
+            e.stop_sent = false;
+            match e.snapshot.state {
+                State::Running | State::Starting => already.push(e.spec.name.clone()),
+                _ => e.start_due = true,
+            }
+        }
+        Ok(already)
+    }
+
+    async fn restart(&mut self, name: &str) -> Result<(), TreeError> {
+        if self.shutting_down {
+            return Err(TreeError::ShuttingDown);
+        }
+        let i = self.index(name)?;
+        let e = &mut self.entries[i];
+        info!(component = %name, "restart requested");
+        e.wanted = true;
+        e.stopping = false;
+        e.stop_sent = false;
+        match e.snapshot.state {
+            State::Starting | State::Running | State::Stopping | State::Backoff => {
+                self.command(i, Command::Restart).await;
+            }
+            State::Stopped | State::Exited | State::Fatal => e.start_due = true,
+        }
+        Ok(())
+    }
+
+    fn begin_stop(&mut self, set: &[usize]) {
+        for &i in set {
+            let e = &mut self.entries[i];
+            e.wanted = false;
+            e.start_due = false;
+            if !e.stopping {
+                e.stopping = true;
+                e.stop_sent = false;
+            }
+        }
+    }
+
+    /// Sends a command to a component actor and takes its answer as the new snapshot.
+    async fn command(&mut self, i: usize, cmd: Command) {
+        let Some(actor) = self.entries[i].actor.clone() else {
+            return;
+        };
+        match ractor::call_t!(actor, ComponentMessage::Command, COMMAND_TIMEOUT_MS, cmd) {
+            Ok(snapshot) => {
+                let e = &mut self.entries[i];
+                if snapshot.seq >= e.snapshot.seq {
+                    e.snapshot = snapshot;
+                }
+            }
+            Err(err) => {
+                warn!(component = %self.entries[i].spec.name, ?cmd, error = %err, "component actor did not answer")
+            }
+        }
+    }
+
+    fn is_down(state: State) -> bool {
+        matches!(state, State::Stopped | State::Exited | State::Fatal)
+    }
+
+    /// Sends the starts and stops that are due, respecting dependency order. Called after
+    /// every message: it is idempotent.
+    async fn drive(&mut self) {
+        loop {
+            let mut progressed = false;
+            for i in 0..self.entries.len() {
+                let e = &self.entries[i];
+                if e.stopping && !e.stop_sent {
+                    let name = &e.spec.name;
+                    let dependent_alive = self.entries.iter().any(|d| {
+                        d.stopping
+                            && d.spec.depends_on.contains(name)
+                            && !Self::is_down(d.snapshot.state)
+                    });
+                    if !dependent_alive {
+                        self.entries[i].stop_sent = true;
+                        if !Self::is_down(self.entries[i].snapshot.state) {
+                            self.command(i, Command::Stop).await;
+                        }
+                        progressed = true;
+                    }
+                } else if e.wanted && e.start_due && self.waiting_for(i).is_none() {
+                    self.entries[i].start_due = false;
+                    self.command(i, Command::Start).await;
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// The first dependency of component `i` that is not running yet.
+    fn waiting_for(&self, i: usize) -> Option<&str> {
+        self.entries[i].spec.depends_on.iter().find_map(|d| {
+            let j = self.index(d).ok()?;
+            (self.entries[j].snapshot.state != State::Running).then_some(d.as_str())
+        })
+    }
+
+    /// A dependency (direct or not) that cannot come up without intervention.
+    fn blocked_by(&self, i: usize) -> Option<String> {
+        for d in &self.entries[i].spec.depends_on {
+            let Ok(j) = self.index(d) else { continue };
+            let dep = &self.entries[j];
+            match dep.snapshot.state {
+                State::Fatal | State::Exited => {
+                    return Some(format!("{d} is {}", dep.snapshot.state))
+                }
+                State::Stopped if !dep.wanted => return Some(format!("{d} is not started")),
+                State::Stopped => {
+                    if let Some(b) = self.blocked_by(j) {
+                        return Some(b);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Answers the waiters whose stop is complete. True when the shutdown is complete.
+    fn finish_waiters(&mut self) -> bool {
+        let mut done_shutdown = false;
+        let waiters = std::mem::take(&mut self.waiters);
+        for w in waiters {
+            match w {
+                StopWaiter::Stop(set, reply) => {
+                    if set
+                        .iter()
+                        .all(|&i| Self::is_down(self.entries[i].snapshot.state))
+                    {
+                        let _ = reply.send(Ok(()));
+                    } else {
+                        self.waiters.push(StopWaiter::Stop(set, reply));
+                    }
+                }
+                StopWaiter::Shutdown(reply) => {
+                    if self.entries.iter().all(|e| Self::is_down(e.snapshot.state)) {
+                        info!("every component stopped");
+                        let _ = reply.send(self.status());
+                        done_shutdown = true;
+                    } else {
+                        self.waiters.push(StopWaiter::Shutdown(reply));
+                    }
+                }
+            }
+        }
+        done_shutdown
+    }
+
+    fn status(&self) -> TreeStatus {
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let components = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let s = &e.snapshot;
+                let waiting = e.wanted && e.start_due;
+                ComponentStatus {
+                    name: e.spec.name.clone(),
+                    state: s.state,
+                    since: wall(s.since, now, wall_now),
+                    generation: s.generation,
+                    pid: s.pid,
+                    uptime: s.spawned_at.map(|t| now.saturating_duration_since(t)),
+                    memory: None,
+                    restarts: s.budget.restarts,
+                    last_exit: s.last_exit.clone(),
+                    fatal_reason: s.fatal_reason.clone(),
+                    next_retry: s
+                        .next_retry
+                        .map(|t| wall_now + t.saturating_duration_since(now)),
+                    wanted: e.wanted,
+                    waiting_for: if waiting {
+                        self.waiting_for(i).map(String::from)
+                    } else {
+                        None
+                    },
+                    blocked_by: if waiting { self.blocked_by(i) } else { None },
+                    depends_on: e.spec.depends_on.clone(),
+                }
+            })
+            .collect();
+        TreeStatus { components }
+    }
+}

@@ -1,0 +1,101 @@
+//! One function per command; each returns the exit code (or an error carrying one).
+
+mod restart;
+mod start;
+mod status;
+mod stop;
+
+use std::time::Duration;
+
+use crate::cli::{Cli, Command};
+use crate::client::{Client, ConnectError};
+use crate::config::{self, Config};
+use crate::exit::{self, Exit};
+use crate::home::Home;
+use crate::protocol::{ErrorKind, Response};
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let home = Home::resolve(cli.global.home.clone())?;
+    match cli.command {
+        Command::Start(wait) => start::run(&home, wait.wait),
+        Command::Stop => stop::run(&home),
+        Command::Restart {
+            component: None,
+            wait,
+        } => restart::all(&home, wait.wait),
+        Command::Restart {
+            component: Some(name),
+            wait,
+        } => restart::one(&home, &name, wait.wait),
+        Command::Status { component, json } => status::run(&home, component.as_deref(), json),
+        Command::Supervisor { detached } => crate::daemon::run(&home, detached),
+        Command::Component { name } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::component_server::run(&name))?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Loads the configuration; an invalid one ends the command with exit code 6.
+fn load_config(home: &Home) -> anyhow::Result<Config> {
+    let exe = std::env::current_exe()?;
+    config::load(home, &exe).map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()).into())
+}
+
+/// The configured name of `name` (or alias), or a usage error listing the configured names.
+fn resolve_name(config: &Config, name: &str) -> anyhow::Result<String> {
+    config.resolve(name).map(String::from).ok_or_else(|| {
+        Exit::new(
+            exit::USAGE,
+            format!(
+                "unknown component `{name}`; configured: {}",
+                config.component_names().join(", ")
+            ),
+        )
+        .into()
+    })
+}
+
+/// Connects to the running supervisor; `Ok(None)` when none runs.
+fn connect(home: &Home) -> anyhow::Result<Option<Client>> {
+    match Client::connect(home) {
+        Ok(c) => Ok(Some(c)),
+        Err(ConnectError::NotRunning { .. }) => Ok(None),
+        Err(e @ ConnectError::PermissionDenied { .. }) => {
+            Err(Exit::new(exit::NO_PERMISSION, e.to_string()).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The message for a home without a supervisor.
+fn not_running(home: &Home) -> String {
+    format!(
+        "Server Supervisor is not running (home: {})",
+        home.root().display()
+    )
+}
+
+/// Turns an error answer into an error with the matching exit code.
+fn answer_error(response: Response) -> anyhow::Error {
+    match response {
+        Response::Error { kind, message } => {
+            let code = match kind {
+                ErrorKind::UnknownComponent => exit::USAGE,
+                _ => exit::FAILED,
+            };
+            Exit::new(code, message).into()
+        }
+        other => anyhow::anyhow!("unexpected answer from the Server Supervisor: {other:?}"),
+    }
+}
+
+/// How long to wait for an answer to a request that itself waits `wait`.
+fn answer_timeout(wait: Duration) -> Duration {
+    wait + Duration::from_secs(15)
+}

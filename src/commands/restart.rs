@@ -1,0 +1,49 @@
+//! `restart` (everything, the supervisor included) and `restart <component>`.
+
+use std::time::Duration;
+
+use super::{answer_error, answer_timeout, connect, load_config, not_running, resolve_name};
+use crate::exit::{self, Exit};
+use crate::home::Home;
+use crate::protocol::{Request, Response, State};
+
+pub fn all(home: &Home, wait: Option<Duration>) -> anyhow::Result<u8> {
+    // Check the configuration before stopping anything: a broken file must not leave the
+    // installation down.
+    load_config(home)?;
+    super::stop::stop(home)?;
+    super::start::run(home, wait)
+}
+
+pub fn one(home: &Home, name: &str, wait: Option<Duration>) -> anyhow::Result<u8> {
+    let config = load_config(home)?;
+    let name = resolve_name(&config, name)?;
+    let wait = wait.unwrap_or(config.start_wait);
+    let Some(mut client) = connect(home)? else {
+        return Err(Exit::new(
+            exit::NEEDS_SUPERVISOR,
+            format!("{}; use `imageserving start`", not_running(home)),
+        )
+        .into());
+    };
+    let answer = client.request(
+        &Request::Restart {
+            component: name.clone(),
+            wait_ms: wait.as_millis() as u64,
+        },
+        answer_timeout(wait),
+    )?;
+    let Response::Restarted { report } = answer else {
+        return Err(answer_error(answer));
+    };
+    let mut failed = false;
+    for c in &report.components {
+        println!("{}", super::start::line(c, false));
+        failed |= c.state != State::Running;
+    }
+    if failed {
+        let c = &report.components[0];
+        return Err(Exit::new(exit::FAILED, super::start::failure(c, wait)).into());
+    }
+    Ok(exit::OK)
+}

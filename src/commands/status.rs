@@ -1,0 +1,96 @@
+//! `status [component] [--json]`.
+
+use std::time::Duration;
+
+use imageserving_actors::format;
+
+use super::{answer_error, connect, load_config, not_running, resolve_name};
+use crate::exit;
+use crate::home::Home;
+use crate::protocol::{Request, Response, State, StatusReport};
+
+pub fn run(home: &Home, component: Option<&str>, json: bool) -> anyhow::Result<u8> {
+    // A name unknown to the configuration is a usage error even when nothing runs. If the file
+    // is broken now, the running daemon (which read it earlier) resolves the name instead.
+    let name = match (component, load_config(home)) {
+        (Some(c), Ok(config)) => Some(resolve_name(&config, c)?),
+        (Some(c), Err(_)) => Some(c.to_string()),
+        (None, _) => None,
+    };
+    let Some(mut client) = connect(home)? else {
+        // Informational, like the original's: on standard output, exit 3 (LSB "not running").
+        if json {
+            eprintln!("{}", not_running(home));
+        } else {
+            println!("{}", not_running(home));
+        }
+        return Ok(exit::NOT_RUNNING);
+    };
+    let answer = client.request(
+        &Request::Status {
+            component: name.clone(),
+        },
+        Duration::from_secs(10),
+    )?;
+    let Response::Status(report) = answer else {
+        return Err(answer_error(answer));
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", table(&report));
+    }
+    let down = name.is_some() && report.components.iter().any(|c| c.state != State::Running);
+    Ok(if down { exit::NOT_RUNNING } else { exit::OK })
+}
+
+/// The status table: the supervisor first, then one row per component.
+pub fn table(report: &StatusReport) -> String {
+    let s = &report.supervisor;
+    let mut out = format!(
+        "Server Supervisor  pid {}  up {}  memory {}  home {}\n",
+        s.pid,
+        format::duration(Duration::from_millis(s.uptime_ms)),
+        s.memory_bytes.map_or("-".into(), format::bytes),
+        report.home
+    );
+    let rows: Vec<[String; 7]> = report
+        .components
+        .iter()
+        .map(|c| {
+            [
+                c.name.clone(),
+                c.state.to_string(),
+                c.pid.map_or("-".into(), |p| p.to_string()),
+                c.uptime_ms
+                    .map_or("-".into(), |u| format::duration(Duration::from_millis(u))),
+                c.memory_bytes.map_or("-".into(), format::bytes),
+                c.restarts.to_string(),
+                c.info.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "NAME", "STATE", "PID", "UPTIME", "MEMORY", "RESTARTS", "INFO",
+    ]
+    .map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for r in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

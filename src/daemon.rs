@@ -1,0 +1,205 @@
+//! The Server Supervisor daemon: one per home, holding the home's lock, running the
+//! supervision tree and serving the control socket.
+//!
+//! Start-up order matters: the lock first (so nothing of a live supervisor is ever touched),
+//! then the cleanup of what a killed supervisor left (socket, pid file, marked processes),
+//! then the pid file, the tree and the socket. Shut-down is the reverse; the lock is released
+//! last, when the process exits.
+
+mod bridge;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use imageserving_actors::{process, SupervisorHandle};
+use nix::fcntl::{Flock, FlockArg};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config};
+use crate::exit::{self, Exit};
+use crate::home::Home;
+
+/// How long the sweep of a killed supervisor's leftovers may take.
+const SWEEP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs the daemon until it is told to stop. `detached`: started by `start`, which asks for
+/// the components itself; in the foreground every component starts at once.
+pub fn run(home: &Home, detached: bool) -> anyhow::Result<u8> {
+    home.ensure_layout()?;
+    home.check_socket_path()?;
+    let exe = std::env::current_exe().context("finding this program's path")?;
+    let config =
+        config::load(home, &exe).map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()))?;
+    let _lock = lock(home, detached)?;
+    sweep_leftovers(home);
+    write_pid_file(home)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("supervisor")
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(serve(home, config, detached));
+    // The sockets and tasks go with the runtime; the files are ours to remove.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let _ = fs::remove_file(home.socket_path());
+    let _ = fs::remove_file(home.pid_file());
+    result
+}
+
+/// Takes the home's exclusive lock. The lock file is never removed: removing it would let a
+/// second daemon lock a new inode while the first still holds the old one.
+fn lock(home: &Home, detached: bool) -> anyhow::Result<Flock<File>> {
+    let path = home.lock_file();
+    // std opens files close-on-exec, so no component inherits the lock.
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(Exit::new(
+            if detached { exit::LOCKED } else { exit::FAILED },
+            format!(
+                "another Server Supervisor is already running for {}",
+                home.root().display()
+            ),
+        )
+        .into()),
+        Err((_, e)) => Err(anyhow::anyhow!("locking {}: {e}", path.display())),
+    }
+}
+
+/// Whether a supervisor holds the lock of `home` right now (used by `stop` to wait for the
+/// daemon's exit).
+pub fn is_locked(home: &Home) -> bool {
+    let Ok(file) = File::open(home.lock_file()) else {
+        return false;
+    };
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(lock) => {
+            drop(lock);
+            false
+        }
+        Err((_, e)) => e == nix::errno::Errno::EWOULDBLOCK,
+    }
+}
+
+/// Removes the socket and pid file of a supervisor that died without cleaning up, and kills
+/// every process it left (components whose own children escaped their group).
+fn sweep_leftovers(home: &Home) {
+    for path in [home.socket_path(), home.pid_file()] {
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                info!(path = %path.display(), "removed a stale file of an earlier supervisor")
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => warn!(path = %path.display(), error = %e, "could not remove a stale file"),
+        }
+    }
+    let tree = home.tree_id();
+    let until = Instant::now() + SWEEP_DEADLINE;
+    let mut total = 0;
+    loop {
+        let killed = process::kill_marked(&tree, None);
+        total += killed;
+        if killed == 0 && process::find_marked(&tree, None).is_empty() {
+            break;
+        }
+        if Instant::now() >= until {
+            warn!("some leftover processes of an earlier supervisor survived SIGKILL");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if total > 0 {
+        warn!(
+            killed = total,
+            "killed leftover processes of an earlier supervisor"
+        );
+    }
+}
+
+fn write_pid_file(home: &Home) -> anyhow::Result<()> {
+    let path = home.pid_file();
+    let mut f = File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{}", std::process::id())?;
+    Ok(())
+}
+
+async fn serve(home: &Home, config: Config, detached: bool) -> anyhow::Result<u8> {
+    let started_at = SystemTime::now();
+    let (handle, mut tree_done) = SupervisorHandle::spawn(config.tree.clone())
+        .await
+        .context("spawning the supervision tree")?;
+    let listener = bind(home)?;
+    info!(pid = std::process::id(), home = %home.root().display(), config = %config.origin(), "Server Supervisor started");
+
+    let (shutdown_tx, mut shutdown_rx) = tokio::sync::watch::channel(false);
+    let bridge = Arc::new(bridge::Bridge::new(
+        handle.clone(),
+        config,
+        home,
+        started_at,
+        shutdown_tx,
+    ));
+    if !detached {
+        let bridge = bridge.clone();
+        tokio::spawn(async move { bridge.start_all_and_log().await });
+    }
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut tree_died = false;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => bridge.clone().accept(stream),
+                Err(e) => {
+                    // EMFILE and friends: keep serving, but do not spin.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = sigterm.recv() => { info!("SIGTERM received"); break; }
+            _ = sigint.recv() => { info!("SIGINT received"); break; }
+            _ = sighup.recv() => info!("SIGHUP ignored (reload comes in a later release)"),
+            _ = shutdown_rx.changed() => break,
+            _ = &mut tree_done => { tree_died = true; break; }
+        }
+    }
+    drop(listener);
+    if bridge.shutting_down() {
+        // A `stop` asked for it: let its answer be written before the process exits.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), shutdown_rx.wait_for(|done| *done)).await;
+    } else if tree_died {
+        error!("the supervision tree stopped unexpectedly; every component was killed");
+        return Ok(exit::FAILED);
+    } else if let Err(e) = handle.shutdown().await {
+        error!(error = %e, "orderly shutdown failed");
+    }
+    if !tree_died {
+        let _ = tokio::time::timeout(Duration::from_secs(5), tree_done).await;
+    }
+    info!("Server Supervisor stopped");
+    Ok(exit::OK)
+}
+
+/// Binds the control socket: in the 0700 run directory, mode 0600.
+fn bind(home: &Home) -> anyhow::Result<UnixListener> {
+    let path = home.socket_path();
+    let listener = std::os::unix::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    listener.set_nonblocking(true)?;
+    Ok(UnixListener::from_std(listener)?)
+}

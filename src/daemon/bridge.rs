@@ -1,0 +1,338 @@
+//! The IPC bridge: reads requests from the control socket and translates each into a call on
+//! the [`SupervisorHandle`]. It holds no state of its own beyond the connection.
+//!
+//! Every connection is checked (peer uid), every frame is bounded in size and in time, and a
+//! request can only name configured components: nothing a client sends can make the daemon
+//! run a command of its choosing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use imageserving_actors::{format, SupervisorHandle, TreeError, TreeStatus};
+use tokio::io::BufReader;
+use tokio::net::UnixStream;
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::home::Home;
+use crate::peer;
+use crate::protocol::{
+    self, ComponentStatus, ErrorKind, ProtocolError, Request, Response, State, StatusReport,
+    SupervisorStatus,
+};
+
+/// How long a client may take to send one request.
+const READ_DEADLINE: Duration = Duration::from_secs(5);
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 512;
+
+/// The bridge between the control socket and the tree.
+pub struct Bridge {
+    handle: SupervisorHandle,
+    config: Config,
+    home: String,
+    started_at: SystemTime,
+    uid: u32,
+    slots: Arc<Semaphore>,
+    shutting_down: AtomicBool,
+    shutdown_done: watch::Sender<bool>,
+}
+
+impl Bridge {
+    /// A bridge onto `handle`.
+    pub fn new(
+        handle: SupervisorHandle,
+        config: Config,
+        home: &Home,
+        started_at: SystemTime,
+        shutdown_done: watch::Sender<bool>,
+    ) -> Self {
+        Bridge {
+            handle,
+            config,
+            home: home.root().display().to_string(),
+            started_at,
+            uid: nix::unistd::geteuid().as_raw(),
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            shutting_down: AtomicBool::new(false),
+            shutdown_done,
+        }
+    }
+
+    /// Whether a `stop` request began the shutdown.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Foreground mode: start every component and log the outcome.
+    pub async fn start_all_and_log(&self) {
+        if let Err(e) = self.handle.start(&[]).await {
+            warn!(error = %e, "could not start the components");
+            return;
+        }
+        match self.handle.wait_settled(&[], self.config.start_wait).await {
+            Ok(status) => {
+                for c in status.components {
+                    info!(component = %c.name, state = %c.state, info = %c.info(SystemTime::now()), "after start");
+                }
+            }
+            Err(e) => warn!(error = %e, "could not read the status after start"),
+        }
+    }
+
+    /// Serves one connection in its own task.
+    pub fn accept(self: Arc<Self>, stream: UnixStream) {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            warn!("too many control connections; refusing one");
+            return;
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = self.serve(stream).await {
+                debug!(error = %e, "control connection ended with an error");
+            }
+        });
+    }
+
+    async fn serve(&self, stream: UnixStream) -> Result<(), ProtocolError> {
+        let cred = stream.peer_cred()?;
+        let (peer_uid, peer_pid) = (cred.uid(), cred.pid());
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::new(read);
+        if let Err(denied) = peer::authorize(peer_uid, self.uid) {
+            warn!(peer_uid, peer_pid, "refused a control connection: {denied}");
+            let answer = Response::Error {
+                kind: ErrorKind::Forbidden,
+                message: denied.to_string(),
+            };
+            return protocol::write_frame(&mut write, &protocol::encode(&answer)).await;
+        }
+        loop {
+            let frame =
+                match tokio::time::timeout(READ_DEADLINE, protocol::read_frame(&mut read)).await {
+                    Err(_) => {
+                        let answer = Response::Error {
+                            kind: ErrorKind::Timeout,
+                            message: format!(
+                                "no complete request within {}",
+                                format::duration(READ_DEADLINE)
+                            ),
+                        };
+                        return protocol::write_frame(&mut write, &protocol::encode(&answer)).await;
+                    }
+                    Ok(Ok(None)) => return Ok(()),
+                    Ok(Ok(Some(frame))) => frame,
+                    Ok(Err(e)) => {
+                        warn!(peer_uid, peer_pid, error = %e, "unreadable control request");
+                        let _ = protocol::write_frame(
+                            &mut write,
+                            &protocol::encode(&Response::from_error(&e)),
+                        )
+                        .await;
+                        return Err(e);
+                    }
+                };
+            let request = match protocol::decode_request(&frame) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(peer_uid, peer_pid, error = %e, "invalid control request");
+                    protocol::write_frame(&mut write, &protocol::encode(&Response::from_error(&e)))
+                        .await?;
+                    if e.is_fatal_to_connection() {
+                        return Err(e);
+                    }
+                    continue;
+                }
+            };
+            let is_shutdown = matches!(request, Request::Shutdown);
+            let answer = self.answer(request, peer_uid, peer_pid).await;
+            let shutdown_done = is_shutdown && matches!(answer, Response::ShuttingDown { .. });
+            let written = protocol::write_frame(&mut write, &protocol::encode(&answer)).await;
+            if shutdown_done {
+                let _ = self.shutdown_done.send(true);
+                return written;
+            }
+            written?;
+        }
+    }
+
+    async fn answer(&self, request: Request, uid: u32, pid: Option<i32>) -> Response {
+        match request {
+            Request::Ping => Response::Pong {
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                protocol: protocol::PROTOCOL_VERSION,
+            },
+            Request::Status { component } => {
+                let name = match component.as_deref().map(|c| self.resolve(c)).transpose() {
+                    Ok(name) => name,
+                    Err(e) => return e.into(),
+                };
+                match self.handle.status().await {
+                    Ok(status) => Response::Status(self.report(status, name.as_deref())),
+                    Err(e) => tree_error(e),
+                }
+            }
+            Request::Start {
+                components,
+                wait_ms,
+            } => {
+                let names = match components
+                    .iter()
+                    .map(|c| self.resolve(c))
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(names) => names,
+                    Err(e) => return e.into(),
+                };
+                info!(peer_uid = uid, peer_pid = pid, components = ?names, "start requested");
+                let already = match self.handle.start(&names).await {
+                    Ok(a) => a,
+                    Err(e) => return tree_error(e),
+                };
+                match self
+                    .handle
+                    .wait_settled(&names, Duration::from_millis(wait_ms))
+                    .await
+                {
+                    Ok(status) => Response::Started {
+                        already_running: already,
+                        report: self.report(status, None),
+                    },
+                    Err(e) => tree_error(e),
+                }
+            }
+            Request::Restart { component, wait_ms } => {
+                let name = match self.resolve(&component) {
+                    Ok(n) => n,
+                    Err(e) => return e.into(),
+                };
+                info!(peer_uid = uid, peer_pid = pid, component = %name, "restart requested");
+                if let Err(e) = self.handle.restart(&name).await {
+                    return tree_error(e);
+                }
+                let names = [name];
+                match self
+                    .handle
+                    .wait_settled(&names, Duration::from_millis(wait_ms))
+                    .await
+                {
+                    Ok(status) => Response::Restarted {
+                        report: self.report(status, Some(&names[0])),
+                    },
+                    Err(e) => tree_error(e),
+                }
+            }
+            Request::Shutdown => {
+                info!(peer_uid = uid, peer_pid = pid, "stop requested");
+                self.shutting_down.store(true, Ordering::SeqCst);
+                match self.handle.shutdown().await {
+                    Ok(status) => Response::ShuttingDown {
+                        report: self.report(status, None),
+                    },
+                    Err(e) => tree_error(e),
+                }
+            }
+        }
+    }
+
+    /// The configured name for a name or alias, or the error answer listing the names.
+    fn resolve(&self, name: &str) -> Result<String, Unknown> {
+        self.config.resolve(name).map(String::from).ok_or_else(|| {
+            Unknown(format!(
+                "unknown component `{name}` (configured: {})",
+                self.config.component_names().join(", ")
+            ))
+        })
+    }
+
+    /// Converts the tree's status into the wire report, optionally for one component.
+    fn report(&self, status: TreeStatus, only: Option<&str>) -> StatusReport {
+        let now = SystemTime::now();
+        let components = status
+            .components
+            .into_iter()
+            .filter(|c| only.is_none_or(|n| c.name == n))
+            .map(|c| ComponentStatus {
+                info: c.info(now),
+                state: wire_state(c.state),
+                since: protocol::rfc3339_ms(c.since),
+                since_unix_ms: protocol::unix_ms(c.since),
+                pid: c.pid,
+                uptime_ms: c.uptime.map(|d| d.as_millis() as u64),
+                memory_bytes: c.memory,
+                restarts: c.restarts,
+                last_exit: c.last_exit,
+                next_retry_unix_ms: c.next_retry.map(protocol::unix_ms),
+                fatal_reason: c.fatal_reason,
+                depends_on: c.depends_on,
+                name: c.name,
+            })
+            .collect();
+        StatusReport {
+            home: self.home.clone(),
+            supervisor: SupervisorStatus {
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started_at: protocol::rfc3339_ms(self.started_at),
+                uptime_ms: now
+                    .duration_since(self.started_at)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                memory_bytes: own_memory(),
+            },
+            components,
+        }
+    }
+}
+
+/// A name that is not configured, with the message that lists the configured ones.
+struct Unknown(String);
+
+impl From<Unknown> for Response {
+    fn from(Unknown(message): Unknown) -> Self {
+        Response::Error {
+            kind: ErrorKind::UnknownComponent,
+            message,
+        }
+    }
+}
+
+fn wire_state(s: imageserving_actors::State) -> State {
+    use imageserving_actors::State as S;
+    match s {
+        S::Stopped => State::Stopped,
+        S::Starting => State::Starting,
+        S::Running => State::Running,
+        S::Backoff => State::Backoff,
+        S::Stopping => State::Stopping,
+        S::Exited => State::Exited,
+        S::Fatal => State::Fatal,
+    }
+}
+
+fn tree_error(e: TreeError) -> Response {
+    let kind = match e {
+        TreeError::UnknownComponent { .. } => ErrorKind::UnknownComponent,
+        TreeError::ShuttingDown => ErrorKind::ShuttingDown,
+        _ => ErrorKind::Internal,
+    };
+    Response::Error {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+/// The supervisor's own resident memory (not its children's).
+fn own_memory() -> Option<u64> {
+    let pid = sysinfo::Pid::from_u32(std::process::id());
+    let mut sys = sysinfo::System::new();
+    sys.refresh_processes_specifics(
+        sysinfo::ProcessesToUpdate::Some(&[pid]),
+        true,
+        sysinfo::ProcessRefreshKind::nothing().with_memory(),
+    );
+    sys.process(pid).map(|p| p.memory())
+}

@@ -1,0 +1,69 @@
+//! `imageserving`: the control CLI, the Server Supervisor daemon and the IPC bridge between them.
+//!
+//! The supervision tree itself lives in the `imageserving-actors` crate; this crate owns
+//! everything around it:
+//! - [`cli`]: the command line; [`commands`]: one module per command (the CLI side);
+//! - [`client`]: the blocking client of the control socket; [`protocol`]: its wire format;
+//! - [`daemon`]: the Server Supervisor process, with the IPC bridge onto the tree; [`peer`]: who
+//!   may talk to it;
+//! - [`home`]: the home directory layout; [`config`]: the TOML configuration;
+//! - [`component_server`]: the placeholder component servers.
+
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod component_server;
+pub mod config;
+pub mod daemon;
+pub mod exit;
+pub mod home;
+pub mod peer;
+pub mod protocol;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The whole program: parse, set up logging, run, map the outcome to an exit code.
+pub fn main_entry() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(&cli);
+    let quiet_errors = matches!(cli.command, cli::Command::Component { .. });
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            let code = exit::code_of(&err);
+            let message = format!("{err:#}");
+            if !message.is_empty() && !quiet_errors {
+                eprintln!("imageserving: {message}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Diagnostics go to standard error: the daemon's is its log file (or the journal in the
+/// foreground); the CLI's stays quiet unless asked.
+fn init_tracing(cli: &cli::Cli) {
+    use tracing_subscriber::EnvFilter;
+    let daemon = matches!(
+        cli.command,
+        cli::Command::Supervisor { .. } | cli::Command::Component { .. }
+    );
+    let level = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => "error",
+        (false, 0) if daemon => "info",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter =
+        EnvFilter::try_from_env("IMAGESERVING_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let ansi = !daemon && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .try_init();
+}

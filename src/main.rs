@@ -1,0 +1,5 @@
+//! The `imageserving` command.
+
+fn main() -> std::process::ExitCode {
+    imageserving::main_entry()
+}
