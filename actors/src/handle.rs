@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorRef};
 use tokio::task::JoinHandle;
 
+use crate::component::ComponentMessage;
 use crate::process;
 use crate::spec::TreeSpec;
 use crate::status::TreeStatus;
@@ -139,8 +140,19 @@ impl SupervisorHandle {
     /// Fault injection for tests: makes a component's actor panic.
     #[doc(hidden)]
     pub fn inject_actor_panic(&self, component: &str) {
-        let _ = self.actor.send_message(SupervisorMessage::InjectPanic {
+        let _ = self.actor.send_message(SupervisorMessage::Inject {
             component: component.to_string(),
+            message: ComponentMessage::InjectPanic,
+        });
+    }
+
+    /// Fault injection for tests: delivers a lifecycle event (e.g. a stale `Exited`) to a
+    /// component's actor as if a timer or task had sent it.
+    #[doc(hidden)]
+    pub fn inject_event(&self, component: &str, event: crate::lifecycle::Event) {
+        let _ = self.actor.send_message(SupervisorMessage::Inject {
+            component: component.to_string(),
+            message: ComponentMessage::Lifecycle(event),
         });
     }
 }

@@ -82,11 +82,13 @@ pub enum SupervisorMessage {
         /// Its snapshot.
         snapshot: ComponentSnapshot,
     },
-    /// Fault injection for tests: make a component's actor panic.
+    /// Fault injection for tests: deliver `message` to a component's actor.
     #[doc(hidden)]
-    InjectPanic {
+    Inject {
         /// Component name.
         component: String,
+        /// What to deliver.
+        message: ComponentMessage,
     },
 }
 
@@ -208,14 +210,14 @@ impl Actor for ServerSupervisor {
                 }
                 state.drive().await;
             }
-            SupervisorMessage::InjectPanic { component } => {
+            SupervisorMessage::Inject { component, message } => {
                 if let Some(a) = state
                     .entries
                     .iter()
                     .find(|e| e.spec.name == component)
                     .and_then(|e| e.actor.as_ref())
                 {
-                    let _ = a.send_message(ComponentMessage::InjectPanic);
+                    let _ = a.send_message(message);
                 }
             }
         }
