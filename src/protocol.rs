@@ -86,7 +86,7 @@
 //!       "uptime_ms": null,
 //!       "memory_bytes": null,
 //!       "restarts": 3,
-//!       "info": "exited with status 1; retry in 4s",
+//!       "info": "retry in 4.0s; last: exited with status 1",
 //!       "last_exit": "exited with status 1",
 //!       "next_retry_unix_ms": 1764192182004,
 //!       "fatal_reason": null,
@@ -324,7 +324,8 @@ pub struct ComponentStatus {
     pub pid: Option<u32>,
     /// How long its current process has been running, in milliseconds.
     pub uptime_ms: Option<u64>,
-    /// The resident memory of its current process in bytes, `null` when unknown.
+    /// The resident memory of its whole process tree in bytes (threads counted once), `null`
+    /// when it has no process.
     pub memory_bytes: Option<u64>,
     /// How many times the supervisor restarted it after it died, since the supervisor started.
     pub restarts: u32,

@@ -394,17 +394,33 @@ impl ComponentState {
         snap.seq += 1;
         let after = snap.state;
         let name = &self.spec.name;
-        if before != after || exit.is_some() {
+        let pid_changed = snap.pid.is_some() && snap.pid != self.reported.pid;
+        if let Some(reason) = exit {
+            info!(component = %name, pid = self.reported.pid, "process {reason}");
+        }
+        if pid_changed {
+            info!(component = %name, pid = snap.pid, generation = snap.generation, "process spawned");
+        }
+        if before != after {
             match after {
-                State::Fatal => {
-                    warn!(component = %name, from = %before, to = %after, reason = snap.fatal_reason.as_deref().unwrap_or(""), "component is FATAL")
-                }
+                State::Fatal => warn!(
+                    component = %name,
+                    reason = snap.fatal_reason.as_deref().unwrap_or(""),
+                    "{before} -> FATAL"
+                ),
                 State::Backoff => {
-                    info!(component = %name, from = %before, to = %after, retry_in_ms = snap.next_retry.map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64).unwrap_or(0), last_exit = snap.last_exit.as_deref().unwrap_or(""), "component backing off")
+                    let wait = snap
+                        .next_retry
+                        .map(|t| t.saturating_duration_since(Instant::now()))
+                        .unwrap_or_default();
+                    info!(
+                        component = %name,
+                        retry_in = %crate::format::duration(wait),
+                        last_exit = snap.last_exit.as_deref().unwrap_or(""),
+                        "{before} -> BACKOFF"
+                    )
                 }
-                _ => {
-                    info!(component = %name, from = %before, to = %after, pid = snap.pid, exit = exit.map(|e| e.to_string()).unwrap_or_default(), "component state")
-                }
+                _ => info!(component = %name, pid = snap.pid, "{before} -> {after}"),
             }
         }
         self.reported = snap.clone();

@@ -89,7 +89,7 @@ impl SupervisorHandle {
                 .filter(|c| components.is_empty() || components.contains(&c.name))
                 .all(|c| c.is_settled());
             if settled || Instant::now() >= until {
-                return Ok(with_memory(status).await);
+                return Ok(with_memory(&self.tree_id, status).await);
             }
             tokio::time::sleep(SETTLE_POLL).await;
         }
@@ -119,7 +119,7 @@ impl SupervisorHandle {
 
     /// The status of every component, with the resident memory of each process tree.
     pub async fn status(&self) -> Result<TreeStatus, TreeError> {
-        Ok(with_memory(self.status_without_memory().await?).await)
+        Ok(with_memory(&self.tree_id, self.status_without_memory().await?).await)
     }
 
     async fn status_without_memory(&self) -> Result<TreeStatus, TreeError> {
@@ -157,17 +157,25 @@ impl SupervisorHandle {
     }
 }
 
-/// Fills in the memory figures (a /proc scan, done off the async threads).
-async fn with_memory(mut status: TreeStatus) -> TreeStatus {
-    let roots: Vec<u32> = status.components.iter().filter_map(|c| c.pid).collect();
+/// Fills in the memory figures: each component's process tree plus any marked process that
+/// escaped it (a /proc scan, done off the async threads).
+async fn with_memory(tree_id: &str, mut status: TreeStatus) -> TreeStatus {
+    let roots: Vec<(String, u32)> = status
+        .components
+        .iter()
+        .filter_map(|c| c.pid.map(|p| (c.name.clone(), p)))
+        .collect();
     if roots.is_empty() {
         return status;
     }
-    let mem = tokio::task::spawn_blocking(move || process::tree_memory(&roots))
+    let tree_id = tree_id.to_string();
+    let mem = tokio::task::spawn_blocking(move || process::component_memory(&tree_id, &roots))
         .await
         .unwrap_or_default();
     for c in &mut status.components {
-        c.memory = c.pid.and_then(|p| mem.get(&p).copied());
+        if c.pid.is_some() {
+            c.memory = mem.get(&c.name).copied();
+        }
     }
     status
 }
