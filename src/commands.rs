@@ -17,6 +17,10 @@ use crate::protocol::{ErrorKind, Response};
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let home = Home::resolve(cli.global.home.clone())?;
+    if !matches!(cli.command, Command::Component { .. }) {
+        // Every command but a component's goes through the control socket.
+        home.check_socket_path()?;
+    }
     match cli.command {
         Command::Start(wait) => start::run(&home, wait.wait),
         Command::Stop => stop::run(&home),

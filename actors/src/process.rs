@@ -226,13 +226,17 @@ pub async fn kill_leftovers(
 /// Resident memory in bytes of the process tree rooted at each of `roots` (the root and all its
 /// descendants, threads counted once). Missing roots are absent from the answer.
 ///
-/// Blocking: it reads all of `/proc`.
+/// Blocking: it reads `/proc/*/stat` to find the descendants, then asks sysinfo for the memory
+/// of those processes only.
 pub fn tree_memory(roots: &[u32]) -> HashMap<u32, u64> {
-    let snapshot = MemorySnapshot::take();
-    roots
-        .iter()
-        .filter(|root| snapshot.memory.contains_key(root))
-        .map(|&root| (root, snapshot.total(&snapshot.subtree(root))))
+    let tree = ProcessTree::take();
+    let subtrees: Vec<(u32, HashSet<u32>)> =
+        roots.iter().map(|&r| (r, tree.subtree(r))).collect();
+    let memory = memory_of(subtrees.iter().flat_map(|(_, pids)| pids.iter().copied()));
+    subtrees
+        .into_iter()
+        .filter(|(root, _)| memory.contains_key(root))
+        .map(|(root, pids)| (root, pids.iter().filter_map(|p| memory.get(p)).sum()))
         .collect()
 }
 
@@ -241,21 +245,26 @@ pub fn tree_memory(roots: &[u32]) -> HashMap<u32, u64> {
 /// their descendants) that escaped the tree, e.g. by a daemonizing double fork. Each process is
 /// counted once per component. A component with no live process is absent from the answer.
 ///
-/// Blocking: it reads all of `/proc`, and the environment of this user's processes.
+/// Blocking: it reads `/proc/*/stat` and the environment of this user's processes, then asks
+/// sysinfo for the memory of the components' processes only.
 pub fn component_memory(tree_id: &str, roots: &[(String, u32)]) -> HashMap<String, u64> {
-    let snapshot = MemorySnapshot::take();
+    let tree = ProcessTree::take();
     let marked = marked_components(tree_id);
-    let mut answer = HashMap::new();
-    for (name, root) in roots {
-        let mut pids = snapshot.subtree(*root);
-        for (pid, _) in marked.iter().filter(|(_, c)| c == name.as_bytes()) {
-            pids.extend(snapshot.subtree(*pid));
-        }
-        if !pids.is_empty() {
-            answer.insert(name.clone(), snapshot.total(&pids));
-        }
-    }
-    answer
+    let sets: Vec<(&String, HashSet<u32>)> = roots
+        .iter()
+        .map(|(name, root)| {
+            let mut pids = tree.subtree(*root);
+            for (pid, _) in marked.iter().filter(|(_, c)| c == name.as_bytes()) {
+                pids.extend(tree.subtree(*pid));
+            }
+            (name, pids)
+        })
+        .collect();
+    let memory = memory_of(sets.iter().flat_map(|(_, pids)| pids.iter().copied()));
+    sets.into_iter()
+        .filter(|(_, pids)| pids.iter().any(|p| memory.contains_key(p)))
+        .map(|(name, pids)| (name.clone(), pids.iter().filter_map(|p| memory.get(p)).sum()))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -823,42 +832,38 @@ fn marked_components(tree_id: &str) -> Vec<(u32, Vec<u8>)> {
 // ---------------------------------------------------------------------------------------------
 // Memory.
 
-/// The memory and children of every process (threads excluded), from one sysinfo snapshot.
-struct MemorySnapshot {
-    memory: HashMap<u32, u64>,
+/// Who is whose child, among this user's live processes (from `/proc/*/stat`: processes only,
+/// never their threads).
+struct ProcessTree {
+    alive: HashSet<u32>,
     children: HashMap<u32, Vec<u32>>,
 }
 
-impl MemorySnapshot {
+impl ProcessTree {
     fn take() -> Self {
-        let mut system = System::new();
-        system.refresh_processes_specifics(
-            ProcessesToUpdate::All,
-            true,
-            ProcessRefreshKind::nothing().with_memory(),
-        );
-        let mut memory = HashMap::new();
+        let mut alive = HashSet::new();
         let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-        for (pid, process) in system.processes() {
-            // A thread shares its process's memory: counting it would count that memory again.
-            if process.thread_kind().is_some() {
-                continue;
+        // Our own process is left out of the scan, but may be asked about (tests, the daemon).
+        let me = std::process::id();
+        alive.insert(me);
+        match own_live_processes() {
+            Ok(processes) => {
+                for p in processes {
+                    alive.insert(p.pid);
+                    if let Ok(parent) = u32::try_from(p.stat.ppid) {
+                        children.entry(parent).or_default().push(p.pid);
+                    }
+                }
             }
-            memory.insert(pid.as_u32(), process.memory());
-            if let Some(parent) = process.parent() {
-                children
-                    .entry(parent.as_u32())
-                    .or_default()
-                    .push(pid.as_u32());
-            }
+            Err(e) => warn!(error = %e, "cannot scan /proc for memory figures"),
         }
-        Self { memory, children }
+        Self { alive, children }
     }
 
-    /// `root` and all its descendants; empty if `root` is not in the snapshot.
+    /// `root` and all its descendants; empty if `root` is not alive.
     fn subtree(&self, root: u32) -> HashSet<u32> {
         let mut seen = HashSet::new();
-        if !self.memory.contains_key(&root) {
+        if !self.alive.contains(&root) {
             return seen;
         }
         let mut todo = vec![root];
@@ -869,10 +874,32 @@ impl MemorySnapshot {
         }
         seen
     }
+}
 
-    fn total(&self, pids: &HashSet<u32>) -> u64 {
-        pids.iter().filter_map(|pid| self.memory.get(pid)).sum()
+/// Resident memory of exactly these processes, refreshed on demand by sysinfo (threads are not
+/// listed, so no process is counted once per thread).
+fn memory_of(pids: impl IntoIterator<Item = u32>) -> HashMap<u32, u64> {
+    let pids: Vec<sysinfo::Pid> = pids
+        .into_iter()
+        .collect::<HashSet<u32>>()
+        .into_iter()
+        .map(sysinfo::Pid::from_u32)
+        .collect();
+    if pids.is_empty() {
+        return HashMap::new();
     }
+    let mut system = System::new();
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&pids),
+        true,
+        ProcessRefreshKind::nothing().with_memory().without_tasks(),
+    );
+    system
+        .processes()
+        .iter()
+        .filter(|(_, p)| p.thread_kind().is_none())
+        .map(|(pid, p)| (pid.as_u32(), p.memory()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -1111,7 +1138,7 @@ mod tests {
         let orphaned = || {
             find_marked(&tree, None)
                 .into_iter()
-                .any(|p| !MemorySnapshot::take().subtree(pid).contains(&p))
+                .any(|p| !ProcessTree::take().subtree(pid).contains(&p))
         };
         assert!(wait_for(orphaned).await);
 
