@@ -57,8 +57,10 @@ fn init_tracing(cli: &cli::Cli) {
         (false, 1) => "info",
         (false, _) => "debug",
     };
-    let filter =
-        EnvFilter::try_from_env("IMAGESERVING_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    // ractor wraps every handler in a span carrying the sender's actor id, which misleads more
+    // than it helps here: every line names its component instead.
+    let filter = EnvFilter::try_from_env("IMAGESERVING_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},ractor=warn")));
     let ansi = !daemon && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
