@@ -75,8 +75,17 @@ pub enum Command {
 pub enum ComponentMessage {
     /// An operator command; answers with the snapshot right after the transition.
     Command(Command, RpcReplyPort<ComponentSnapshot>),
-    /// A lifecycle event from a timer, the spawn task, the exit watcher or the probe.
+    /// A lifecycle event from a timer, the exit watcher or the probe.
     Lifecycle(Event),
+    /// The spawn task started the process of `generation` (becomes `Event::Spawned`).
+    Spawned {
+        /// The attempt's generation.
+        generation: u64,
+        /// Its pid (and process group).
+        pid: u32,
+        /// Its attempt id, carried by all its processes.
+        attempt: String,
+    },
     /// Fault injection for tests: the handler panics.
     #[doc(hidden)]
     InjectPanic,
@@ -140,19 +149,21 @@ impl ComponentSnapshot {
     }
 }
 
-/// Kills the component's process group and marked descendants when dropped while a process
-/// may be alive: the last line of defence when the actor dies without `post_stop`.
+/// Kills the current attempt's process group and marked descendants when dropped while a
+/// process may be alive: the last line of defence when the actor dies without `post_stop`.
+/// Only that attempt's processes: the drop may come after a replacement actor started its own.
 pub struct ProcessGuard {
     tree_id: String,
     component: String,
-    pgid: Option<u32>,
+    /// The live attempt: its process group and attempt id.
+    live: Option<(u32, String)>,
 }
 
 impl Drop for ProcessGuard {
     fn drop(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
+        if let Some((pgid, attempt)) = self.live.take() {
             let _ = process::signal_group(pgid, libc::SIGKILL);
-            process::kill_marked(&self.tree_id, Some(&self.component));
+            process::kill_attempt(&self.tree_id, &self.component, &attempt);
         }
     }
 }
@@ -197,7 +208,7 @@ impl Actor for ComponentActor {
             guard: ProcessGuard {
                 tree_id: args.tree_id,
                 component: args.spec.name.clone(),
-                pgid: None,
+                live: None,
             },
             reported: ComponentSnapshot::of(&lc, seq),
             spec: args.spec,
@@ -227,6 +238,16 @@ impl Actor for ComponentActor {
                 let _ = reply.send(state.reported.clone());
             }
             ComponentMessage::Lifecycle(event) => state.apply(&myself, event),
+            ComponentMessage::Spawned {
+                generation,
+                pid,
+                attempt,
+            } => {
+                if generation == state.lc.generation() && state.lc.pid().is_none() {
+                    state.guard.live = Some((pid, attempt));
+                }
+                state.apply(&myself, Event::Spawned { generation, pid });
+            }
             ComponentMessage::InjectPanic => panic!("injected panic in component actor"),
         }
         Ok(())
@@ -252,7 +273,7 @@ impl ComponentState {
     fn apply(&mut self, myself: &ActorRef<ComponentMessage>, event: Event) {
         if let Event::Exited { generation, .. } = &event {
             if *generation == self.lc.generation() {
-                self.guard.pgid = None;
+                self.guard.live = None;
             }
         }
         let before = self.lc.state();
@@ -340,10 +361,12 @@ impl ComponentState {
             match process::spawn(req).await {
                 Ok(spawned) => {
                     let pid = spawned.pid;
-                    let sent = myself.send_message(ComponentMessage::Lifecycle(Event::Spawned {
+                    let attempt = spawned.attempt;
+                    let sent = myself.send_message(ComponentMessage::Spawned {
                         generation,
                         pid,
-                    }));
+                        attempt: attempt.clone(),
+                    });
                     if sent.is_err() {
                         // The actor is gone: nobody owns this process.
                         let _ = process::signal_group(pid, libc::SIGKILL);
@@ -357,8 +380,14 @@ impl ComponentState {
                             ExitReason::Code(-1)
                         }
                     };
-                    if let Err(e) =
-                        process::kill_leftovers(pid, &tree_id, &component, LEFTOVER_DEADLINE).await
+                    if let Err(e) = process::kill_leftovers(
+                        pid,
+                        &tree_id,
+                        &component,
+                        &attempt,
+                        LEFTOVER_DEADLINE,
+                    )
+                    .await
                     {
                         warn!(%component, pid, error = %e, "leftover processes");
                     }
@@ -384,9 +413,6 @@ impl ComponentState {
         before: State,
         exit: Option<ExitReason>,
     ) {
-        if let Some(pid) = self.lc.pid() {
-            self.guard.pgid = Some(pid);
-        }
         let mut snap = ComponentSnapshot::of(&self.lc, self.reported.seq);
         if snap == self.reported {
             return;

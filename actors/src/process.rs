@@ -52,6 +52,12 @@ use tracing::{error, warn};
 pub const TREE_ENV: &str = "IMAGESERVING_TREE";
 /// Environment variable naming the component in every process of a component.
 pub const COMPONENT_ENV: &str = "IMAGESERVING_COMPONENT";
+/// Environment variable naming the spawn attempt (unique within the daemon's life) in every
+/// process of one attempt: the cleanup of an old attempt never touches a newer one.
+pub const ATTEMPT_ENV: &str = "IMAGESERVING_ATTEMPT";
+
+/// Numbers the attempts of this process's life.
+static ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The longest line written to a log; longer lines are cut into pieces of this size.
 const MAX_LINE: usize = 64 * 1024;
@@ -86,6 +92,8 @@ pub struct Spawned {
     pub pid: u32,
     /// The handle to wait on. Its stdout/stderr are already taken by the log pump tasks.
     pub child: tokio::process::Child,
+    /// The attempt id its processes carry in [`ATTEMPT_ENV`].
+    pub attempt: String,
 }
 
 /// Spawns `req` from the dedicated spawner thread (so `PR_SET_PDEATHSIG` stays armed for the
@@ -169,20 +177,36 @@ pub fn kill_marked(tree_id: &str, component: Option<&str>) -> usize {
         .count()
 }
 
-/// After a component's main process has exited: SIGKILL what is left of its group and of its
-/// marked descendants, and wait (polling, up to `deadline`) until none is alive.
-/// Returns an error naming the survivors if some outlive the deadline.
+/// Like [`kill_marked`], for the processes of one spawn attempt only.
+pub fn kill_attempt(tree_id: &str, component: &str, attempt: &str) -> usize {
+    let marker = Marker::for_attempt(tree_id, component, attempt);
+    match own_live_processes() {
+        Ok(processes) => processes
+            .iter()
+            .filter(|p| kill_verified(p.pid, &marker))
+            .count(),
+        Err(e) => {
+            error!(error = %e, tree_id, "cannot scan /proc for marked processes");
+            0
+        }
+    }
+}
+
+/// After a component's main process has exited: SIGKILL what is left of its group and of the
+/// descendants marked with its `attempt`, and wait (polling, up to `deadline`) until none is
+/// alive. Returns an error naming the survivors if some outlive the deadline.
 ///
-/// Call it once the leader has been reaped and before the component is started again: a new
-/// instance of the same component carries the same marker and would be killed too.
+/// Only this attempt's processes are touched, so a cleanup that is still running when a newer
+/// attempt of the same component starts (its actor was replaced) never kills the newer one.
 pub async fn kill_leftovers(
     pgid: u32,
     tree_id: &str,
     component: &str,
+    attempt: &str,
     deadline: Duration,
 ) -> io::Result<()> {
     checked_pgid(pgid)?;
-    let marker = Arc::new(Marker::new(tree_id, Some(component)));
+    let marker = Arc::new(Marker::for_attempt(tree_id, component, attempt));
     let started = Instant::now();
     let mut first = true;
     let mut warned_reused = false;
@@ -230,8 +254,7 @@ pub async fn kill_leftovers(
 /// of those processes only.
 pub fn tree_memory(roots: &[u32]) -> HashMap<u32, u64> {
     let tree = ProcessTree::take();
-    let subtrees: Vec<(u32, HashSet<u32>)> =
-        roots.iter().map(|&r| (r, tree.subtree(r))).collect();
+    let subtrees: Vec<(u32, HashSet<u32>)> = roots.iter().map(|&r| (r, tree.subtree(r))).collect();
     let memory = memory_of(subtrees.iter().flat_map(|(_, pids)| pids.iter().copied()));
     subtrees
         .into_iter()
@@ -263,7 +286,12 @@ pub fn component_memory(tree_id: &str, roots: &[(String, u32)]) -> HashMap<Strin
     let memory = memory_of(sets.iter().flat_map(|(_, pids)| pids.iter().copied()));
     sets.into_iter()
         .filter(|(_, pids)| pids.iter().any(|p| memory.contains_key(p)))
-        .map(|(name, pids)| (name.clone(), pids.iter().filter_map(|p| memory.get(p)).sum()))
+        .map(|(name, pids)| {
+            (
+                name.clone(),
+                pids.iter().filter_map(|p| memory.get(p)).sum(),
+            )
+        })
         .collect()
 }
 
@@ -340,6 +368,11 @@ fn spawn_here(req: SpawnRequest, runtime: &Handle) -> io::Result<Spawned> {
         .as_deref()
         .and_then(|path| LogSink::open_or_warn(path, &req.component));
 
+    let attempt = format!(
+        "{}-{}",
+        std::process::id(),
+        ATTEMPTS.fetch_add(1, Ordering::Relaxed)
+    );
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
@@ -347,6 +380,7 @@ fn spawn_here(req: SpawnRequest, runtime: &Handle) -> io::Result<Spawned> {
         // Last, so that `req.env` cannot override the markers.
         .env(TREE_ENV, &req.tree_id)
         .env(COMPONENT_ENV, &req.component)
+        .env(ATTEMPT_ENV, &attempt)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -387,7 +421,10 @@ fn spawn_here(req: SpawnRequest, runtime: &Handle) -> io::Result<Spawned> {
     drop(pid_writer);
     let mut child = spawned.map_err(|e| {
         if let Some(pid) = forked_pid(pid_reader) {
-            kill_stray_child(pid, &Marker::new(&req.tree_id, Some(&req.component)));
+            kill_stray_child(
+                pid,
+                &Marker::for_attempt(&req.tree_id, &req.component, &attempt),
+            );
         }
         let place = req
             .cwd
@@ -405,7 +442,11 @@ fn spawn_here(req: SpawnRequest, runtime: &Handle) -> io::Result<Spawned> {
     if let Some(stderr) = child.stderr.take() {
         runtime.spawn(pump(stderr, sink, req.component, "stderr"));
     }
-    Ok(Spawned { pid, child })
+    Ok(Spawned {
+        pid,
+        child,
+        attempt,
+    })
 }
 
 /// The pid a child wrote into its pid pipe, if it was forked at all.
@@ -678,6 +719,7 @@ fn own_live_processes() -> io::Result<Vec<OwnProcess>> {
 struct Marker {
     tree: Vec<u8>,
     component: Option<Vec<u8>>,
+    attempt: Option<Vec<u8>>,
 }
 
 impl Marker {
@@ -685,13 +727,23 @@ impl Marker {
         Self {
             tree: format!("{TREE_ENV}={tree_id}").into_bytes(),
             component: component.map(|c| format!("{COMPONENT_ENV}={c}").into_bytes()),
+            attempt: None,
+        }
+    }
+
+    fn for_attempt(tree_id: &str, component: &str, attempt: &str) -> Self {
+        Self {
+            attempt: Some(format!("{ATTEMPT_ENV}={attempt}").into_bytes()),
+            ..Self::new(tree_id, Some(component))
         }
     }
 
     /// Whether the NUL-separated `environ` holds the exact marker entries.
     fn matches(&self, environ: &[u8]) -> bool {
         let has = |want: &[u8]| environ.split(|&b| b == 0).any(|entry| entry == want);
-        has(&self.tree) && self.component.as_deref().is_none_or(has)
+        has(&self.tree)
+            && self.component.as_deref().is_none_or(has)
+            && self.attempt.as_deref().is_none_or(has)
     }
 
     fn matches_pid(&self, pid: u32) -> bool {
@@ -1045,9 +1097,21 @@ mod tests {
         )
         .expect("kill");
         wait_exit(&mut spawned).await;
-        kill_leftovers(pid, &tree, "web", LIMIT)
+        // Another attempt of the same component: its cleanup must not touch this one.
+        let mut other = spawn(request(&tree, "sleep 32", None))
+            .await
+            .expect("spawn");
+        kill_leftovers(pid, &tree, "web", &spawned.attempt, LIMIT)
             .await
             .expect("no survivors");
+        let left = find_marked(&tree, None);
+        assert!(left.contains(&other.pid), "{left:?}");
+        assert!(left
+            .iter()
+            .all(|&p| Marker::for_attempt(&tree, "web", &other.attempt).holds_for(p)));
+        assert!(other.child.try_wait().expect("try_wait").is_none());
+        kill_attempt(&tree, "web", &other.attempt);
+        wait_exit(&mut other).await;
         assert!(find_marked(&tree, None).is_empty());
     }
 

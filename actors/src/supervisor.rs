@@ -16,9 +16,11 @@
 //!   actor takes over the component's failure history; the failure counts against the component's
 //!   budget, so an actor that keeps failing ends FATAL like a process that keeps crashing.
 //! - **This actor** has no supervisor of ours. Stopping it through [`SupervisorMessage::Shutdown`]
-//!   stops every component in reverse dependency order first; if it is killed or panics instead,
-//!   its linked children die and each one's [`crate::component::ProcessGuard`] kills its process
-//!   group, and `post_stop` kills every marked process of the tree.
+//!   stops every component in reverse dependency order first. If it is killed or panics instead,
+//!   its linked children die (ractor skips their `post_stop`) and each one's
+//!   [`crate::component::ProcessGuard`] kills its current attempt's processes when its state is
+//!   dropped. If it is stopped with a plain `stop()`, `post_stop` also kills every marked
+//!   process of the tree.
 //!
 //! Components start by dependency: one is sent `Start` once all of its dependencies are
 //! RUNNING, so independent components start concurrently and each level waits for the one
