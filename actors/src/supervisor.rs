@@ -223,10 +223,7 @@ impl Actor for ServerSupervisor {
                 }
             }
         }
-        if state.finish_waiters() {
-            state.clean_exit = true;
-            myself.stop(Some("shutdown".to_string()));
-        }
+        state.finish_waiters(&myself);
         Ok(())
     }
 
@@ -275,10 +272,7 @@ impl Actor for ServerSupervisor {
             error!(component = %name, error = %err, "could not replace the component actor");
         }
         state.drive().await;
-        if state.finish_waiters() {
-            state.clean_exit = true;
-            myself.stop(Some("shutdown".to_string()));
-        }
+        state.finish_waiters(&myself);
         Ok(())
     }
 
@@ -485,8 +479,9 @@ impl SupervisorState {
         None
     }
 
-    /// Answers the waiters whose stop is complete. True when the shutdown is complete.
-    fn finish_waiters(&mut self) -> bool {
+    /// Answers the waiters whose stop is complete; once the shutdown is complete, stops the
+    /// root actor.
+    fn finish_waiters(&mut self, myself: &ActorRef<SupervisorMessage>) {
         let mut done_shutdown = false;
         let waiters = std::mem::take(&mut self.waiters);
         for w in waiters {
@@ -512,7 +507,10 @@ impl SupervisorState {
                 }
             }
         }
-        done_shutdown
+        if done_shutdown {
+            self.clean_exit = true;
+            myself.stop(Some("shutdown".to_string()));
+        }
     }
 
     fn status(&self) -> TreeStatus {
