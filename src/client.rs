@@ -5,6 +5,8 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use crate::home::Home;
 use crate::protocol::{self, Request, Response};
 
@@ -72,7 +74,9 @@ impl Client {
         let stream = self.reader.get_mut();
         stream.set_write_timeout(Some(Duration::from_secs(5)))?;
         stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
-        stream.write_all(&protocol::encode(request))?;
+        // The daemon may answer before reading (a refused peer) and close at once: then the
+        // write fails, but its answer, which says why, is waiting to be read.
+        let written = stream.write_all(&protocol::encode(request));
         let mut line = Vec::new();
         let n = (&mut self.reader)
             .take(MAX_RESPONSE + 1)
@@ -85,6 +89,7 @@ impl Client {
                 _ => anyhow::Error::new(e).context("reading the Server Supervisor's answer"),
             })?;
         if n == 0 || line.last() != Some(&b'\n') {
+            written.context("sending the request to the Server Supervisor")?;
             anyhow::bail!("the Server Supervisor closed the connection without a complete answer");
         }
         line.pop();

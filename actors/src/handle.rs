@@ -1,6 +1,7 @@
 //! `SupervisorHandle`: the typed API over the root actor. The daemon's IPC bridge and any
 //! embedding app use this one handle; nothing else talks to the actors.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,8 @@ use crate::TreeError;
 
 /// How long a status query may take before it is an error.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a memory sample serves `status` calls for the same processes.
+const MEMORY_SAMPLE_TTL: Duration = Duration::from_millis(200);
 /// How often `wait_settled` looks at the tree.
 const SETTLE_POLL: Duration = Duration::from_millis(20);
 
@@ -24,6 +27,16 @@ const SETTLE_POLL: Duration = Duration::from_millis(20);
 pub struct SupervisorHandle {
     actor: ActorRef<SupervisorMessage>,
     tree_id: Arc<str>,
+    /// The last memory sample, shared by every clone: concurrent `status` calls wait for one
+    /// /proc scan instead of each running its own.
+    memory: Arc<tokio::sync::Mutex<Option<MemorySample>>>,
+}
+
+/// Memory figures of a set of processes, and when they were taken.
+struct MemorySample {
+    taken: Instant,
+    roots: Vec<(String, u32)>,
+    by_component: HashMap<String, u64>,
 }
 
 impl SupervisorHandle {
@@ -35,7 +48,7 @@ impl SupervisorHandle {
         let (actor, join) = Actor::spawn(None, ServerSupervisor, spec)
             .await
             .map_err(|e| TreeError::Spawn(e.to_string()))?;
-        Ok((SupervisorHandle { actor, tree_id }, join))
+        Ok((SupervisorHandle::new(actor, tree_id), join))
     }
 
     /// Like [`Self::spawn`], with the root actor linked under `parent` (a host app's own
@@ -49,7 +62,15 @@ impl SupervisorHandle {
         let (actor, join) = Actor::spawn_linked(None, ServerSupervisor, spec, parent)
             .await
             .map_err(|e| TreeError::Spawn(e.to_string()))?;
-        Ok((SupervisorHandle { actor, tree_id }, join))
+        Ok((SupervisorHandle::new(actor, tree_id), join))
+    }
+
+    fn new(actor: ActorRef<SupervisorMessage>, tree_id: Arc<str>) -> Self {
+        SupervisorHandle {
+            actor,
+            tree_id,
+            memory: Arc::new(tokio::sync::Mutex::new(None)),
+        }
     }
 
     /// The root actor.
@@ -89,7 +110,7 @@ impl SupervisorHandle {
                 .filter(|c| components.is_empty() || components.contains(&c.name))
                 .all(|c| c.is_settled());
             if settled || Instant::now() >= until {
-                return Ok(with_memory(&self.tree_id, status).await);
+                return Ok(self.with_memory(status).await);
             }
             tokio::time::sleep(SETTLE_POLL).await;
         }
@@ -119,7 +140,7 @@ impl SupervisorHandle {
 
     /// The status of every component, with the resident memory of each process tree.
     pub async fn status(&self) -> Result<TreeStatus, TreeError> {
-        Ok(with_memory(&self.tree_id, self.status_without_memory().await?).await)
+        Ok(self.with_memory(self.status_without_memory().await?).await)
     }
 
     async fn status_without_memory(&self) -> Result<TreeStatus, TreeError> {
@@ -157,25 +178,44 @@ impl SupervisorHandle {
     }
 }
 
-/// Fills in the memory figures: each component's process tree plus any marked process that
-/// escaped it (a /proc scan, done off the async threads).
-async fn with_memory(tree_id: &str, mut status: TreeStatus) -> TreeStatus {
-    let roots: Vec<(String, u32)> = status
-        .components
-        .iter()
-        .filter_map(|c| c.pid.map(|p| (c.name.clone(), p)))
-        .collect();
-    if roots.is_empty() {
-        return status;
-    }
-    let tree_id = tree_id.to_string();
-    let mem = tokio::task::spawn_blocking(move || process::component_memory(&tree_id, &roots))
-        .await
-        .unwrap_or_default();
-    for c in &mut status.components {
-        if c.pid.is_some() {
-            c.memory = mem.get(&c.name).copied();
+impl SupervisorHandle {
+    /// Fills in the memory figures: each component's process tree plus any marked process that
+    /// escaped it. The /proc scan runs off the async threads, at most once per
+    /// [`MEMORY_SAMPLE_TTL`] for the same processes, however many callers ask at once.
+    async fn with_memory(&self, mut status: TreeStatus) -> TreeStatus {
+        let roots: Vec<(String, u32)> = status
+            .components
+            .iter()
+            .filter_map(|c| c.pid.map(|p| (c.name.clone(), p)))
+            .collect();
+        if roots.is_empty() {
+            return status;
         }
+        let mut sample = self.memory.lock().await;
+        let fresh = sample
+            .as_ref()
+            .is_some_and(|s| s.roots == roots && s.taken.elapsed() < MEMORY_SAMPLE_TTL);
+        if !fresh {
+            let tree_id = self.tree_id.to_string();
+            let scan_roots = roots.clone();
+            let by_component = tokio::task::spawn_blocking(move || {
+                process::component_memory(&tree_id, &scan_roots)
+            })
+            .await
+            .unwrap_or_default();
+            *sample = Some(MemorySample {
+                taken: Instant::now(),
+                roots,
+                by_component,
+            });
+        }
+        if let Some(sample) = sample.as_ref() {
+            for c in &mut status.components {
+                if c.pid.is_some() {
+                    c.memory = sample.by_component.get(&c.name).copied();
+                }
+            }
+        }
+        status
     }
-    status
 }

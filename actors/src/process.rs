@@ -1112,7 +1112,7 @@ mod tests {
         assert!(other.child.try_wait().expect("try_wait").is_none());
         kill_attempt(&tree, "web", &other.attempt);
         wait_exit(&mut other).await;
-        assert!(find_marked(&tree, None).is_empty());
+        assert!(wait_for(|| find_marked(&tree, None).is_empty()).await);
     }
 
     #[tokio::test]

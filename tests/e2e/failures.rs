@@ -1,0 +1,247 @@
+//! Components that misbehave (crash, loop, ignore SIGTERM, fork escapees) and a supervisor
+//! that is killed outright: the supervisor recovers what it can, gives up when it must, and
+//! never leaves a process behind.
+
+use std::time::Duration;
+
+use crate::harness::{
+    component, component_of, describe, pid, pids, placeholders, wait_for, TestHome, SETTLE,
+    SUPERVISOR,
+};
+use crate::procs::{self, ProcId};
+
+#[test]
+fn killed_components_are_restarted_with_a_new_pid() {
+    let home = TestHome::placeholders();
+    home.run(&["start"]).expect_code(0);
+    home.wait_running(&["is", "svg", "ps"]);
+
+    for name in ["is", "svg", "ps"] {
+        let before = home.status_json();
+        let c = component_of(&before, name);
+        let old = ProcId::of(pid(&c["pid"]).expect("a pid")).expect("it runs");
+        let restarts = c["restarts"].as_u64().expect("restarts");
+
+        assert!(procs::kill(old), "could not kill {name}");
+        let mut last = serde_json::Value::Null;
+        wait_for(SETTLE, format_args!("{name} RUNNING again"), || {
+            let Some(status) = home.try_status_json() else {
+                return false;
+            };
+            let c = component_of(&status, name);
+            let ok = c["state"] == "RUNNING"
+                && pid(&c["pid"]).is_some_and(|p| p != old.pid)
+                && c["restarts"].as_u64() == Some(restarts + 1);
+            last = c.clone();
+            ok
+        });
+        assert!(
+            last["last_exit"]
+                .as_str()
+                .is_some_and(|e| e.contains("SIGKILL")),
+            "last_exit should say how it died\n{last:#}"
+        );
+        assert!(!old.is_alive());
+    }
+}
+
+#[test]
+fn crash_loop_ends_fatal_with_the_reason() {
+    let config = format!(
+        "{SUPERVISOR}{}{}",
+        component(
+            "crasher",
+            &["sh", "-c", "exit 1"],
+            "max_restarts = 2\nbackoff_initial = \"20ms\""
+        ),
+        component("steady", &["sleep", "1000"], ""),
+    );
+    let home = TestHome::new(&config);
+
+    let out = home.run(&["start"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("crasher") && out.stderr.contains("exited with status 1"),
+        "stderr names the component and why\n{out}"
+    );
+    assert!(
+        out.stderr.contains("logs/crasher.log"),
+        "stderr points at the log\n{out}"
+    );
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("crasher"))
+        .unwrap_or_else(|| panic!("no line for crasher\n{out}"));
+    assert!(line.contains("FATAL"), "{out}");
+
+    let status = home.status_json();
+    let crasher = component_of(&status, "crasher");
+    assert_eq!(crasher["state"], "FATAL", "{crasher:#}");
+    assert!(crasher["pid"].is_null(), "{crasher:#}");
+    let info = crasher["info"].as_str().unwrap_or_default();
+    assert!(
+        info.contains("failures") && info.contains("exited with status 1"),
+        "info says why it gave up: {info:?}"
+    );
+    assert!(
+        crasher["fatal_reason"].as_str().is_some_and(|r| r == info),
+        "{crasher:#}"
+    );
+    // Its neighbour is not affected.
+    assert_eq!(component_of(&status, "steady")["state"], "RUNNING");
+
+    // The table shows it too.
+    let table = home.run(&["status"]);
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("crasher"))
+        .unwrap_or_else(|| panic!("no row for crasher\n{table}"));
+    assert!(row.contains("FATAL") && row.contains("failures"), "{table}");
+    // `status <component>` says by its exit code that it does not run.
+    home.run(&["status", "crasher"]).expect_code(3);
+    home.run(&["status", "steady"]).expect_code(0);
+
+    // FATAL stays FATAL: nothing restarts it behind our back.
+    std::thread::sleep(Duration::from_millis(300));
+    let again = home.status_json();
+    assert_eq!(component_of(&again, "crasher")["state"], "FATAL");
+    assert_eq!(
+        component_of(&again, "crasher")["restarts"],
+        crasher["restarts"]
+    );
+}
+
+#[test]
+fn component_ignoring_sigterm_is_killed_after_its_stop_timeout() {
+    let config = format!(
+        "{SUPERVISOR}{}",
+        component(
+            "stubborn",
+            &["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"],
+            "stop_timeout = \"1s\""
+        ),
+    );
+    let home = TestHome::new(&config);
+    home.run(&["start"]).expect_code(0);
+    let status = home.wait_running(&["stubborn"]);
+    let stubborn = ProcId::of(pids(&status)["stubborn"]).expect("it runs");
+
+    let out = home.run(&["stop"]);
+    out.expect_code(0);
+    assert!(
+        out.elapsed >= Duration::from_secs(1),
+        "stop did not wait for the stop timeout\n{out}"
+    );
+    assert!(!stubborn.is_alive(), "the stubborn component survived stop");
+    home.assert_nothing_runs();
+}
+
+#[test]
+fn forked_and_setsid_grandchildren_die_with_their_component() {
+    let config = format!(
+        "{SUPERVISOR}{}{}",
+        component("forker", &["sh", "-c", "sleep 1000 & wait"], ""),
+        component("escaper", &["sh", "-c", "setsid sleep 1000 & wait"], ""),
+    );
+    let home = TestHome::new(&config);
+    home.run(&["start"]).expect_code(0);
+    home.wait_running(&["forker", "escaper"]);
+
+    // Each component's `sleep` is up, and the escaper's left the process group.
+    let sleeps = |home: &TestHome| -> Vec<ProcId> {
+        home.marked()
+            .into_iter()
+            .filter(|id| procs::Stat::read(id.pid).is_some_and(|s| s.comm == "sleep"))
+            .collect()
+    };
+    wait_for(SETTLE, "two grandchildren", || sleeps(&home).len() == 2);
+    let grandchildren = sleeps(&home);
+    let leaders = grandchildren
+        .iter()
+        .filter(|id| procs::Stat::read(id.pid).is_some_and(|s| s.session == id.pid))
+        .count();
+    assert_eq!(
+        leaders, 1,
+        "exactly one grandchild left for a session of its own"
+    );
+
+    home.run(&["stop"]).expect_code(0);
+    for id in &grandchildren {
+        assert!(!id.is_alive(), "grandchild {} survived stop", id.pid);
+    }
+    home.assert_nothing_runs();
+}
+
+#[test]
+fn killed_supervisor_takes_its_components_along_and_next_start_sweeps_escapees() {
+    let config = format!(
+        "{SUPERVISOR}{}{}",
+        placeholders(),
+        component("escaper", &["sh", "-c", "setsid sleep 1000 & wait"], ""),
+    );
+    let home = TestHome::new(&config);
+    home.run(&["start"]).expect_code(0);
+    let status = home.wait_running(&["is", "svg", "ps", "escaper"]);
+    let sup = ProcId::of(pid(&status["supervisor"]["pid"]).expect("pid")).expect("it runs");
+    let components: Vec<(String, ProcId)> = pids(&status)
+        .into_iter()
+        .map(|(n, p)| (n, ProcId::of(p).expect("it runs")))
+        .collect();
+    let is_escapee = |id: &ProcId| {
+        procs::Stat::read(id.pid).is_some_and(|s| s.comm == "sleep")
+            && !components.iter().any(|(_, c)| c == id)
+    };
+    wait_for(SETTLE, "the escaper's grandchild", || {
+        home.marked().iter().any(is_escapee)
+    });
+    let escapee = *home
+        .marked()
+        .iter()
+        .find(|id| is_escapee(id))
+        .expect("the escapee");
+    assert!(
+        procs::Stat::read(escapee.pid).is_some_and(|s| s.session == escapee.pid),
+        "the escapee leads a session of its own"
+    );
+
+    assert!(procs::kill(sup), "could not kill the supervisor");
+    wait_for(SETTLE, "the supervisor to die", || !sup.is_alive());
+    // PR_SET_PDEATHSIG: every component dies with the supervisor...
+    wait_for(
+        Duration::from_secs(5),
+        "the components to die with the supervisor",
+        || components.iter().all(|(_, id)| !id.is_alive()),
+    );
+    // ...but a grandchild that left for its own session is out of the kernel's reach.
+    assert!(
+        escapee.is_alive(),
+        "the setsid grandchild was expected to outlive a SIGKILLed supervisor"
+    );
+    let out = home.run(&["status"]);
+    out.expect_code(3);
+    assert!(out.stdout.contains("not running"), "{out}");
+
+    // The next start sweeps what the dead supervisor left, then works.
+    home.run(&["start"]).expect_code(0);
+    assert!(
+        !escapee.is_alive(),
+        "start did not sweep the leftover grandchild"
+    );
+    let status = home.wait_running(&["is", "svg", "ps", "escaper"]);
+    assert_ne!(pid(&status["supervisor"]["pid"]), Some(sup.pid));
+    // Only the new escaper's grandchild runs.
+    let sleeps = || -> Vec<ProcId> {
+        home.marked()
+            .into_iter()
+            .filter(|id| procs::Stat::read(id.pid).is_some_and(|s| s.comm == "sleep"))
+            .collect()
+    };
+    wait_for(SETTLE, "the new escaper's grandchild", || {
+        !sleeps().is_empty()
+    });
+    let left = sleeps();
+    assert_eq!(left.len(), 1, "{}", describe(&left));
+    assert_ne!(left[0], escapee);
+}

@@ -1,0 +1,21 @@
+//! End-to-end tests: the real `imageserving` binary driven on temporary homes.
+//!
+//! One test binary (`cargo test --test e2e`) with a small harness:
+//! - [`harness`]: the temporary home, running the binary with a deadline, the guard that
+//!   leaves no process behind;
+//! - [`procs`]: the bits of `/proc` the checks need, independent of the code under test;
+//! - [`lifecycle`]: start, status, stop, restart, the foreground supervisor;
+//! - [`failures`]: crashing, hung, forking components and a killed supervisor;
+//! - [`cli`]: commands without a supervisor, bad configurations, impossible homes;
+//! - [`ipc`]: the control socket spoken to directly, and who may use it;
+//! - [`guard`]: the harness keeps its own promise: a failing test leaves no process behind.
+//!
+//! Every test runs on its own home with ephemeral ports, so they run in parallel.
+
+mod cli;
+mod failures;
+mod guard;
+mod harness;
+mod ipc;
+mod lifecycle;
+mod procs;
