@@ -17,8 +17,10 @@ pub mod config;
 pub mod daemon;
 pub mod exit;
 pub mod home;
+pub mod imaging;
 pub mod peer;
 pub mod protocol;
+pub mod servers;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,1 @@
+//! Parsing the URL protocol into an [`ImageRequest`] (being written).
