@@ -64,7 +64,7 @@ pub enum Command {
         #[arg(long, hide = true)]
         detached: bool,
     },
-    /// Run a placeholder component server (started by the supervisor, not by hand).
+    /// Run a component server: ps, is or svg (started by the supervisor, not by hand).
     #[command(hide = true)]
     Component {
         /// ps, is or svg.

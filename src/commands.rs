@@ -39,7 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            runtime.block_on(crate::component_server::run(&name))?;
+            runtime.block_on(crate::servers::run(&name))?;
             Ok(exit::OK)
         }
     }

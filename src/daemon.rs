@@ -38,6 +38,7 @@ pub fn run(home: &Home, detached: bool) -> anyhow::Result<u8> {
         config::load(home, &exe).map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()))?;
     let _lock = lock(home, detached)?;
     sweep_leftovers(home);
+    provision_samples(home);
     write_pid_file(home)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -124,6 +125,21 @@ fn sweep_leftovers(home: &Home) {
             killed = total,
             "killed leftover processes of an earlier supervisor"
         );
+    }
+}
+
+/// A fresh home gets the sample catalog and images, so the first request of the README works.
+/// Existing files are never overwritten; a failure is logged and changes nothing else.
+fn provision_samples(home: &Home) {
+    match crate::imaging::samples::provision(home.root()) {
+        Ok(created) if !created.is_empty() => {
+            info!(
+                files = created.len(),
+                "created the sample catalog and images"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "could not create the sample catalog and images"),
     }
 }
 

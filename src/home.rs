@@ -7,6 +7,7 @@
 //!   logs/supervisor.log      the daemon's log
 //!   logs/<component>.log     each component's standard output and error
 //!   run/                     mode 0700: control.sock, supervisor.pid, supervisor.lock
+//!   catalog/                 default.ini and the named catalogs (attributes, ids)
 //!   images/                  source images
 //! ```
 //!
@@ -156,6 +157,11 @@ impl Home {
         self.root.join("images")
     }
 
+    /// The catalogs, `catalog/` (`default.ini` and one file per named catalog).
+    pub fn catalog_dir(&self) -> PathBuf {
+        self.root.join("catalog")
+    }
+
     /// The daemon's control socket, `run/control.sock`.
     pub fn socket_path(&self) -> PathBuf {
         self.run_dir().join("control.sock")
@@ -190,7 +196,12 @@ impl Home {
     /// Creates the home and `conf/`, `logs/`, `run/` and `images/` below it. `run/` is made
     /// mode 0700, and narrowed to 0700 if it exists with a wider mode; it must belong to us.
     pub fn ensure_layout(&self) -> Result<(), HomeError> {
-        for dir in [self.root.join("conf"), self.logs_dir(), self.images_dir()] {
+        for dir in [
+            self.root.join("conf"),
+            self.logs_dir(),
+            self.images_dir(),
+            self.catalog_dir(),
+        ] {
             fs::create_dir_all(&dir)
                 .map_err(|source| HomeError::CreateDir { path: dir, source })?;
         }

@@ -13,6 +13,8 @@ pub mod error;
 pub mod pipeline;
 pub mod query;
 pub mod request;
+pub mod samples;
+pub mod text;
 
 pub use error::ImageError;
 pub use request::ImageRequest;

@@ -7,12 +7,12 @@
 //! - [`daemon`]: the Server Supervisor process, with the IPC bridge onto the tree; [`peer`]: who
 //!   may talk to it;
 //! - [`home`]: the home directory layout; [`config`]: the TOML configuration;
-//! - [`component_server`]: the placeholder component servers.
+//! - [`servers`]: the component servers `ps`, `is`, `svg`; [`imaging`]: the image protocol and
+//!   pipeline they share.
 
 pub mod cli;
 pub mod client;
 pub mod commands;
-pub mod component_server;
 pub mod config;
 pub mod daemon;
 pub mod exit;

@@ -27,7 +27,10 @@ impl ImageError {
 
     /// 403: a modifier has a value it cannot take.
     pub fn bad_value(command: &str, value: &str, why: impl fmt::Display) -> Self {
-        Self::new(403, format!("invalid value `{value}` for `{command}`: {why}"))
+        Self::new(
+            403,
+            format!("invalid value `{value}` for `{command}`: {why}"),
+        )
     }
 
     /// 403: a modifier the server does not know or does not implement.

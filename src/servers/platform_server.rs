@@ -1,1 +1,1233 @@
-//! (being written)
+//! The Platform Server (`ps`): the public HTTP front end of the URL protocol.
+//!
+//! `ps` parses each `/is/image/{object}?{modifiers}` URL into an [`ImageRequest`]
+//! ([`query::parse`]), posts it as JSON to the Image Server's `POST /render`, and relays the
+//! answer. It renders nothing itself and keeps no state but a pool of keep-alive connections to
+//! `is`, so a crash or restart of `is` costs at most a quick `503` and never a hang:
+//!
+//! ```text
+//!  client ──HTTP/1.1──▶ ps ──query::parse──▶ ImageRequest ──POST /render (JSON, pooled)──▶ is
+//!         ◀── status, Content-Type, Cache-Control, Content-Length, body ◀────────────────┘
+//! ```
+//!
+//! # Routes
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET`/`HEAD /is/image/{object}?{query}` | the image or text answer of `is` (`HEAD`: the same exchange with `is`, the same headers, no body) |
+//! | `GET`/`HEAD /is/image` (or `/is/image/`) | server properties, `text/plain`, always 200: `#S7Z OK`, then `imageServer.platformServer.version=…`, `imageServer.imageServer=ok\|unavailable`, the `imageServer.` lines of `is`'s `GET /info` (its version, `imageServer.svgServer=ok\|unreachable`), or `imageServer.svgServer=unknown` when `is` cannot tell |
+//! | `GET`/`HEAD /healthz` | `200 ok` when `is` answers its `GET /healthz` within [`HEALTH_TIMEOUT`], else `503` |
+//!
+//! # Every status `ps` answers
+//!
+//! | status | when |
+//! |---|---|
+//! | 200 | the image or text answer; the server properties; `/healthz` while `is` is healthy |
+//! | 304 | never in this release (no `ETag`, no conditional requests yet) |
+//! | 400 | a malformed request line or header (answered by hyper before routing) |
+//! | 403 | the URL breaks the protocol: bad object path, bad value, unknown or unsupported command ([`query::parse`]); and the 403s of `is` (limits, undecodable sources), relayed |
+//! | 404 | a path outside the routes above; and `is`'s "object not found", relayed |
+//! | 405 | a method other than `GET` or `HEAD` on a route above, with `Allow: GET, HEAD` |
+//! | 413 | a request with a body (no route takes one); the connection is closed |
+//! | 414, 431 | a request line or request head over [`MAX_HEAD`] bytes (answered by hyper) |
+//! | 500 | `is` answered something `ps` cannot relay (a reply over [`MAX_REPLY`]), or its own 500, relayed |
+//! | 503 | with `Retry-After: 1`: `is` is unreachable (connection refused or reset, no connection within [`PlatformConfig::connect_timeout`], a connection closed mid-request twice in a row), the whole exchange took longer than [`PlatformConfig::request_timeout`], or `is` itself answered 503; `/healthz` while `is` is not healthy |
+//!
+//! Any other status `is` answers is relayed as it is. Errors made by `ps` itself are
+//! `text/plain; charset=utf-8`, one line, with `Cache-Control: no-store`.
+//!
+//! # Talking to `is`
+//!
+//! One pooled [`hyper_util`] client keeps connections to `is` alive between requests (idle ones
+//! are dropped after [`POOL_IDLE_TIMEOUT`], shorter than a server's usual 30 s idle limit, so that
+//! `ps` rarely picks a connection `is` is about to close). A connection attempt that fails is
+//! answered at once with 503: a fresh connection just failed, so `is` is down or restarting.
+//! A request that fails *after* its connection was up (reset, closed before the answer, which is
+//! what a pooled connection looks like after `is` restarted) is retried **once**, on a brand-new
+//! connection from a second, unpooled client, so that the retry cannot pick another stale pooled
+//! connection. This is safe because rendering is idempotent: the same request gives the same
+//! answer. Nothing is remembered between requests, so `ps` reconnects by itself once `is` is back.
+//!
+//! The answer of `is` is read whole (up to [`MAX_REPLY`]) before `ps` answers, so a failure of
+//! `is` mid-body becomes a clean 503 (after the retry) rather than a truncated image.
+//!
+//! # Limits
+//!
+//! HTTP/1.1 with keep-alive; the request head (request line and headers) at most [`MAX_HEAD`]
+//! bytes, sent within [`HEAD_DEADLINE`]. [`serve`] stops accepting when its shutdown future
+//! completes and gives the requests in flight [`SHUTDOWN_GRACE`] to finish; idle keep-alive
+//! connections are closed at once.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::imaging::{query, ImageError, ImageRequest};
+
+/// The address to listen on, `host:port`.
+pub const ENV_LISTEN: &str = "IMAGESERVING_LISTEN";
+/// The Image Server's address, `host:port`.
+pub const ENV_IS_ADDR: &str = "IMAGESERVING_IS_ADDR";
+
+/// The default of [`PlatformConfig::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The default of [`PlatformConfig::request_timeout`]: above the 30 s `is` gives itself, so that
+/// `is`'s own timeout answer normally arrives first.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
+/// How long `is` has to answer `GET /healthz` (for `/healthz` and the server properties).
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long `is` has to answer `GET /info`; it probes `svg`, so a little longer than a health check.
+pub const INFO_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest request head (request line and headers), in bytes.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// How long a client has to send a whole request head; also how long an idle keep-alive
+/// connection stays open.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(30);
+/// The largest answer of `is` relayed; `is` limits its replies to 16 MB, so more is a bug.
+pub const MAX_REPLY: usize = 64 * 1024 * 1024;
+/// How long idle pooled connections to `is` are kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long requests in flight may take to finish once shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The message of every 503 caused by `is` being down.
+const UNAVAILABLE: &str = "image server unavailable, retry shortly";
+/// The routes that exist, for 405's `Allow`.
+const ALLOW: &str = "GET, HEAD";
+/// Where the image protocol lives.
+const IMAGE_PREFIX: &str = "/is/image";
+
+/// What `ps` runs with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlatformConfig {
+    /// Where `is` listens, `host:port`.
+    pub is_addr: String,
+    /// How long one connection attempt to `is` may take before the request is answered 503.
+    pub connect_timeout: Duration,
+    /// How long one whole exchange with `is` (retry included) may take before it is answered 503.
+    pub request_timeout: Duration,
+}
+
+impl PlatformConfig {
+    /// The configuration for `is` at `is_addr`, with the default timeouts.
+    pub fn new(is_addr: impl Into<String>) -> Self {
+        PlatformConfig {
+            is_addr: is_addr.into(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// Runs `ps` as the supervisor starts it: listens on `IMAGESERVING_LISTEN`, talks to `is` at
+/// `IMAGESERVING_IS_ADDR`, until `shutdown` completes.
+pub async fn run_from_env(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let var = |name: &str| {
+        std::env::var(name).with_context(|| format!("ps: environment variable {name} is not set"))
+    };
+    let listen = var(ENV_LISTEN)?;
+    let config = PlatformConfig::new(var(ENV_IS_ADDR)?);
+    let listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("ps: cannot listen on {listen}"))?;
+    let local = listener.local_addr().map_or(listen, |a| a.to_string());
+    info!(component = "ps", is = %config.is_addr, "ps: listening on {local}");
+    serve(listener, config, shutdown).await
+}
+
+/// Serves `ps` on `listener` until `shutdown` completes, then stops accepting, closes idle
+/// connections and gives requests in flight [`SHUTDOWN_GRACE`] before dropping them.
+pub async fn serve(
+    listener: TcpListener,
+    config: PlatformConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = Arc::new(State::new(&config)?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(serve_connection(stream, peer, state.clone(), stop_rx.clone()));
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    warn!(component = "ps", error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        warn!(
+            component = "ps",
+            remaining = connections.len(),
+            "requests still in flight after the grace period: dropped"
+        );
+        connections.shutdown().await;
+    }
+    info!(component = "ps", "stopped");
+    Ok(())
+}
+
+/// Serves one client connection until it closes, or until shutdown closes it gracefully.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(state.handle(request).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_DEADLINE)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        debug!(component = "ps", %peer, error = %err, "connection ended with an error");
+    }
+}
+
+/// Which route a path takes.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    /// `/is/image/{object}`: the raw path after the prefix.
+    Image(&'a str),
+    /// `/is/image`: the server properties.
+    Properties,
+    /// `/healthz`.
+    Health,
+    /// Anything else.
+    NotFound,
+}
+
+fn route(path: &str) -> Route<'_> {
+    match path {
+        "/healthz" => Route::Health,
+        "/is/image" | "/is/image/" => Route::Properties,
+        _ => match path
+            .strip_prefix(IMAGE_PREFIX)
+            .and_then(|rest| rest.strip_prefix('/'))
+        {
+            Some(object) => Route::Image(object),
+            None => Route::NotFound,
+        },
+    }
+}
+
+/// What every request handler shares: the clients of `is`.
+struct State {
+    /// `http://{is_addr}`, without a trailing slash.
+    is_base: String,
+    /// The keep-alive client of `is`.
+    pooled: Client<HttpConnector, Full<Bytes>>,
+    /// A client without a pool: every request on a new connection, for the one retry.
+    fresh: Client<HttpConnector, Full<Bytes>>,
+    /// The deadline of one whole exchange with `/render`.
+    request_timeout: Duration,
+}
+
+/// An answer of `is`, read whole.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// Why an exchange with `is` gave no answer.
+#[derive(Debug)]
+enum UpstreamError {
+    /// No connection, or the connection broke (after the retry).
+    Unavailable(String),
+    /// No answer within the deadline.
+    TimedOut,
+    /// An answer `ps` cannot relay.
+    Invalid(String),
+}
+
+/// How one attempt failed.
+enum AttemptError {
+    /// Connecting failed: no retry, `is` is down.
+    Connect(String),
+    /// The connection was up and broke: worth one retry on a new connection.
+    Broken(String),
+    /// The answer is unusable.
+    Invalid(String),
+}
+
+impl State {
+    fn new(config: &PlatformConfig) -> anyhow::Result<Self> {
+        let is_base = format!("http://{}", config.is_addr);
+        let uri: Uri = format!("{is_base}/render")
+            .parse()
+            .with_context(|| format!("ps: invalid image server address {:?}", config.is_addr))?;
+        if uri.host().is_none() || uri.port().is_none() {
+            anyhow::bail!(
+                "ps: invalid image server address {:?}: expected host:port",
+                config.is_addr
+            );
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let pooled = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector.clone());
+        let fresh = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        Ok(State {
+            is_base,
+            pooled,
+            fresh,
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    /// Answers one request.
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let head = request.method() == Method::HEAD;
+        let response = self.respond(&request).await;
+        debug!(
+            component = "ps",
+            method = %request.method(),
+            uri = %request.uri(),
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+        if head {
+            without_body(response)
+        } else {
+            response
+        }
+    }
+
+    async fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let route = route(request.uri().path());
+        if route == Route::NotFound {
+            return text(StatusCode::NOT_FOUND, "not found");
+        }
+        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+            return response;
+        }
+        if !request.body().is_end_stream() {
+            // Close rather than read a body of unknown size to keep the connection alive.
+            let mut response = text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "a request body is not accepted",
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+        match route {
+            Route::Image(object) => match query::parse(object, request.uri().query()) {
+                Ok(image_request) => self.render(&image_request).await,
+                Err(err) => error_response(&err),
+            },
+            Route::Properties => self.properties().await,
+            Route::Health => self.health().await,
+            Route::NotFound => text(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+
+    /// `/is/image/{object}`: forwards to `is` and relays its answer.
+    async fn render(&self, request: &ImageRequest) -> Response<Full<Bytes>> {
+        let json = match serde_json::to_vec(request) {
+            Ok(json) => Bytes::from(json),
+            Err(err) => return error_response(&ImageError::internal(err)),
+        };
+        let answer = self
+            .exchange(Method::POST, "/render", json, self.request_timeout)
+            .await;
+        match answer {
+            Ok(answer) => relay(answer),
+            Err(UpstreamError::Unavailable(why)) => {
+                warn!(component = "ps", object = %request.object, error = %why, "image server unavailable");
+                error_response(&ImageError::new(503, UNAVAILABLE))
+            }
+            Err(UpstreamError::TimedOut) => {
+                warn!(component = "ps", object = %request.object, "image server timed out");
+                error_response(&ImageError::timeout(
+                    "the image server did not answer in time",
+                ))
+            }
+            Err(UpstreamError::Invalid(why)) => {
+                warn!(component = "ps", object = %request.object, error = %why, "invalid answer from the image server");
+                error_response(&ImageError::internal(
+                    "invalid answer from the image server",
+                ))
+            }
+        }
+    }
+
+    /// `/is/image`: the server properties, always 200.
+    async fn properties(&self) -> Response<Full<Bytes>> {
+        let mut lines = vec![
+            "#S7Z OK".to_owned(),
+            format!(
+                "imageServer.platformServer.version={}",
+                env!("CARGO_PKG_VERSION")
+            ),
+        ];
+        let healthy = self.is_healthy().await;
+        lines.push(format!(
+            "imageServer.imageServer={}",
+            if healthy { "ok" } else { "unavailable" }
+        ));
+        if healthy {
+            if let Ok(answer) = self
+                .exchange(Method::GET, "/info", Bytes::new(), INFO_TIMEOUT)
+                .await
+            {
+                if answer.status == StatusCode::OK {
+                    let body = String::from_utf8_lossy(&answer.body);
+                    lines.extend(
+                        body.lines()
+                            .map(str::trim)
+                            .filter(|line| line.starts_with("imageServer.") && line.contains('='))
+                            // ps's own keys are ps's to say.
+                            .filter(|line| {
+                                !line.starts_with("imageServer.platformServer.")
+                                    && !line.starts_with("imageServer.imageServer=")
+                            })
+                            .map(str::to_owned),
+                    );
+                }
+            }
+        }
+        if !lines
+            .iter()
+            .any(|line| line.starts_with("imageServer.svgServer="))
+        {
+            lines.push("imageServer.svgServer=unknown".to_owned());
+        }
+        let mut body = lines.join("\n");
+        body.push('\n');
+        text_body(StatusCode::OK, body)
+    }
+
+    /// `/healthz`: 200 while `is` answers its own health check.
+    async fn health(&self) -> Response<Full<Bytes>> {
+        if self.is_healthy().await {
+            text(StatusCode::OK, "ok")
+        } else {
+            error_response(&ImageError::new(503, UNAVAILABLE))
+        }
+    }
+
+    /// Whether `is` answers `GET /healthz` with 200 within [`HEALTH_TIMEOUT`].
+    async fn is_healthy(&self) -> bool {
+        match self
+            .exchange(Method::GET, "/healthz", Bytes::new(), HEALTH_TIMEOUT)
+            .await
+        {
+            Ok(answer) => answer.status == StatusCode::OK,
+            Err(err) => {
+                debug!(component = "ps", error = ?err, "image server health check failed");
+                false
+            }
+        }
+    }
+
+    /// One exchange with `is` within `deadline`: a first attempt on the pooled client and, when
+    /// a connection that was up broke, one retry on a new connection.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        deadline: Duration,
+    ) -> Result<Answer, UpstreamError> {
+        let uri = format!("{}{path}", self.is_base);
+        let attempts = async {
+            let first = self
+                .attempt(&self.pooled, &method, &uri, body.clone())
+                .await;
+            let failure = match first {
+                Ok(answer) => return Ok(answer),
+                Err(AttemptError::Connect(why)) => return Err(UpstreamError::Unavailable(why)),
+                Err(AttemptError::Invalid(why)) => return Err(UpstreamError::Invalid(why)),
+                Err(AttemptError::Broken(why)) => why,
+            };
+            debug!(component = "ps", error = %failure, "connection to the image server broke, retrying once on a new one");
+            match self.attempt(&self.fresh, &method, &uri, body).await {
+                Ok(answer) => Ok(answer),
+                Err(AttemptError::Connect(why) | AttemptError::Broken(why)) => {
+                    Err(UpstreamError::Unavailable(why))
+                }
+                Err(AttemptError::Invalid(why)) => Err(UpstreamError::Invalid(why)),
+            }
+        };
+        tokio::time::timeout(deadline, attempts)
+            .await
+            .unwrap_or(Err(UpstreamError::TimedOut))
+    }
+
+    /// One attempt on `client`, the answer read whole.
+    async fn attempt(
+        &self,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        method: &Method,
+        uri: &str,
+        body: Bytes,
+    ) -> Result<Answer, AttemptError> {
+        let mut builder = Request::builder().method(method.clone()).uri(uri);
+        if !body.is_empty() {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|err| AttemptError::Invalid(format!("cannot build the request: {err}")))?;
+        let response = client.request(request).await.map_err(|err| {
+            let why = error_chain(&err);
+            if err.is_connect() {
+                AttemptError::Connect(why)
+            } else {
+                AttemptError::Broken(why)
+            }
+        })?;
+        let (parts, incoming) = response.into_parts();
+        let body = match Limited::new(incoming, MAX_REPLY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                return Err(AttemptError::Invalid(format!(
+                    "answer larger than {MAX_REPLY} bytes"
+                )))
+            }
+            Err(err) => return Err(AttemptError::Broken(error_chain(&*err))),
+        };
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// An error and its causes on one line, for the log.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The answer of `is`, relayed: status, `Content-Type`, `Cache-Control`, `Retry-After`, body.
+fn relay(answer: Answer) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(answer.body));
+    *response.status_mut() = answer.status;
+    for name in [
+        header::CONTENT_TYPE,
+        header::CACHE_CONTROL,
+        header::RETRY_AFTER,
+    ] {
+        if let Some(value) = answer.headers.get(&name) {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    response
+}
+
+/// The headers of `response` with an empty body, for `HEAD`: `Content-Length` still says how
+/// long the body of the `GET` would be.
+fn without_body(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    let (mut parts, body) = response.into_parts();
+    let length = body.size_hint().exact().unwrap_or(0);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// An error answer of `ps`: the status, one line of text, never cached; 503s say when to retry.
+fn error_response(err: &ImageError) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = text(status, &err.message);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// A one-line text answer.
+fn text(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    text_body(status, format!("{message}\n"))
+}
+
+/// A text answer, never cached.
+fn text_body(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::sync::oneshot;
+    use tokio::task::JoinHandle;
+    use tokio::time::timeout;
+
+    use super::*;
+    use crate::imaging::request::{OutputFormat, Req, TextFormat};
+
+    /// Every test is bounded by this.
+    const TEST_DEADLINE: Duration = Duration::from_secs(20);
+    /// The fake image the fake `is` renders.
+    const FAKE_IMAGE: &[u8] = b"\x89PNG\r\n\x1a\nfake image bytes";
+
+    /// What the fake `is` shares with the test.
+    #[derive(Default)]
+    struct FakeShared {
+        /// The JSON bodies `/render` received.
+        seen: Mutex<Vec<ImageRequest>>,
+        /// How many `/render` requests still get their connection dropped without an answer.
+        drops: AtomicUsize,
+    }
+
+    /// A fake `is` on a real port: `/render` answers [`FAKE_IMAGE`] (or 404 for the object
+    /// `missing`, a text answer for `req=props`, a slow answer for `slow`), `/healthz` 200,
+    /// `/info` two lines. Dropping it (or [`FakeIs::stop`]) closes the listener and every
+    /// connection, like an `is` that exits.
+    struct FakeIs {
+        addr: SocketAddr,
+        shared: Arc<FakeShared>,
+        stop: Option<oneshot::Sender<()>>,
+        task: JoinHandle<()>,
+    }
+
+    impl FakeIs {
+        async fn start() -> FakeIs {
+            Self::start_on("127.0.0.1:0".parse().unwrap(), Arc::default()).await
+        }
+
+        async fn start_on(addr: SocketAddr, shared: Arc<FakeShared>) -> FakeIs {
+            let listener = TcpListener::bind(addr).await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, mut stopped) = oneshot::channel::<()>();
+            let serving = shared.clone();
+            let task = tokio::spawn(async move {
+                let mut connections = JoinSet::new();
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        Ok((stream, _)) = listener.accept() => {
+                            let shared = serving.clone();
+                            connections.spawn(async move {
+                                let service = service_fn(move |request| fake_is(shared.clone(), request));
+                                let _ = http1::Builder::new()
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            });
+                        }
+                    }
+                }
+                // Dropping the set aborts every connection: the sockets close at once.
+                connections.shutdown().await;
+            });
+            FakeIs {
+                addr,
+                shared,
+                stop: Some(stop),
+                task,
+            }
+        }
+
+        /// Stops it and waits until its port and connections are closed.
+        async fn stop(mut self) -> (SocketAddr, Arc<FakeShared>) {
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
+            let _ = (&mut self.task).await;
+            (self.addr, self.shared.clone())
+        }
+
+        fn seen(&self) -> Vec<ImageRequest> {
+            self.shared.seen.lock().unwrap().clone()
+        }
+    }
+
+    impl Drop for FakeIs {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn fake_is(
+        shared: Arc<FakeShared>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, std::io::Error> {
+        let path = request.uri().path().to_owned();
+        let method = request.method().clone();
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        let answer = |status: u16, content_type: &str, body: Bytes| {
+            let mut response = Response::new(Full::new(body));
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=36000"),
+            );
+            Ok(response)
+        };
+        match (method, path.as_str()) {
+            (Method::GET, "/healthz") => answer(200, "text/plain", Bytes::from("ok\n")),
+            (Method::GET, "/info") => answer(
+                200,
+                "text/plain",
+                Bytes::from("imageServer.version=0.1.0\nimageServer.svgServer=ok\n"),
+            ),
+            (Method::POST, "/render") => {
+                if shared
+                    .drops
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    // An error from the service makes hyper close the connection unanswered.
+                    return Err(std::io::Error::other("dropped on purpose"));
+                }
+                let request: ImageRequest = serde_json::from_slice(&body).unwrap();
+                shared.seen.lock().unwrap().push(request.clone());
+                match (request.object.as_str(), request.req) {
+                    ("missing", _) => answer(
+                        404,
+                        "text/plain; charset=utf-8",
+                        Bytes::from("object `missing` not found"),
+                    ),
+                    ("slow", _) => {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        answer(200, "image/png", Bytes::from_static(FAKE_IMAGE))
+                    }
+                    (_, Req::Props(_)) => answer(
+                        200,
+                        "text/plain; charset=utf-8",
+                        Bytes::from("#S7Z OK\nimage.width=2\n"),
+                    ),
+                    _ => answer(200, "image/png", Bytes::from_static(FAKE_IMAGE)),
+                }
+            }
+            _ => answer(404, "text/plain", Bytes::from("no")),
+        }
+    }
+
+    /// A `ps` serving on an ephemeral port; dropping it shuts it down.
+    struct Ps {
+        addr: SocketAddr,
+        shutdown: Option<oneshot::Sender<()>>,
+        task: JoinHandle<anyhow::Result<()>>,
+    }
+
+    impl Ps {
+        async fn start(is_addr: SocketAddr) -> Ps {
+            Self::start_with(PlatformConfig::new(is_addr.to_string())).await
+        }
+
+        async fn start_with(config: PlatformConfig) -> Ps {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (shutdown, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(serve(listener, config, async move {
+                let _ = stopped.await;
+            }));
+            Ps {
+                addr,
+                shutdown: Some(shutdown),
+                task,
+            }
+        }
+
+        fn url(&self, path: &str) -> String {
+            format!("http://{}{path}", self.addr)
+        }
+    }
+
+    impl Drop for Ps {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// An address where nothing listens.
+    async fn dead_addr() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+    fn client() -> TestClient {
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+    }
+
+    /// Sends a request and reads the whole answer.
+    async fn send(
+        client: &TestClient,
+        method: Method,
+        url: &str,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let request = Request::builder()
+            .method(method)
+            .uri(url)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, body)
+    }
+
+    async fn get(client: &TestClient, url: &str) -> (StatusCode, HeaderMap, Bytes) {
+        send(client, Method::GET, url).await
+    }
+
+    fn header_of(headers: &HeaderMap, name: header::HeaderName) -> &str {
+        headers
+            .get(&name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or_default()
+    }
+
+    /// Writes raw bytes to `addr` and reads the answer until the server closes or 2 s pass.
+    async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = timeout(Duration::from_secs(2), stream.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    async fn bounded(test: impl Future<Output = ()>) {
+        timeout(TEST_DEADLINE, test)
+            .await
+            .expect("the test took too long");
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("/healthz"), Route::Health);
+        assert_eq!(route("/is/image"), Route::Properties);
+        assert_eq!(route("/is/image/"), Route::Properties);
+        assert_eq!(route("/is/image/a/b"), Route::Image("a/b"));
+        assert_eq!(route("/is/image//a"), Route::Image("/a"));
+        assert_eq!(route("/is/imagex"), Route::NotFound);
+        assert_eq!(route("/is/content/a"), Route::NotFound);
+        assert_eq!(route("/"), Route::NotFound);
+    }
+
+    #[test]
+    fn bad_is_addresses_are_refused() {
+        assert!(State::new(&PlatformConfig::new("no port")).is_err());
+        assert!(State::new(&PlatformConfig::new("localhost")).is_err());
+        assert!(State::new(&PlatformConfig::new("127.0.0.1:27345")).is_ok());
+        assert!(State::new(&PlatformConfig::new("[::1]:27345")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_image_request_is_parsed_forwarded_and_relayed() {
+        bounded(async {
+            let is = FakeIs::start().await;
+            let ps = Ps::start(is.addr).await;
+            let client = client();
+            let (status, headers, body) = get(
+                &client,
+                &ps.url("/is/image/cat/my%20id?WID=300&hei=200&fmt=png&.note=x&$v=1"),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body.as_ref(), FAKE_IMAGE);
+            assert_eq!(header_of(&headers, header::CONTENT_TYPE), "image/png");
+            assert_eq!(
+                header_of(&headers, header::CACHE_CONTROL),
+                "public, max-age=36000"
+            );
+            assert_eq!(
+                header_of(&headers, header::CONTENT_LENGTH),
+                FAKE_IMAGE.len().to_string()
+            );
+            assert_eq!(
+                is.seen(),
+                vec![ImageRequest {
+                    object: "cat/my id".into(),
+                    wid: Some(300),
+                    hei: Some(200),
+                    fmt: Some(OutputFormat::Png),
+                    ..ImageRequest::default()
+                }]
+            );
+
+            // Text answers and error statuses of `is` are relayed too.
+            let (status, headers, body) = get(&client, &ps.url("/is/image/a?req=props,json")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(
+                header_of(&headers, header::CONTENT_TYPE),
+                "text/plain; charset=utf-8"
+            );
+            assert_eq!(body.as_ref(), b"#S7Z OK\nimage.width=2\n");
+            assert_eq!(is.seen()[1].req, Req::Props(TextFormat::Json));
+            let (status, _, body) = get(&client, &ps.url("/is/image/missing")).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert_eq!(body.as_ref(), b"object `missing` not found");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn head_relays_the_headers_without_a_body() {
+        bounded(async {
+            let is = FakeIs::start().await;
+            let ps = Ps::start(is.addr).await;
+            let client = client();
+            let (status, headers, body) = send(&client, Method::HEAD, &ps.url("/is/image/a")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(body.is_empty());
+            assert_eq!(header_of(&headers, header::CONTENT_TYPE), "image/png");
+            assert_eq!(
+                header_of(&headers, header::CONTENT_LENGTH),
+                FAKE_IMAGE.len().to_string()
+            );
+            // The connection is still usable after a HEAD.
+            let (status, _, body) = get(&client, &ps.url("/is/image/a")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body.as_ref(), FAKE_IMAGE);
+            let (status, _, body) = send(&client, Method::HEAD, &ps.url("/is/image")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(body.is_empty());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_parse_error_is_answered_without_asking_is() {
+        bounded(async {
+            let is = FakeIs::start().await;
+            let ps = Ps::start(is.addr).await;
+            let client = client();
+            for path in [
+                "/is/image/a?wid=0",
+                "/is/image/a?foo=1",
+                "/is/image/a/%2e%2e/b",
+                "/is/image/a%2Fb",
+                "/is/image//etc/passwd",
+            ] {
+                let (status, headers, body) = get(&client, &ps.url(path)).await;
+                assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+                assert_eq!(
+                    header_of(&headers, header::CONTENT_TYPE),
+                    "text/plain; charset=utf-8"
+                );
+                assert_eq!(header_of(&headers, header::CACHE_CONTROL), "no-store");
+                assert!(!body.is_empty());
+            }
+            let (_, _, body) = get(&client, &ps.url("/is/image/a?wid=0")).await;
+            assert_eq!(
+                body.as_ref(),
+                b"invalid value `0` for `wid`: the size must be an integer from 1 to 65535\n"
+            );
+            assert!(is.seen().is_empty());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn is_down_is_a_quick_503_with_retry_after() {
+        bounded(async {
+            let ps = Ps::start(dead_addr().await).await;
+            let client = client();
+            let started = Instant::now();
+            let (status, headers, body) = get(&client, &ps.url("/is/image/a")).await;
+            assert!(started.elapsed() < Duration::from_millis(1500));
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(header_of(&headers, header::RETRY_AFTER), "1");
+            assert_eq!(body.as_ref(), b"image server unavailable, retry shortly\n");
+            // ps keeps running.
+            let (status, _, _) = get(&client, &ps.url("/is/image/a")).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn is_restarted_between_requests() {
+        bounded(async {
+            let is = FakeIs::start().await;
+            let ps = Ps::start(is.addr).await;
+            let client = client();
+            let (status, _, _) = get(&client, &ps.url("/is/image/a")).await;
+            assert_eq!(status, StatusCode::OK);
+
+            // ps now holds a pooled connection to the old `is`.
+            let (addr, shared) = is.stop().await;
+            let is = FakeIs::start_on(addr, shared).await;
+            let started = Instant::now();
+            let (status, _, _) = get(&client, &ps.url("/is/image/b")).await;
+            assert!(
+                status == StatusCode::OK
+                    || (status == StatusCode::SERVICE_UNAVAILABLE
+                        && started.elapsed() < Duration::from_millis(1500)),
+                "{status}"
+            );
+            let (status, _, body) = get(&client, &ps.url("/is/image/c")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body.as_ref(), FAKE_IMAGE);
+            assert_eq!(is.seen().last().unwrap().object, "c");
+
+            // Down for a while, then back: ps reconnects by itself.
+            let (addr, shared) = is.stop().await;
+            let (status, _, _) = get(&client, &ps.url("/is/image/d")).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            let _is = FakeIs::start_on(addr, shared).await;
+            let (status, _, _) = get(&client, &ps.url("/is/image/e")).await;
+            assert_eq!(status, StatusCode::OK);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_mid_request_is_retried_once() {
+        bounded(async {
+            let is = FakeIs::start().await;
+            let ps = Ps::start(is.addr).await;
+            let client = client();
+            is.shared.drops.store(1, Ordering::SeqCst);
+            let (status, _, body) = get(&client, &ps.url("/is/image/a")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body.as_ref(), FAKE_IMAGE);
+            assert_eq!(is.shared.drops.load(Ordering::SeqCst), 0);
+
+            // Twice in a row: no third attempt, a quick 503.
+            is.shared.drops.store(2, Ordering::SeqCst);
+            let started = Instant::now();
+            let (status, headers, _) = get(&client, &ps.url("/is/image/a")).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(header_of(&headers, header::RETRY_AFTER), "1");
+            assert!(started.elapsed() < Duration::from_millis(1500));
+            assert_eq!(is.shared.drops.load(Ordering::SeqCst), 0);
+            let (status, _, _) = get(&client, &ps.url("/is/image/a")).await;
+            assert_eq!(status, StatusCode::OK);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_slow_is_is_cut_at_the_request_timeout() {
+        bounded(async {
+            let is = FakeIs::start().await;
+            let ps = Ps::start_with(PlatformConfig {
+                request_timeout: Duration::from_millis(300),
+                ..PlatformConfig::new(is.addr.to_string())
+            })
+            .await;
+            let started = Instant::now();
+            let (status, headers, body) = get(&client(), &ps.url("/is/image/slow")).await;
+            assert!(started.elapsed() < Duration::from_secs(2));
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(header_of(&headers, header::RETRY_AFTER), "1");
+            assert!(String::from_utf8_lossy(&body).contains("timed out"));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn server_properties_with_is_up_and_down() {
+        bounded(async {
+            let is = FakeIs::start().await;
+            let ps = Ps::start(is.addr).await;
+            let client = client();
+            let version = env!("CARGO_PKG_VERSION");
+            for path in ["/is/image", "/is/image/", "/is/image?req=props"] {
+                let (status, headers, body) = get(&client, &ps.url(path)).await;
+                assert_eq!(status, StatusCode::OK);
+                assert_eq!(
+                    header_of(&headers, header::CONTENT_TYPE),
+                    "text/plain; charset=utf-8"
+                );
+                assert_eq!(
+                    String::from_utf8_lossy(&body),
+                    format!(
+                        "#S7Z OK\nimageServer.platformServer.version={version}\n\
+                         imageServer.imageServer=ok\nimageServer.version=0.1.0\n\
+                         imageServer.svgServer=ok\n"
+                    )
+                );
+            }
+            is.stop().await;
+            let (status, _, body) = get(&client, &ps.url("/is/image")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(
+                String::from_utf8_lossy(&body),
+                format!(
+                    "#S7Z OK\nimageServer.platformServer.version={version}\n\
+                     imageServer.imageServer=unavailable\nimageServer.svgServer=unknown\n"
+                )
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn healthz_follows_is() {
+        bounded(async {
+            let is = FakeIs::start().await;
+            let ps = Ps::start(is.addr).await;
+            let client = client();
+            let (status, _, body) = get(&client, &ps.url("/healthz")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body.as_ref(), b"ok\n");
+            is.stop().await;
+            let started = Instant::now();
+            let (status, headers, _) = get(&client, &ps.url("/healthz")).await;
+            assert!(started.elapsed() < Duration::from_millis(1500));
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(header_of(&headers, header::RETRY_AFTER), "1");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_methods_and_bodies() {
+        bounded(async {
+            let is = FakeIs::start().await;
+            let ps = Ps::start(is.addr).await;
+            let client = client();
+            for path in ["/", "/is/content/a", "/is/imagex", "/healthz/x"] {
+                let (status, _, _) = get(&client, &ps.url(path)).await;
+                assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            }
+            for path in ["/is/image/a", "/is/image", "/healthz"] {
+                for method in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
+                    let (status, headers, _) = send(&client, method.clone(), &ps.url(path)).await;
+                    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                    assert_eq!(header_of(&headers, header::ALLOW), "GET, HEAD");
+                }
+            }
+            let answer = raw(
+                ps.addr,
+                b"GET /is/image/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            )
+            .await;
+            assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+            let answer = raw(
+                ps.addr,
+                b"GET /is/image/a?wid=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            let huge = format!(
+                "GET /is/image/a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(MAX_HEAD + 1)
+            );
+            let answer = raw(ps.addr, huge.as_bytes()).await;
+            assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+            assert!(is.seen().len() == 1);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn many_concurrent_requests_are_all_answered() {
+        bounded(async {
+            let is = FakeIs::start().await;
+            let ps = Ps::start(is.addr).await;
+            let client = client();
+            let mut requests = JoinSet::new();
+            for n in 0..50 {
+                let client = client.clone();
+                let url = ps.url(&format!("/is/image/img{n}?wid={}", n + 1));
+                requests.spawn(async move { get(&client, &url).await });
+            }
+            let mut answered = 0;
+            while let Some(result) = requests.join_next().await {
+                let (status, _, body) = result.unwrap();
+                assert_eq!(status, StatusCode::OK);
+                assert_eq!(body.as_ref(), FAKE_IMAGE);
+                answered += 1;
+            }
+            assert_eq!(answered, 50);
+            assert_eq!(is.seen().len(), 50);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_idle_connections_and_returns() {
+        bounded(async {
+            let is = FakeIs::start().await;
+            let mut ps = Ps::start(is.addr).await;
+            let client = client();
+            // Leaves an idle keep-alive connection open.
+            let (status, _, _) = get(&client, &ps.url("/is/image/a")).await;
+            assert_eq!(status, StatusCode::OK);
+            let _ = ps.shutdown.take().unwrap().send(());
+            let started = Instant::now();
+            let result = (&mut ps.task).await.unwrap();
+            assert!(result.is_ok());
+            assert!(started.elapsed() < Duration::from_secs(2));
+            assert!(TcpStream::connect(ps.addr).await.is_err());
+        })
+        .await;
+    }
+}

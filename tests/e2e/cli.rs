@@ -2,11 +2,11 @@
 //! configuration, a home too deep for a Unix socket. Each must say why, with the documented
 //! exit code, and leave nothing running.
 
-use crate::harness::{component, placeholders, TestHome, SUPERVISOR};
+use crate::harness::{component, stack_config, TestHome, SUPERVISOR};
 
 #[test]
 fn commands_without_a_supervisor_say_so_with_their_exit_codes() {
-    let home = TestHome::placeholders();
+    let home = TestHome::stack();
 
     let out = home.run(&["status"]);
     out.expect_code(3);
@@ -47,7 +47,7 @@ fn commands_without_a_supervisor_say_so_with_their_exit_codes() {
 
 #[test]
 fn unknown_component_is_a_usage_error_while_running_too() {
-    let home = TestHome::placeholders();
+    let home = TestHome::stack();
     home.run(&["start"]).expect_code(0);
     for args in [
         &["restart", "nosuch"][..],
@@ -129,7 +129,7 @@ fn bad_configuration_names_the_key_exits_6_and_starts_nothing() {
 
 #[test]
 fn full_restart_with_a_broken_config_keeps_the_installation_up() {
-    let home = TestHome::placeholders();
+    let home = TestHome::stack();
     home.run(&["start"]).expect_code(0);
     let before = home.status_json();
 
@@ -137,7 +137,7 @@ fn full_restart_with_a_broken_config_keeps_the_installation_up() {
         home.path().join("conf/imageserving.toml"),
         format!(
             "{SUPERVISOR}{}\n[components.is]\nbogus = 1\n",
-            placeholders()
+            stack_config()
         ),
     )
     .expect("rewriting the config");

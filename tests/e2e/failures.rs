@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use crate::harness::{
-    component, component_of, describe, pid, pids, placeholders, wait_for, TestHome, SETTLE,
+    component, component_of, describe, pid, pids, stack_config, wait_for, TestHome, SETTLE,
     SUPERVISOR,
 };
 use crate::procs::{self, ProcId};
 
 #[test]
 fn killed_components_are_restarted_with_a_new_pid() {
-    let home = TestHome::placeholders();
+    let home = TestHome::stack();
     home.run(&["start"]).expect_code(0);
     home.wait_running(&["is", "svg", "ps"]);
 
@@ -178,7 +178,7 @@ fn forked_and_setsid_grandchildren_die_with_their_component() {
 fn killed_supervisor_takes_its_components_along_and_next_start_sweeps_escapees() {
     let config = format!(
         "{SUPERVISOR}{}{}",
-        placeholders(),
+        stack_config(),
         component("escaper", &["sh", "-c", "setsid sleep 1000 & wait"], ""),
     );
     let home = TestHome::new(&config);

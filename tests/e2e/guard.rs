@@ -10,7 +10,7 @@ use crate::procs::{self, ProcId, Stat};
 fn a_panicking_test_leaves_no_process_behind() {
     // What the doomed test saw: its home's marker, the daemon and the components.
     let seen = std::thread::spawn(|| -> (String, PathBuf, Vec<ProcId>) {
-        let home = TestHome::placeholders();
+        let home = TestHome::stack();
         home.run(&["start"]).expect_code(0);
         let status = home.wait_running(&["is", "svg", "ps"]);
         let mut ids: Vec<ProcId> = pids(&status).into_values().filter_map(ProcId::of).collect();

@@ -64,9 +64,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The three placeholder components of the embedded default (`ps` needs `is` and `svg`), on
+/// The three components of the embedded default (`ps` needs `is` and `svg`), on
 /// ephemeral ports, with a short `start_secs` so the tests do not wait a second per level.
-pub fn placeholders() -> String {
+pub fn stack_config() -> String {
     format!(
         r#"
 [components.ps]
@@ -325,9 +325,9 @@ impl TestHome {
         }
     }
 
-    /// A home running the three placeholder components.
-    pub fn placeholders() -> TestHome {
-        Self::new(&format!("{SUPERVISOR}{}", placeholders()))
+    /// A home running the three components (ps, is, svg) on ephemeral ports.
+    pub fn stack() -> TestHome {
+        Self::new(&format!("{SUPERVISOR}{}", stack_config()))
     }
 
     /// The home directory.

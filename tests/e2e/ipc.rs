@@ -11,9 +11,9 @@ use serde_json::Value;
 
 use crate::harness::{pids, require_root, run_command, TestHome, COMMAND_TIMEOUT};
 
-/// A running installation of the placeholders.
+/// A running installation of the stack_config.
 fn running() -> TestHome {
-    let home = TestHome::placeholders();
+    let home = TestHome::stack();
     home.run(&["start"]).expect_code(0);
     home
 }

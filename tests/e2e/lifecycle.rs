@@ -7,15 +7,15 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{
-    component_of, pid, pids, placeholders, wait_for, TestHome, SETTLE, SUPERVISOR,
+    component_of, pid, pids, stack_config, wait_for, TestHome, SETTLE, SUPERVISOR,
 };
 use crate::procs::{self, ProcId};
 
 const ALL: [&str; 3] = ["is", "svg", "ps"];
 
-/// Starts the placeholders and returns the status once all run.
+/// Starts the stack_config and returns the status once all run.
 fn started() -> (TestHome, Value) {
-    let home = TestHome::placeholders();
+    let home = TestHome::stack();
     home.run(&["start"]).expect_code(0);
     let status = home.wait_running(&ALL);
     (home, status)
@@ -23,7 +23,7 @@ fn started() -> (TestHome, Value) {
 
 #[test]
 fn start_status_stop_leaves_nothing_behind() {
-    let home = TestHome::placeholders();
+    let home = TestHome::stack();
 
     let out = home.run(&["start"]);
     out.expect_code(0);
@@ -257,7 +257,7 @@ fn second_start_changes_nothing() {
 #[test]
 fn fifty_concurrent_status_clients_are_all_answered() {
     // Alone: fifty clients at once load a small machine enough to slow the other tests down.
-    let home = TestHome::alone(&format!("{SUPERVISOR}{}", placeholders()));
+    let home = TestHome::alone(&format!("{SUPERVISOR}{}", stack_config()));
     home.run(&["start"]).expect_code(0);
     let status = home.wait_running(&ALL);
     let sup = pid(&status["supervisor"]["pid"]).expect("a supervisor pid");
@@ -294,7 +294,7 @@ fn fifty_concurrent_status_clients_are_all_answered() {
 
 #[test]
 fn foreground_supervisor_starts_everything_and_stops_on_sigterm() {
-    let home = TestHome::placeholders();
+    let home = TestHome::stack();
     let fg = home.spawn_foreground();
 
     let status = home.wait_running(&ALL);

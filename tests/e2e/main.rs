@@ -8,6 +8,7 @@
 //! - [`failures`]: crashing, hung, forking components and a killed supervisor;
 //! - [`cli`]: commands without a supervisor, bad configurations, impossible homes;
 //! - [`ipc`]: the control socket spoken to directly, and who may use it;
+//! - [`images`]: the image stack through the supervisor; [`http`]: a tiny HTTP client;
 //! - [`guard`]: the harness keeps its own promise: a failing test leaves no process behind.
 //!
 //! Every test runs on its own home with ephemeral ports, so they run in parallel.
@@ -16,6 +17,8 @@ mod cli;
 mod failures;
 mod guard;
 mod harness;
+mod http;
+mod images;
 mod ipc;
 mod lifecycle;
 mod procs;
