@@ -93,6 +93,12 @@ fn bad_sources_get_clear_errors_and_the_servers_keep_serving() {
     fs::write(images.join("truncated.png"), &logo[..logo.len() / 2]).unwrap();
     fs::write(images.join("garbage.gif"), b"GIF89a\x01\x00garbage garbage").unwrap();
     fs::write(images.join("noise.webp"), [0x52u8; 300]).unwrap();
+    let mut tiff = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(64, 64, image::Rgb([10, 200, 30]))
+        .write_to(&mut tiff, image::ImageFormat::Tiff)
+        .expect("encoding a TIFF");
+    let tiff = tiff.into_inner();
+    fs::write(images.join("truncated.tif"), &tiff[..tiff.len() / 2]).unwrap();
     fs::write(images.join("bomb.png"), png_declaring(100_000, 100_000)).unwrap();
     fs::write(
         images.join("hostile.svg"),
@@ -108,6 +114,7 @@ fn bad_sources_get_clear_errors_and_the_servers_keep_serving() {
         "truncated.png",
         "garbage.gif",
         "noise.webp",
+        "truncated.tif",
         "bomb.png",
         "hostile.svg",
     ] {
