@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use imageserving_actors::process::{COMPONENT_ENV, TREE_ENV};
 use imageserving_actors::spec::{
-    valid_component_name, ComponentSpec, RestartPolicy, SpecError, TreeSpec,
+    valid_component_name, ComponentSpec, LogSpec, RestartPolicy, SpecError, TreeSpec,
 };
 use serde::Deserialize;
 
@@ -230,10 +230,7 @@ pub fn parse(
     let aliases = builder.aliases(&components)?;
     builder.add_env(&components, &mut built)?;
 
-    let tree = TreeSpec {
-        tree_id: home.tree_id(),
-        components: built,
-    };
+    let tree = TreeSpec::new(home.tree_id(), built);
     tree.validate()
         .map_err(|e| spec_error(origin, e, &aliases))?;
     Ok(Config {
@@ -353,16 +350,13 @@ impl Builder<'_> {
             None => self.home.root().to_path_buf(),
             Some(dir) => self.home.root().join(dir),
         };
-        Ok(ComponentSpec {
-            name: name.to_string(),
-            command,
-            env: Vec::new(),
-            cwd: Some(cwd),
-            probe,
-            depends_on: raw.depends_on.clone(),
-            log_file: Some(self.home.component_log(name)),
-            policy: self.policy(name, raw)?,
-        })
+        let mut spec = ComponentSpec::new(name, command);
+        spec.cwd = Some(cwd);
+        spec.probe = probe;
+        spec.depends_on = raw.depends_on.clone();
+        spec.log = LogSpec::file(self.home.component_log(name));
+        spec.policy = self.policy(name, raw)?;
+        Ok(spec)
     }
 
     fn command(&self, name: &str, command: Option<&[String]>) -> Result<Vec<String>, ConfigError> {
@@ -426,6 +420,7 @@ impl Builder<'_> {
             max_window: dur("max_window", &raw.max_window, d.max_window)?,
             stop_signal,
             stop_timeout: dur("stop_timeout", &raw.stop_timeout, d.stop_timeout)?,
+            ..d
         })
     }
 
@@ -607,6 +602,7 @@ fn signal(value: &toml::Value) -> Result<i32, String> {
 /// Restates a [`SpecError`] in terms of the configuration file's keys.
 fn spec_error(origin: &str, e: SpecError, aliases: &[(String, String)]) -> ConfigError {
     let (key, message) = match e {
+        SpecError::BadTree { key, reason } => (format!("supervisor.{key}"), reason.to_string()),
         SpecError::DuplicateName(name) => (key(&name, ""), "is defined twice".to_string()),
         SpecError::InvalidName(name) => (
             key(&name, ""),
@@ -700,7 +696,7 @@ mod tests {
             Some(Path::new("/nonexistent-imageserving/home"))
         );
         assert_eq!(
-            ps.log_file.as_deref(),
+            ps.log.stdout.as_deref(),
             Some(Path::new("/nonexistent-imageserving/home/logs/ps.log"))
         );
         assert_eq!(ps.policy, RestartPolicy::default());
@@ -809,6 +805,7 @@ stop_signal = "SIGUSR1"
                 max_window: Duration::from_secs(300),
                 stop_signal: libc::SIGINT,
                 stop_timeout: Duration::from_secs(20),
+                ..RestartPolicy::default()
             }
         );
         let back = c.component("back").unwrap();

@@ -348,7 +348,7 @@ impl ComponentState {
             cwd: self.spec.cwd.clone(),
             tree_id: self.guard.tree_id.clone(),
             component: self.spec.name.clone(),
-            log_file: self.spec.log_file.clone(),
+            log_file: self.spec.log.stdout.clone(),
         };
         let sweep_first = std::mem::replace(&mut self.sweep_first, false);
         let myself = myself.clone();

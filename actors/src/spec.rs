@@ -18,6 +18,127 @@ pub struct TreeSpec {
     pub tree_id: String,
     /// The components, in configuration order. Start order is derived from `depends_on`.
     pub components: Vec<ComponentSpec>,
+    /// What else restarts when a component fails.
+    pub strategy: Strategy,
+    /// More than this many group restarts (`one_for_all`, `rest_for_one`) within `max_window`
+    /// is escalation: the supervisor stops everything and exits non-zero.
+    pub max_restarts: u32,
+    /// The window of that budget.
+    pub max_window: Duration,
+}
+
+/// OTP's restart strategies: what else restarts when a component fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strategy {
+    /// Only the failed component (the default).
+    #[default]
+    OneForOne,
+    /// Every other component is stopped in reverse dependency order, then all start in order.
+    OneForAll,
+    /// The failed component and every component that depends on it, directly or not.
+    RestForOne,
+}
+
+impl Strategy {
+    /// OTP's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::OneForOne => "one_for_one",
+            Strategy::OneForAll => "one_for_all",
+            Strategy::RestForOne => "rest_for_one",
+        }
+    }
+}
+
+/// OTP's restart types: which exits restart a component.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestartType {
+    /// Every exit restarts it (supervisord's `always`; the default).
+    #[default]
+    Permanent,
+    /// Only an abnormal exit restarts it: not an exit code in `success_exit_codes`, nor death by
+    /// our own stop signal (systemd's `on-failure`).
+    Transient,
+    /// Never restarted (systemd's `never`).
+    Temporary,
+}
+
+impl RestartType {
+    /// OTP's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartType::Permanent => "permanent",
+            RestartType::Transient => "transient",
+            RestartType::Temporary => "temporary",
+        }
+    }
+}
+
+/// When a started component counts as ready (besides having stayed up `start_secs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Ready {
+    /// Its `probe` address accepts a TCP connection (nothing more when it has none).
+    #[default]
+    Port,
+    /// `GET <path>` on its `probe` address answers 2xx.
+    Http(String),
+    /// This file exists.
+    File(PathBuf),
+}
+
+/// A liveness probe: run every `interval` while the component runs; `max_failed` failures in a
+/// row restart it (counted as a failure).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// What to check: `Ready::Port` (TCP connect), `Ready::Http(path)` or `Ready::File(path)`.
+    pub check: Ready,
+    /// Time between two probes.
+    pub interval: Duration,
+    /// How long one probe may take.
+    pub timeout: Duration,
+    /// Failures in a row that restart the component.
+    pub max_failed: u32,
+}
+
+/// Where a component's output goes and how its log files rotate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSpec {
+    /// The log file of standard output, and of standard error unless `stderr` is set; `None`
+    /// discards the output (unless `to_supervisor`).
+    pub stdout: Option<PathBuf>,
+    /// A separate log file for standard error.
+    pub stderr: Option<PathBuf>,
+    /// Write every line to the supervisor's standard error, prefixed with the component's name,
+    /// instead of files (for containers); no rotation applies.
+    pub to_supervisor: bool,
+    /// A log file is rotated when it would grow past this size.
+    pub max_bytes: u64,
+    /// Rotated files kept (`name.log.1` newest … `name.log.N`); the oldest is deleted.
+    pub backups: u32,
+    /// The longest line written; longer output is cut into pieces with a marker.
+    pub max_line: usize,
+}
+
+impl LogSpec {
+    /// Both streams into `file`, with the default rotation.
+    pub fn file(file: PathBuf) -> Self {
+        LogSpec {
+            stdout: Some(file),
+            ..LogSpec::discard()
+        }
+    }
+
+    /// No output kept.
+    pub fn discard() -> Self {
+        LogSpec {
+            stdout: None,
+            stderr: None,
+            to_supervisor: false,
+            max_bytes: 50 * 1024 * 1024,
+            backups: 10,
+            max_line: 64 * 1024,
+        }
+    }
 }
 
 /// One supervised component: one OS process (and whatever it forks).
@@ -31,16 +152,47 @@ pub struct ComponentSpec {
     pub env: Vec<(String, String)>,
     /// Working directory; the supervisor's own when `None`.
     pub cwd: Option<PathBuf>,
-    /// Readiness probe: the component counts as running only once a TCP connection to this
-    /// address succeeds (and it stayed up `start_secs`).
+    /// The component's address (its `port`): the readiness probe connects to it (and `ready`
+    /// may ask more of it).
     pub probe: Option<SocketAddr>,
+    /// When a started component counts as ready, besides having stayed up `start_secs`.
+    pub ready: Ready,
+    /// A liveness probe while it runs.
+    pub health: Option<Health>,
     /// Components that must be running before this one starts.
     pub depends_on: Vec<String>,
     /// Where the component's standard output and error go, one timestamped line at a time.
-    /// `None` discards them.
-    pub log_file: Option<PathBuf>,
+    pub log: LogSpec,
     /// How the component is started, restarted and stopped.
     pub policy: RestartPolicy,
+    /// When it goes FATAL, the supervisor stops everything and exits non-zero (escalation).
+    pub critical: bool,
+    /// Resident memory of its whole process tree above which it is restarted (a failure).
+    pub memory_limit: Option<u64>,
+    /// How often that memory is sampled (only with a `memory_limit`).
+    pub memory_check_interval: Duration,
+}
+
+impl ComponentSpec {
+    /// A component running `command`, with every other setting at its default: no address,
+    /// no dependencies, output discarded, the default policy.
+    pub fn new(name: impl Into<String>, command: Vec<String>) -> Self {
+        ComponentSpec {
+            name: name.into(),
+            command,
+            env: Vec::new(),
+            cwd: None,
+            probe: None,
+            ready: Ready::Port,
+            health: None,
+            depends_on: Vec::new(),
+            log: LogSpec::discard(),
+            policy: RestartPolicy::default(),
+            critical: false,
+            memory_limit: None,
+            memory_check_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// The restart and stop rules of one component (see `docs/configuration.md`).
@@ -64,6 +216,12 @@ pub struct RestartPolicy {
     pub stop_signal: i32,
     /// How long to wait after `stop_signal` before SIGKILL.
     pub stop_timeout: Duration,
+    /// Which exits restart the component.
+    pub restart: RestartType,
+    /// Exit codes that count as a normal exit (for `Transient`).
+    pub success_exit_codes: Vec<i32>,
+    /// Retry a FATAL component after this long (slowly, again and again) instead of giving up.
+    pub retry_fatal_after: Option<Duration>,
 }
 
 impl Default for RestartPolicy {
@@ -78,6 +236,9 @@ impl Default for RestartPolicy {
             max_window: Duration::from_secs(60),
             stop_signal: libc::SIGTERM,
             stop_timeout: Duration::from_secs(10),
+            restart: RestartType::Permanent,
+            success_exit_codes: vec![0],
+            retry_fatal_after: None,
         }
     }
 }
@@ -108,6 +269,14 @@ pub enum SpecError {
     /// Two components probe the same address.
     #[error("components `{0}` and `{1}` both use port {2}")]
     DuplicatePort(String, String, u16),
+    /// A supervisor-wide setting that makes no sense.
+    #[error("supervisor: `{key}` {reason}")]
+    BadTree {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A policy value that makes no sense.
     #[error("component `{component}`: `{key}` {reason}")]
     BadPolicy {
@@ -129,6 +298,17 @@ pub fn valid_component_name(name: &str) -> bool {
 }
 
 impl TreeSpec {
+    /// A tree of `components` with the default strategy and budget.
+    pub fn new(tree_id: impl Into<String>, components: Vec<ComponentSpec>) -> Self {
+        TreeSpec {
+            tree_id: tree_id.into(),
+            components,
+            strategy: Strategy::OneForOne,
+            max_restarts: 10,
+            max_window: Duration::from_secs(60),
+        }
+    }
+
     /// Checks names, commands, dependencies (known, acyclic), ports and policies.
     pub fn validate(&self) -> Result<(), SpecError> {
         let mut seen = HashSet::new();
@@ -153,6 +333,13 @@ impl TreeSpec {
                 }
             }
             c.policy.validate(&c.name)?;
+            c.validate_probes()?;
+        }
+        if self.max_window.is_zero() {
+            return Err(SpecError::BadTree {
+                key: "max_window",
+                reason: "must be longer than 0",
+            });
         }
         for c in &self.components {
             for d in &c.depends_on {
@@ -229,6 +416,49 @@ impl TreeSpec {
     }
 }
 
+impl ComponentSpec {
+    fn validate_probes(&self) -> Result<(), SpecError> {
+        let bad = |key, reason| SpecError::BadPolicy {
+            component: self.name.clone(),
+            key,
+            reason,
+        };
+        let needs_addr = |r: &Ready| matches!(r, Ready::Http(_));
+        if needs_addr(&self.ready) && self.probe.is_none() {
+            return Err(bad(
+                "ready",
+                "asks for an HTTP check but the component has no `port`",
+            ));
+        }
+        if let Some(h) = &self.health {
+            if h.check == Ready::Port && self.probe.is_none()
+                || needs_addr(&h.check) && self.probe.is_none()
+            {
+                return Err(bad(
+                    "health",
+                    "checks the port but the component has no `port`",
+                ));
+            }
+            if h.interval.is_zero() || h.timeout.is_zero() || h.max_failed == 0 {
+                return Err(bad(
+                    "health",
+                    "needs an interval, a timeout and max_failed above 0",
+                ));
+            }
+        }
+        if self.memory_limit == Some(0) {
+            return Err(bad("memory_limit", "must be above 0"));
+        }
+        if self.memory_limit.is_some() && self.memory_check_interval.is_zero() {
+            return Err(bad("memory_check_interval", "must be longer than 0"));
+        }
+        if self.log.max_bytes == 0 || self.log.max_line == 0 {
+            return Err(bad("log_max_bytes", "must be above 0"));
+        }
+        Ok(())
+    }
+}
+
 impl RestartPolicy {
     fn validate(&self, component: &str) -> Result<(), SpecError> {
         let bad = |key, reason| SpecError::BadPolicy {
@@ -266,23 +496,13 @@ mod tests {
     use super::*;
 
     fn comp(name: &str, deps: &[&str]) -> ComponentSpec {
-        ComponentSpec {
-            name: name.into(),
-            command: vec!["true".into()],
-            env: vec![],
-            cwd: None,
-            probe: None,
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            log_file: None,
-            policy: RestartPolicy::default(),
-        }
+        let mut c = ComponentSpec::new(name, vec!["true".into()]);
+        c.depends_on = deps.iter().map(|d| d.to_string()).collect();
+        c
     }
 
     fn tree(components: Vec<ComponentSpec>) -> TreeSpec {
-        TreeSpec {
-            tree_id: "t".into(),
-            components,
-        }
+        TreeSpec::new("t", components)
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use imageserving_actors::process::{find_marked, kill_marked};
 use imageserving_actors::{
-    ComponentSpec, ComponentStatus, RestartPolicy, SupervisorHandle, TreeSpec, TreeStatus,
+    spec::LogSpec, ComponentSpec, ComponentStatus, RestartPolicy, SupervisorHandle, TreeSpec,
+    TreeStatus,
 };
 use ractor::ActorCell;
 use tempfile::TempDir;
@@ -49,21 +50,16 @@ pub fn fast_policy() -> RestartPolicy {
         max_window: Duration::from_secs(60),
         stop_signal: libc::SIGTERM,
         stop_timeout: Duration::from_secs(2),
+        ..RestartPolicy::default()
     }
 }
 
 /// A component running `argv`, logging into `dir`, with [`fast_policy`] and no dependencies.
 pub fn command(dir: &Path, name: &str, argv: &[&str]) -> ComponentSpec {
-    ComponentSpec {
-        name: name.to_string(),
-        command: argv.iter().map(|a| a.to_string()).collect(),
-        env: vec![],
-        cwd: None,
-        probe: None,
-        depends_on: vec![],
-        log_file: Some(dir.join(format!("{name}.log"))),
-        policy: fast_policy(),
-    }
+    let mut spec = ComponentSpec::new(name, argv.iter().map(|a| a.to_string()).collect());
+    spec.log = LogSpec::file(dir.join(format!("{name}.log")));
+    spec.policy = fast_policy();
+    spec
 }
 
 /// A component running `sh -c script`.
@@ -142,10 +138,7 @@ impl Fixture {
             root: None,
         };
         let dir = tempfile::tempdir().expect("tempdir");
-        let spec = TreeSpec {
-            tree_id: tree_id.clone(),
-            components: build(dir.path()),
-        };
+        let spec = TreeSpec::new(tree_id.clone(), build(dir.path()));
         let (handle, join) = SupervisorHandle::spawn(spec)
             .await
             .expect("spawning the tree");
