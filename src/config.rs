@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use imageserving_actors::process::{COMPONENT_ENV, TREE_ENV};
 use imageserving_actors::spec::{
-    valid_component_name, ComponentSpec, LogSpec, RestartPolicy, SpecError, TreeSpec,
+    valid_component_name, ComponentSpec, Health, LogSpec, Ready, RestartPolicy, RestartType,
+    SpecError, Strategy, TreeSpec,
 };
 use serde::Deserialize;
 
@@ -64,6 +65,9 @@ pub const LISTEN_ENV: &str = "IMAGESERVING_LISTEN";
 
 const DEFAULT_START_WAIT: Duration = Duration::from_secs(60);
 const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_HEALTH_MAX_FAILED: u32 = 3;
 
 /// The configuration the daemon runs on.
 #[derive(Clone, Debug)]
@@ -230,7 +234,8 @@ pub fn parse(
     let aliases = builder.aliases(&components)?;
     builder.add_env(&components, &mut built)?;
 
-    let tree = TreeSpec::new(home.tree_id(), built);
+    let mut tree = TreeSpec::new(home.tree_id(), built);
+    supervisor(origin, &raw.supervisor, &mut tree)?;
     tree.validate()
         .map_err(|e| spec_error(origin, e, &aliases))?;
     Ok(Config {
@@ -256,6 +261,9 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawSupervisor {
     start_wait: Option<DurationText>,
+    strategy: Option<String>,
+    max_restarts: Option<u32>,
+    max_window: Option<DurationText>,
 }
 
 /// `[components.<name>]` as written.
@@ -282,6 +290,43 @@ struct RawComponent {
     /// A name or a number, hence a plain value.
     stop_signal: Option<toml::Value>,
     stop_timeout: Option<DurationText>,
+    restart: Option<String>,
+    success_exit_codes: Option<Vec<i64>>,
+    retry_fatal_after: Option<DurationText>,
+    #[serde(default)]
+    critical: bool,
+    memory_limit: Option<SizeText>,
+    memory_check_interval: Option<DurationText>,
+    ready: Option<RawCheck>,
+    health: Option<RawHealth>,
+    log_max_bytes: Option<SizeText>,
+    log_backups: Option<u32>,
+    #[serde(default)]
+    log_stderr: bool,
+    #[serde(default)]
+    log_to_supervisor: bool,
+}
+
+/// `ready = { http = "/healthz" }` as written: exactly one kind of check.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    http: Option<String>,
+    tcp: Option<bool>,
+    file: Option<PathBuf>,
+}
+
+/// `health = { http = "/healthz", interval = "5s" }` as written: one kind of check and its
+/// timing. (Not a flattened [`RawCheck`]: serde's `flatten` disables `deny_unknown_fields`.)
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    http: Option<String>,
+    tcp: Option<bool>,
+    file: Option<PathBuf>,
+    interval: Option<DurationText>,
+    timeout: Option<DurationText>,
+    max_failed: Option<u32>,
 }
 
 /// A duration as written, parsed later by [`duration`] so its error can name the key. Its own
@@ -303,6 +348,53 @@ impl<'de> Deserialize<'de> for DurationText {
         }
         deserializer.deserialize_str(Visitor)
     }
+}
+
+/// A size as written: a number of bytes, or a string with a unit (`"512MiB"`), parsed later by
+/// [`size`] so its error can name the key.
+#[derive(Debug)]
+enum SizeText {
+    Bytes(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for SizeText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SizeText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size such as \"512MiB\" or a number of bytes")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<SizeText, E> {
+                Ok(SizeText::Bytes(n))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SizeText, E> {
+                Ok(SizeText::Text(text.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Applies `[supervisor]`'s strategy and group-restart budget to `tree`.
+fn supervisor(origin: &str, raw: &RawSupervisor, tree: &mut TreeSpec) -> Result<(), ConfigError> {
+    if let Some(text) = &raw.strategy {
+        tree.strategy = strategy(text).ok_or_else(|| {
+            invalid(
+                origin,
+                "supervisor.strategy",
+                format!("unknown strategy {text:?}: use \"one_for_one\", \"one_for_all\" or \"rest_for_one\""),
+            )
+        })?;
+    }
+    if let Some(max) = raw.max_restarts {
+        tree.max_restarts = max;
+    }
+    if let Some(DurationText(text)) = &raw.max_window {
+        tree.max_window = duration(origin, "supervisor.max_window", text)?;
+    }
+    Ok(())
 }
 
 fn read_raw(text: &str, origin: &str) -> Result<RawFile, ConfigError> {
@@ -354,9 +446,160 @@ impl Builder<'_> {
         spec.cwd = Some(cwd);
         spec.probe = probe;
         spec.depends_on = raw.depends_on.clone();
-        spec.log = LogSpec::file(self.home.component_log(name));
+        if let Some(ready) = &raw.ready {
+            spec.ready = self.check(
+                name,
+                "ready",
+                ready.http.as_deref(),
+                ready.tcp,
+                ready.file.as_deref(),
+                probe.is_some(),
+            )?;
+        }
+        if let Some(health) = &raw.health {
+            spec.health = Some(self.health(name, health, probe.is_some())?);
+        }
+        spec.log = self.log(name, raw)?;
         spec.policy = self.policy(name, raw)?;
+        spec.critical = raw.critical;
+        if spec.critical && spec.policy.retry_fatal_after.is_some() {
+            // A critical FATAL escalates at once: the retry would never come.
+            return Err(self.err(
+                name,
+                "retry_fatal_after",
+                "cannot be used with `critical = true`: a critical component escalates as soon as it goes FATAL",
+            ));
+        }
+        if let Some(limit) = &raw.memory_limit {
+            spec.memory_limit = Some(self.size(name, "memory_limit", limit)?);
+        }
+        if let Some(DurationText(text)) = &raw.memory_check_interval {
+            spec.memory_check_interval = self.positive(name, "memory_check_interval", text)?;
+        }
         Ok(spec)
+    }
+
+    /// A duration that must be longer than 0.
+    fn positive(&self, name: &str, field: &str, text: &str) -> Result<Duration, ConfigError> {
+        let d = duration(self.origin, &key(name, field), text)?;
+        if d.is_zero() {
+            return Err(self.err(name, field, "must be longer than 0"));
+        }
+        Ok(d)
+    }
+
+    fn size(&self, name: &str, field: &str, value: &SizeText) -> Result<u64, ConfigError> {
+        size(value).map_err(|m| self.err(name, field, m))
+    }
+
+    /// One check of `ready` or `health` (`field`): exactly one of `http`, `tcp` and `file`.
+    /// A relative file is relative to the home, like `cwd`.
+    fn check(
+        &self,
+        name: &str,
+        field: &str,
+        http: Option<&str>,
+        tcp: Option<bool>,
+        file: Option<&Path>,
+        has_port: bool,
+    ) -> Result<Ready, ConfigError> {
+        let kinds =
+            usize::from(http.is_some()) + usize::from(tcp.is_some()) + usize::from(file.is_some());
+        if kinds != 1 {
+            return Err(self.err(
+                name,
+                field,
+                "give exactly one of `http`, `tcp` and `file`, e.g. { http = \"/healthz\" }",
+            ));
+        }
+        let needs_port = |what: &str| {
+            if has_port {
+                Ok(())
+            } else {
+                Err(self.err(
+                    name,
+                    field,
+                    format!("{what} check needs the component's `port`"),
+                ))
+            }
+        };
+        if let Some(path) = http {
+            if !path.starts_with('/')
+                || path.contains(|c: char| c.is_whitespace() || c.is_control())
+            {
+                return Err(self.err(
+                    name,
+                    &format!("{field}.http"),
+                    format!("{path:?} is not a request path: write e.g. \"/healthz\""),
+                ));
+            }
+            needs_port("an `http`")?;
+            return Ok(Ready::Http(path.to_string()));
+        }
+        if let Some(path) = file {
+            if path.as_os_str().is_empty() {
+                return Err(self.err(name, &format!("{field}.file"), "must not be empty"));
+            }
+            return Ok(Ready::File(self.home.root().join(path)));
+        }
+        if tcp == Some(false) {
+            return Err(self.err(
+                name,
+                &format!("{field}.tcp"),
+                "can only be `true`; use `http` or `file` for another kind of check",
+            ));
+        }
+        needs_port("a `tcp`")?;
+        Ok(Ready::Port)
+    }
+
+    fn health(&self, name: &str, raw: &RawHealth, has_port: bool) -> Result<Health, ConfigError> {
+        let check = self.check(
+            name,
+            "health",
+            raw.http.as_deref(),
+            raw.tcp,
+            raw.file.as_deref(),
+            has_port,
+        )?;
+        let timing = |field: &str, value: &Option<DurationText>, default: Duration| match value {
+            None => Ok(default),
+            Some(DurationText(text)) => self.positive(name, &format!("health.{field}"), text),
+        };
+        let max_failed = raw.max_failed.unwrap_or(DEFAULT_HEALTH_MAX_FAILED);
+        if max_failed == 0 {
+            return Err(self.err(name, "health.max_failed", "must be above 0"));
+        }
+        Ok(Health {
+            check,
+            interval: timing("interval", &raw.interval, DEFAULT_HEALTH_INTERVAL)?,
+            timeout: timing("timeout", &raw.timeout, DEFAULT_HEALTH_TIMEOUT)?,
+            max_failed,
+        })
+    }
+
+    /// `logs/<name>.log` for both streams, or standard error apart in `logs/<name>.stderr.log`,
+    /// or the supervisor's standard error instead of files.
+    fn log(&self, name: &str, raw: &RawComponent) -> Result<LogSpec, ConfigError> {
+        let mut log = LogSpec::discard();
+        if raw.log_to_supervisor {
+            if raw.log_stderr {
+                return Err(self.err(name, "log_stderr", "cannot be used with `log_to_supervisor = true`, which sends both streams to the supervisor's standard error"));
+            }
+            log.to_supervisor = true;
+        } else {
+            log.stdout = Some(self.home.component_log(name));
+            if raw.log_stderr {
+                log.stderr = Some(self.home.logs_dir().join(format!("{name}.stderr.log")));
+            }
+        }
+        if let Some(max) = &raw.log_max_bytes {
+            log.max_bytes = self.size(name, "log_max_bytes", max)?;
+        }
+        if let Some(backups) = raw.log_backups {
+            log.backups = backups;
+        }
+        Ok(log)
     }
 
     fn command(&self, name: &str, command: Option<&[String]>) -> Result<Vec<String>, ConfigError> {
@@ -410,6 +653,31 @@ impl Builder<'_> {
             None => d.stop_signal,
             Some(value) => signal(value).map_err(|m| self.err(name, "stop_signal", m))?,
         };
+        let restart = match &raw.restart {
+            None => d.restart,
+            Some(text) => restart_type(text).ok_or_else(|| {
+                self.err(name, "restart", format!("unknown restart type {text:?}: use \"permanent\" (or \"always\"), \"transient\" (or \"on-failure\") or \"temporary\" (or \"never\")"))
+            })?,
+        };
+        let success_exit_codes = match &raw.success_exit_codes {
+            None => d.success_exit_codes.clone(),
+            Some(codes) => codes
+                .iter()
+                .map(|&code| {
+                    u8::try_from(code).map(i32::from).map_err(|_| {
+                        self.err(
+                            name,
+                            "success_exit_codes",
+                            format!("{code} is not an exit code: exit codes are 0-255"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let retry_fatal_after = match &raw.retry_fatal_after {
+            None => d.retry_fatal_after,
+            Some(DurationText(text)) => Some(self.positive(name, "retry_fatal_after", text)?),
+        };
         Ok(RestartPolicy {
             start_secs: dur("start_secs", &raw.start_secs, d.start_secs)?,
             start_timeout: dur("start_timeout", &raw.start_timeout, d.start_timeout)?,
@@ -420,7 +688,9 @@ impl Builder<'_> {
             max_window: dur("max_window", &raw.max_window, d.max_window)?,
             stop_signal,
             stop_timeout: dur("stop_timeout", &raw.stop_timeout, d.stop_timeout)?,
-            ..d
+            restart,
+            success_exit_codes,
+            retry_fatal_after,
         })
     }
 
@@ -565,6 +835,64 @@ fn duration(origin: &str, key: &str, text: &str) -> Result<Duration, ConfigError
             format!("invalid duration {text:?}: {e} (write e.g. \"10s\", \"500ms\", \"2m\")"),
         )
     })
+}
+
+/// OTP's restart strategy called `text` (ASCII case ignored).
+fn strategy(text: &str) -> Option<Strategy> {
+    [
+        Strategy::OneForOne,
+        Strategy::OneForAll,
+        Strategy::RestForOne,
+    ]
+    .into_iter()
+    .find(|s| s.as_str().eq_ignore_ascii_case(text))
+}
+
+/// The restart type called `text`: OTP's names, or the supervisord/systemd words `always`,
+/// `on-failure` and `never` (ASCII case ignored).
+fn restart_type(text: &str) -> Option<RestartType> {
+    let text = text.to_ascii_lowercase();
+    match text.as_str() {
+        "permanent" | "always" => Some(RestartType::Permanent),
+        "transient" | "on-failure" => Some(RestartType::Transient),
+        "temporary" | "never" => Some(RestartType::Temporary),
+        _ => None,
+    }
+}
+
+/// A size in bytes: a TOML integer, or a whole number and a unit among B, KB, KiB, MB, MiB, GB
+/// and GiB (KB = 1000 bytes, KiB = 1024; case ignored; a space between them allowed).
+fn size(value: &SizeText) -> Result<u64, String> {
+    let text = match value {
+        SizeText::Bytes(n) => {
+            return u64::try_from(*n)
+                .map_err(|_| format!("{n} is not a size: it must not be negative"))
+        }
+        SizeText::Text(text) => text,
+    };
+    let bad = || {
+        format!("invalid size {text:?}: write a whole number and a unit among B, KB, KiB, MB, MiB, GB and GiB, e.g. \"512MiB\"")
+    };
+    let trimmed = text.trim();
+    let digits = trimmed.len()
+        - trimmed
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .len();
+    let (number, unit) = trimmed.split_at(digits);
+    let unit: u64 = match unit.trim_start().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" => 1 << 10,
+        "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    number
+        .checked_mul(unit)
+        .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
 /// A signal from a name (`SIGTERM`, `TERM`, `term`) or a number. Uncatchable signals are
@@ -746,6 +1074,9 @@ mod tests {
     const FULL: &str = r#"
 [supervisor]
 start_wait = "2m"
+strategy = "rest_for_one"
+max_restarts = 4
+max_window = "10m"
 
 [components.front]
 command = ["@self", "component", "ps", "--verbose"]
@@ -764,6 +1095,16 @@ max_restarts = 3
 max_window = "5m"
 stop_signal = "int"
 stop_timeout = "20s"
+restart = "on-failure"
+success_exit_codes = [0, 2]
+retry_fatal_after = "10m"
+memory_limit = "512MiB"
+memory_check_interval = "5s"
+ready = { http = "/healthz" }
+health = { http = "/live", interval = "5s", timeout = "1s", max_failed = 5 }
+log_max_bytes = "10MB"
+log_backups = 3
+log_stderr = true
 
 [components.back]
 command = ["/usr/bin/python3", "-m", "http.server", "9081"]
@@ -771,16 +1112,29 @@ host = "::"
 port = 9081
 cwd = "/tmp"
 stop_signal = 1
+restart = "Temporary"
+critical = true
+memory_limit = 1048576
+ready = { file = "run/back.ready" }
+health = { tcp = true }
 
 [components.worker]
 command = ["sleep", "infinity"]
 stop_signal = "SIGUSR1"
+restart = "never"
+log_to_supervisor = true
+
+[components.worker.health]
+file = "/tmp/worker.alive"
 "#;
 
     #[test]
     fn full_example_uses_every_key() {
         let c = parse_ok(FULL);
         assert_eq!(c.start_wait, Duration::from_secs(120));
+        assert_eq!(c.tree.strategy, Strategy::RestForOne);
+        assert_eq!(c.tree.max_restarts, 4);
+        assert_eq!(c.tree.max_window, Duration::from_secs(600));
         assert_eq!(c.component_names(), ["back", "worker", "front"]);
         assert_eq!(c.resolve("web"), Some("front"));
         let front = c.component("front").unwrap();
@@ -805,16 +1159,72 @@ stop_signal = "SIGUSR1"
                 max_window: Duration::from_secs(300),
                 stop_signal: libc::SIGINT,
                 stop_timeout: Duration::from_secs(20),
-                ..RestartPolicy::default()
+                restart: RestartType::Transient,
+                success_exit_codes: vec![0, 2],
+                retry_fatal_after: Some(Duration::from_secs(600)),
+            }
+        );
+        assert!(!front.critical);
+        assert_eq!(front.memory_limit, Some(512 * 1024 * 1024));
+        assert_eq!(front.memory_check_interval, Duration::from_secs(5));
+        assert_eq!(front.ready, Ready::Http("/healthz".into()));
+        assert_eq!(
+            front.health,
+            Some(Health {
+                check: Ready::Http("/live".into()),
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(1),
+                max_failed: 5,
+            })
+        );
+        assert_eq!(
+            front.log,
+            LogSpec {
+                stdout: Some("/nonexistent-imageserving/home/logs/front.log".into()),
+                stderr: Some("/nonexistent-imageserving/home/logs/front.stderr.log".into()),
+                max_bytes: 10_000_000,
+                backups: 3,
+                ..LogSpec::discard()
             }
         );
         let back = c.component("back").unwrap();
         assert_eq!(back.cwd.as_deref(), Some(Path::new("/tmp")));
         assert_eq!(back.policy.stop_signal, libc::SIGHUP);
+        assert_eq!(back.policy.restart, RestartType::Temporary);
+        assert!(back.critical);
+        assert_eq!(back.memory_limit, Some(1024 * 1024));
+        assert_eq!(back.memory_check_interval, Duration::from_secs(1));
+        // Relative to the home, not to the component's `cwd`.
+        assert_eq!(
+            back.ready,
+            Ready::File("/nonexistent-imageserving/home/run/back.ready".into())
+        );
+        assert_eq!(
+            back.health,
+            Some(Health {
+                check: Ready::Port,
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(2),
+                max_failed: 3,
+            })
+        );
         assert_eq!(env(back, "IMAGESERVING_LISTEN"), Some("[::]:9081"));
         let worker = c.component("worker").unwrap();
         assert_eq!(worker.probe, None);
         assert_eq!(worker.policy.stop_signal, libc::SIGUSR1);
+        assert_eq!(worker.policy.restart, RestartType::Temporary);
+        assert_eq!(worker.ready, Ready::Port);
+        assert_eq!(
+            worker.health.as_ref().map(|h| &h.check),
+            Some(&Ready::File("/tmp/worker.alive".into()))
+        );
+        assert_eq!(
+            worker.log,
+            LogSpec {
+                to_supervisor: true,
+                ..LogSpec::discard()
+            }
+        );
         assert_eq!(env(worker, "IMAGESERVING_LISTEN"), None);
         // Wildcard listeners are reached on loopback; every component knows every address.
         for comp in &c.tree.components {
@@ -997,6 +1407,315 @@ stop_signal = "SIGUSR1"
         assert!(msg.contains("components.a.stop_signal"), "{msg}");
         let msg = parse_err("[components.a]\ncommand = [\"x\"]\nstop_signal = \"STOP\"\n");
         assert!(msg.contains("components.a.stop_signal: SIGSTOP"), "{msg}");
+    }
+
+    /// `[components.a]` with a port and `extra` lines.
+    fn one(extra: &str) -> String {
+        format!("[components.a]\ncommand = [\"x\"]\nport = 5000\n{extra}\n")
+    }
+
+    #[test]
+    fn new_keys_default_to_the_spec_defaults() {
+        let c = parse_ok(&one(""));
+        assert_eq!(c.tree.strategy, Strategy::OneForOne);
+        assert_eq!(c.tree.max_restarts, 10);
+        assert_eq!(c.tree.max_window, Duration::from_secs(60));
+        let a = c.component("a").unwrap();
+        let d = ComponentSpec::new("a", vec![]);
+        assert_eq!(a.policy, RestartPolicy::default());
+        assert_eq!(a.ready, d.ready);
+        assert_eq!(a.health, d.health);
+        assert_eq!(a.critical, d.critical);
+        assert_eq!(a.memory_limit, d.memory_limit);
+        assert_eq!(a.memory_check_interval, d.memory_check_interval);
+        assert_eq!(
+            a.log,
+            LogSpec::file("/nonexistent-imageserving/home/logs/a.log".into())
+        );
+    }
+
+    #[test]
+    fn strategy_and_supervisor_budget() {
+        for (word, strategy) in [
+            ("one_for_one", Strategy::OneForOne),
+            ("one_for_all", Strategy::OneForAll),
+            ("rest_for_one", Strategy::RestForOne),
+        ] {
+            let c = parse_ok(&format!("[supervisor]\nstrategy = \"{word}\"\n"));
+            assert_eq!(c.tree.strategy, strategy);
+        }
+        let msg = parse_err("[supervisor]\nstrategy = \"all_for_one\"\n");
+        assert!(
+            msg.contains("supervisor.strategy: unknown strategy \"all_for_one\""),
+            "{msg}"
+        );
+        let msg = parse_err("[supervisor]\nmax_window = \"0s\"\n");
+        assert!(
+            msg.contains("supervisor.max_window: must be longer than 0"),
+            "{msg}"
+        );
+        let msg = parse_err("[supervisor]\nmax_window = \"a while\"\n");
+        assert!(
+            msg.contains("supervisor.max_window: invalid duration"),
+            "{msg}"
+        );
+        let msg = parse_err("[supervisor]\nmax_restarts = -1\n");
+        assert!(msg.contains("max_restarts"), "{msg}");
+    }
+
+    #[test]
+    fn restart_types_and_their_aliases() {
+        for (word, restart) in [
+            ("permanent", RestartType::Permanent),
+            ("always", RestartType::Permanent),
+            ("transient", RestartType::Transient),
+            ("on-failure", RestartType::Transient),
+            ("temporary", RestartType::Temporary),
+            ("never", RestartType::Temporary),
+        ] {
+            let c = parse_ok(&one(&format!("restart = \"{word}\"")));
+            assert_eq!(c.component("a").unwrap().policy.restart, restart, "{word}");
+        }
+        let msg = parse_err(&one("restart = \"sometimes\""));
+        assert!(
+            msg.contains("components.a.restart: unknown restart type \"sometimes\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn success_exit_codes_are_0_to_255() {
+        let c = parse_ok(&one("success_exit_codes = [0, 2, 255]"));
+        assert_eq!(
+            c.component("a").unwrap().policy.success_exit_codes,
+            [0, 2, 255]
+        );
+        for bad in ["300", "-1"] {
+            let msg = parse_err(&one(&format!("success_exit_codes = [0, {bad}]")));
+            assert!(
+                msg.contains(&format!(
+                    "components.a.success_exit_codes: {bad} is not an exit code"
+                )),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_fatal_after_and_critical() {
+        let c = parse_ok(&one("retry_fatal_after = \"10m\""));
+        let a = c.component("a").unwrap();
+        assert_eq!(a.policy.retry_fatal_after, Some(Duration::from_secs(600)));
+        assert!(!a.critical);
+        assert!(
+            parse_ok(&one("critical = true"))
+                .component("a")
+                .unwrap()
+                .critical
+        );
+        let msg = parse_err(&one("retry_fatal_after = \"0s\""));
+        assert!(
+            msg.contains("components.a.retry_fatal_after: must be longer than 0"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("critical = true\nretry_fatal_after = \"1m\""));
+        assert!(
+            msg.contains("components.a.retry_fatal_after: cannot be used with `critical = true`"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("critical = \"yes\""));
+        assert!(msg.contains("critical"), "{msg}");
+    }
+
+    #[test]
+    fn sizes_take_decimal_and_binary_units() {
+        let bytes = |text: &str| size(&SizeText::Text(text.into()));
+        assert_eq!(bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(bytes("512 mib"), Ok(512 << 20));
+        assert_eq!(bytes("2KB"), Ok(2000));
+        assert_eq!(bytes("2kib"), Ok(2048));
+        assert_eq!(bytes("3MB"), Ok(3_000_000));
+        assert_eq!(bytes("1GB"), Ok(1_000_000_000));
+        assert_eq!(bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(bytes("100B"), Ok(100));
+        assert_eq!(bytes("100"), Ok(100));
+        assert_eq!(size(&SizeText::Bytes(4096)), Ok(4096));
+        for bad in ["", "MiB", "1.5GiB", "12 parsecs", "-5MB", "5 M"] {
+            assert!(bytes(bad).is_err(), "{bad:?}");
+        }
+        assert!(bytes("99999999999999GiB")
+            .unwrap_err()
+            .contains("too large"));
+        assert!(size(&SizeText::Bytes(-1)).is_err());
+    }
+
+    #[test]
+    fn memory_limit_and_check_interval() {
+        let c = parse_ok(&one(
+            "memory_limit = \"1GiB\"\nmemory_check_interval = \"250ms\"",
+        ));
+        let a = c.component("a").unwrap();
+        assert_eq!(a.memory_limit, Some(1 << 30));
+        assert_eq!(a.memory_check_interval, Duration::from_millis(250));
+        let msg = parse_err(&one("memory_limit = \"12 parsecs\""));
+        assert!(
+            msg.contains("components.a.memory_limit: invalid size \"12 parsecs\""),
+            "{msg}"
+        );
+        let msg = parse_err(&one("memory_limit = -1"));
+        assert!(msg.contains("components.a.memory_limit"), "{msg}");
+        let msg = parse_err(&one("memory_limit = \"0MiB\""));
+        assert!(
+            msg.contains("components.a.memory_limit: must be above 0"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("memory_limit = true"));
+        assert!(msg.contains("a size such as"), "{msg}");
+        let msg = parse_err(&one("memory_check_interval = \"0s\""));
+        assert!(
+            msg.contains("components.a.memory_check_interval: must be longer than 0"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn ready_takes_one_kind_of_check() {
+        let ready = |extra: &str| parse_ok(&one(extra)).component("a").unwrap().ready.clone();
+        assert_eq!(
+            ready("ready = { http = \"/healthz\" }"),
+            Ready::Http("/healthz".into())
+        );
+        assert_eq!(
+            ready("ready = { file = \"run/ready\" }"),
+            Ready::File("/nonexistent-imageserving/home/run/ready".into())
+        );
+        assert_eq!(
+            ready("cwd = \"images\"\nready = { file = \"/var/run/a.ready\" }"),
+            Ready::File("/var/run/a.ready".into())
+        );
+        assert_eq!(ready("ready = { tcp = true }"), Ready::Port);
+
+        let msg = parse_err(&one(
+            "ready = { http = \"/healthz\", file = \"run/ready\" }",
+        ));
+        assert!(
+            msg.contains("components.a.ready: give exactly one of `http`, `tcp` and `file`"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("ready = {}"));
+        assert!(
+            msg.contains("components.a.ready: give exactly one"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("ready = { http = \"healthz\" }"));
+        assert!(
+            msg.contains("components.a.ready.http: \"healthz\" is not a request path"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("ready = { tcp = false }"));
+        assert!(
+            msg.contains("components.a.ready.tcp: can only be `true`"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("ready = { file = \"\" }"));
+        assert!(
+            msg.contains("components.a.ready.file: must not be empty"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("ready = { exec = \"true\" }"));
+        assert!(msg.contains("exec"), "{msg}");
+        let msg = parse_err("[components.a]\ncommand = [\"x\"]\nready = { http = \"/healthz\" }\n");
+        assert!(
+            msg.contains("components.a.ready: an `http` check needs the component's `port`"),
+            "{msg}"
+        );
+        let msg = parse_err("[components.a]\ncommand = [\"x\"]\nready = { tcp = true }\n");
+        assert!(
+            msg.contains("components.a.ready: a `tcp` check needs the component's `port`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn health_takes_one_kind_of_check_and_positive_timing() {
+        let c = parse_ok(&one("health = { file = \"run/alive\", max_failed = 1 }"));
+        assert_eq!(
+            c.component("a").unwrap().health,
+            Some(Health {
+                check: Ready::File("/nonexistent-imageserving/home/run/alive".into()),
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(2),
+                max_failed: 1,
+            })
+        );
+        let msg = parse_err(&one("health = { interval = \"5s\" }"));
+        assert!(
+            msg.contains("components.a.health: give exactly one of `http`, `tcp` and `file`"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("health = { tcp = true, http = \"/x\" }"));
+        assert!(
+            msg.contains("components.a.health: give exactly one"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("health = { tcp = true, interval = \"0s\" }"));
+        assert!(
+            msg.contains("components.a.health.interval: must be longer than 0"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("health = { tcp = true, timeout = \"0ms\" }"));
+        assert!(
+            msg.contains("components.a.health.timeout: must be longer than 0"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("health = { tcp = true, max_failed = 0 }"));
+        assert!(
+            msg.contains("components.a.health.max_failed: must be above 0"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("health = { tcp = true, retries = 3 }"));
+        assert!(msg.contains("retries"), "{msg}");
+        let msg = parse_err("[components.a]\ncommand = [\"x\"]\nhealth = { http = \"/live\" }\n");
+        assert!(
+            msg.contains("components.a.health: an `http` check needs the component's `port`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn log_keys() {
+        let log = |extra: &str| parse_ok(&one(extra)).component("a").unwrap().log.clone();
+        let l = log("log_max_bytes = \"1MiB\"\nlog_backups = 0");
+        assert_eq!((l.max_bytes, l.backups), (1 << 20, 0));
+        assert_eq!(l.stderr, None);
+        let l = log("log_stderr = true");
+        assert_eq!(
+            l.stderr.as_deref(),
+            Some(Path::new(
+                "/nonexistent-imageserving/home/logs/a.stderr.log"
+            ))
+        );
+        let l = log("log_to_supervisor = true");
+        assert!(l.to_supervisor);
+        assert_eq!((l.stdout, l.stderr), (None, None));
+
+        let msg = parse_err(&one("log_max_bytes = \"12 parsecs\""));
+        assert!(
+            msg.contains("components.a.log_max_bytes: invalid size"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("log_max_bytes = 0"));
+        assert!(
+            msg.contains("components.a.log_max_bytes: must be above 0"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("log_stderr = true\nlog_to_supervisor = true"));
+        assert!(
+            msg.contains("components.a.log_stderr: cannot be used"),
+            "{msg}"
+        );
+        let msg = parse_err(&one("log_backups = -1"));
+        assert!(msg.contains("log_backups"), "{msg}");
     }
 
     #[test]

@@ -5,8 +5,12 @@
 //! then the cleanup of what a killed supervisor left (socket, pid file, marked processes),
 //! then the pid file, the tree and the socket. Shut-down is the reverse; the lock is released
 //! last, when the process exits.
+//!
+//! Detached (started by `start`), the daemon logs to `logs/supervisor.log`, rotated (see
+//! [`log`]); in the foreground, to standard error.
 
 mod bridge;
+pub mod log;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -30,7 +34,28 @@ const SWEEP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until it is told to stop. `detached`: started by `start`, which asks for
 /// the components itself; in the foreground every component starts at once.
+///
+/// Detached, tracing already writes `logs/supervisor.log` (set up by `init_tracing`), while
+/// standard error is `logs/supervisor.stderr`: a panic and the error the daemon ends with are
+/// logged there too, so that `supervisor.log` tells the whole story.
 pub fn run(home: &Home, detached: bool) -> anyhow::Result<u8> {
+    if !detached {
+        return run_daemon(home, detached);
+    }
+    log::install_panic_hook();
+    let result = run_daemon(home, detached);
+    if let Err(e) = &result {
+        if exit::code_of(e) == exit::LOCKED {
+            // Another `start` won the race: its daemon runs; this one was never needed.
+            info!("{e:#}; exiting");
+        } else {
+            error!("the Server Supervisor failed: {e:#}");
+        }
+    }
+    result
+}
+
+fn run_daemon(home: &Home, detached: bool) -> anyhow::Result<u8> {
     home.ensure_layout()?;
     home.check_socket_path()?;
     let exe = std::env::current_exe().context("finding this program's path")?;
@@ -192,6 +217,13 @@ async fn serve(home: &Home, config: Config, detached: bool) -> anyhow::Result<u8
         }
     }
     drop(listener);
+    if let Some(reason) = tree_died.then(|| handle.escalation()).flatten() {
+        // What systemd or a container runtime needs to restart the whole unit: a non-zero
+        // exit, with the reason in the log and on standard error.
+        error!(%reason, "escalation: every component stopped; the Server Supervisor exits 1");
+        eprintln!("imageserving: Server Supervisor escalation: {reason}");
+        return Ok(exit::FAILED);
+    }
     if bridge.shutting_down() {
         // A `stop` asked for it: let its answer be written before the process exits.
         let _ =

@@ -44,8 +44,11 @@ pub fn main_entry() -> ExitCode {
     }
 }
 
-/// Diagnostics go to standard error: the daemon's is its log file (or the journal in the
-/// foreground); the CLI's stays quiet unless asked.
+/// Sets up the one tracing subscriber. Diagnostics go to standard error (the foreground
+/// supervisor's and the component servers' log; the CLI's stays quiet unless asked), except in
+/// the detached daemon, which writes its own log, `logs/supervisor.log`, rotated by size (see
+/// [`daemon::log`]); should that file not open, it logs to standard error
+/// (`logs/supervisor.stderr`).
 fn init_tracing(cli: &cli::Cli) {
     use tracing_subscriber::EnvFilter;
     let daemon = matches!(
@@ -64,10 +67,28 @@ fn init_tracing(cli: &cli::Cli) {
     let filter = EnvFilter::try_from_env("IMAGESERVING_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},ractor=warn")));
     let ansi = !daemon && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    // An unusable home fails the command itself, with the reason, right after this.
+    let own_log = match cli.command {
+        cli::Command::Supervisor { detached: true } => home::Home::resolve(cli.global.home.clone())
+            .ok()
+            .map(|home| daemon::log::SupervisorLog::open(&home)),
+        _ => None,
+    };
+    let _ = match own_log {
+        Some(Ok(log)) => builder.with_writer(log).with_ansi(false).try_init(),
+        Some(Err(e)) => {
+            eprintln!("imageserving: {e}; logging to standard error");
+            builder
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .try_init()
+        }
+        None => builder
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .try_init(),
+    };
 }

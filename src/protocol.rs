@@ -59,7 +59,10 @@
 //!     "version": "0.1.0",
 //!     "started_at": "2025-11-26T20:23:00.000Z",
 //!     "uptime_ms": 3600000,
-//!     "memory_bytes": 8388608
+//!     "memory_bytes": 8388608,
+//!     "strategy": "one_for_one",
+//!     "group_restarts": 0,
+//!     "escalation": null
 //!   },
 //!   "components": [
 //!     {
@@ -75,7 +78,10 @@
 //!       "last_exit": null,
 //!       "next_retry_unix_ms": null,
 //!       "fatal_reason": null,
-//!       "depends_on": []
+//!       "depends_on": [],
+//!       "restart": "transient",
+//!       "critical": true,
+//!       "memory_limit_bytes": 536870912
 //!     },
 //!     {
 //!       "name": "ps",
@@ -90,7 +96,10 @@
 //!       "last_exit": "exited with status 1",
 //!       "next_retry_unix_ms": 1764192182004,
 //!       "fatal_reason": null,
-//!       "depends_on": ["is", "svg"]
+//!       "depends_on": ["is", "svg"],
+//!       "restart": "permanent",
+//!       "critical": false,
+//!       "memory_limit_bytes": null
 //!     }
 //!   ]
 //! }
@@ -307,6 +316,23 @@ pub struct SupervisorStatus {
     pub uptime_ms: u64,
     /// Its resident memory in bytes, `null` when the OS would not say.
     pub memory_bytes: Option<u64>,
+    /// What else restarts when a component fails: `one_for_one`, `one_for_all`, `rest_for_one`.
+    #[serde(default = "default_strategy")]
+    pub strategy: String,
+    /// Group restarts (`one_for_all`, `rest_for_one`) so far.
+    #[serde(default)]
+    pub group_restarts: u32,
+    /// Why the supervisor escalated (it is stopping everything and will exit 1), if it did.
+    #[serde(default)]
+    pub escalation: Option<String>,
+}
+
+fn default_strategy() -> String {
+    "one_for_one".to_string()
+}
+
+fn default_restart() -> String {
+    "permanent".to_string()
 }
 
 /// One supervised component.
@@ -339,6 +365,15 @@ pub struct ComponentStatus {
     pub fatal_reason: Option<String>,
     /// The components it needs running first, by name.
     pub depends_on: Vec<String>,
+    /// Which exits restart it: `permanent`, `transient` or `temporary`.
+    #[serde(default = "default_restart")]
+    pub restart: String,
+    /// Whether its going FATAL stops everything (escalation).
+    #[serde(default)]
+    pub critical: bool,
+    /// Its memory limit in bytes, `null` for none.
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
 }
 
 /// The lifecycle state of a component, serialized and displayed in `SCREAMING_SNAKE_CASE`
@@ -604,6 +639,9 @@ mod tests {
             next_retry_unix_ms: Some(1_764_192_182_004),
             fatal_reason: None,
             depends_on: vec!["is".into(), "svg".into()],
+            restart: "permanent".into(),
+            critical: false,
+            memory_limit_bytes: None,
         }
     }
 
@@ -616,6 +654,9 @@ mod tests {
                 started_at: "2025-11-26T20:23:00.000Z".into(),
                 uptime_ms: 3_600_000,
                 memory_bytes: Some(8_388_608),
+                strategy: "one_for_one".into(),
+                group_restarts: 0,
+                escalation: None,
             },
             components: vec![
                 ComponentStatus {
@@ -632,6 +673,9 @@ mod tests {
                     next_retry_unix_ms: None,
                     fatal_reason: None,
                     depends_on: vec![],
+                    restart: "transient".into(),
+                    critical: true,
+                    memory_limit_bytes: Some(536_870_912),
                 },
                 sample_component(),
             ],
@@ -740,7 +784,8 @@ mod tests {
                 r#""since_unix_ms":1764192178004,"pid":null,"uptime_ms":null,"memory_bytes":null,"#,
                 r#""restarts":3,"info":"exited with status 1; retry in 4s","#,
                 r#""last_exit":"exited with status 1","next_retry_unix_ms":1764192182004,"#,
-                r#""fatal_reason":null,"depends_on":["is","svg"]}"#
+                r#""fatal_reason":null,"depends_on":["is","svg"],"restart":"permanent","#,
+                r#""critical":false,"memory_limit_bytes":null}"#
             )
         );
     }
@@ -763,14 +808,16 @@ mod tests {
           "home": "/var/lib/imageserving",
           "supervisor": {
             "pid": 4242, "version": "0.1.0", "started_at": "2025-11-26T20:23:00.000Z",
-            "uptime_ms": 3600000, "memory_bytes": 8388608
+            "uptime_ms": 3600000, "memory_bytes": 8388608,
+            "strategy": "one_for_one", "group_restarts": 0, "escalation": null
           },
           "components": [
             {
               "name": "is", "state": "RUNNING", "since": "2025-11-26T20:23:05.120Z",
               "since_unix_ms": 1764188585120, "pid": 4250, "uptime_ms": 3594880,
               "memory_bytes": 52428800, "restarts": 0, "info": "", "last_exit": null,
-              "next_retry_unix_ms": null, "fatal_reason": null, "depends_on": []
+              "next_retry_unix_ms": null, "fatal_reason": null, "depends_on": [],
+              "restart": "transient", "critical": true, "memory_limit_bytes": 536870912
             },
             {
               "name": "ps", "state": "BACKOFF", "since": "2025-11-26T21:22:58.004Z",

@@ -14,7 +14,7 @@
 //! [`ServerSupervisor`]: crate::supervisor::ServerSupervisor
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -22,14 +22,14 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::lifecycle::{Action, Budget, Event, ExitReason, Lifecycle, State, Timer, XorShift};
+use crate::logs::ComponentLog;
+use crate::probe;
 use crate::process::{self, SpawnRequest};
-use crate::spec::ComponentSpec;
+use crate::spec::{ComponentSpec, Ready};
 use crate::supervisor::SupervisorMessage;
 
 /// How long the leftovers of an exited process may take to die before we report the exit anyway.
 const LEFTOVER_DEADLINE: Duration = Duration::from_secs(5);
-/// Pause between two readiness probes.
-const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The component actor. Stateless: everything lives in [`ComponentState`].
 pub struct ComponentActor;
@@ -168,18 +168,35 @@ impl Drop for ProcessGuard {
     }
 }
 
+/// A task that ends with its owner: dropped with the actor's state, even when the actor
+/// panicked, so no watcher outlives the actor that started it.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The state of a component actor.
 pub struct ComponentState {
     spec: ComponentSpec,
     lc: Lifecycle,
     timers: HashMap<Timer, JoinHandle<()>>,
     probe: Option<JoinHandle<()>>,
+    /// The liveness watcher of the running generation.
+    health: Option<(u64, AbortOnDrop)>,
+    /// The memory watcher of the live generation.
+    memory: Option<(u64, AbortOnDrop)>,
     guard: ProcessGuard,
     jitter: XorShift,
     /// Whether the next spawn must first sweep leftovers (the first spawn of each actor).
     sweep_first: bool,
     reported: ComponentSnapshot,
     supervisor: ActorRef<SupervisorMessage>,
+    /// The component's log, made once per actor and shared by all its attempts: the output
+    /// pumps write into it, and the actor its start, stop and restart markers (`log.marker`).
+    log: Arc<ComponentLog>,
 }
 
 impl Actor for ComponentActor {
@@ -193,7 +210,8 @@ impl Actor for ComponentActor {
         args: ComponentArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let now = Instant::now();
-        let mut lc = Lifecycle::new(args.spec.policy.clone(), args.spec.probe.is_some(), now);
+        let has_probe = args.spec.probe.is_some() || matches!(args.spec.ready, Ready::File(_));
+        let mut lc = Lifecycle::new(args.spec.policy.clone(), has_probe, now);
         let mut seq = 0;
         if let Some(inh) = args.inherited {
             lc.inherit(inh.budget, inh.last_exit);
@@ -205,6 +223,7 @@ impl Actor for ComponentActor {
             }))?;
         }
         Ok(ComponentState {
+            log: Arc::new(ComponentLog::new(&args.spec.log, &args.spec.name)),
             guard: ProcessGuard {
                 tree_id: args.tree_id,
                 component: args.spec.name.clone(),
@@ -215,6 +234,8 @@ impl Actor for ComponentActor {
             lc,
             timers: HashMap::new(),
             probe: None,
+            health: None,
+            memory: None,
             jitter: XorShift::from_entropy(),
             sweep_first: true,
             supervisor: args.supervisor,
@@ -264,6 +285,8 @@ impl Actor for ComponentActor {
         if let Some(p) = state.probe.take() {
             p.abort();
         }
+        state.health = None;
+        state.memory = None;
         Ok(())
     }
 }
@@ -276,6 +299,12 @@ impl ComponentState {
                 self.guard.live = None;
             }
         }
+        if let Event::Unhealthy { generation, reason } = &event {
+            if *generation == self.lc.generation() && self.lc.state().is_live() {
+                self.log.marker(&format!("stopping to restart: {reason}"));
+                warn!(component = %self.spec.name, %reason, "restarting an unhealthy component");
+            }
+        }
         let before = self.lc.state();
         let exit = match &event {
             Event::Exited { reason, .. } => Some(*reason),
@@ -285,6 +314,7 @@ impl ComponentState {
         for action in actions {
             self.execute(myself, action);
         }
+        self.watch(myself);
         self.report(myself, before, exit);
     }
 
@@ -292,16 +322,19 @@ impl ComponentState {
         match action {
             Action::Spawn { generation } => self.spawn(myself, generation),
             Action::StartProbe { generation } => {
-                if let Some(addr) = self.spec.probe {
-                    let deadline = self.spec.policy.start_timeout;
-                    if let Some(old) = self.probe.replace(tokio::spawn(probe(
-                        addr,
-                        deadline,
-                        myself.clone(),
-                        generation,
-                    ))) {
-                        old.abort();
+                let (ready, addr) = (self.spec.ready.clone(), self.spec.probe);
+                let deadline = self.spec.policy.start_timeout;
+                let myself = myself.clone();
+                let task = tokio::spawn(async move {
+                    if probe::until_ready(&ready, addr, deadline).await {
+                        let _ =
+                            myself.send_message(ComponentMessage::Lifecycle(Event::ProbePassed {
+                                generation,
+                            }));
                     }
+                });
+                if let Some(old) = self.probe.replace(task) {
+                    old.abort();
                 }
             }
             Action::CancelProbe => {
@@ -339,6 +372,57 @@ impl ComponentState {
         }
     }
 
+    /// Keeps the liveness watcher running exactly while the component is RUNNING, and the
+    /// memory watcher exactly while a process is alive (each for the current generation).
+    fn watch(&mut self, myself: &ActorRef<ComponentMessage>) {
+        let generation = self.lc.generation();
+        let running = self.lc.state() == State::Running;
+        if self
+            .health
+            .as_ref()
+            .is_some_and(|(g, _)| !running || *g != generation)
+        {
+            self.health = None;
+        }
+        if let (true, None, Some(health)) = (running, &self.health, &self.spec.health) {
+            let (health, addr, me) = (health.clone(), self.spec.probe, myself.clone());
+            let task = tokio::spawn(async move {
+                let reason = probe::until_unhealthy(&health, addr).await;
+                let _ = me.send_message(ComponentMessage::Lifecycle(Event::Unhealthy {
+                    generation,
+                    reason,
+                }));
+            });
+            self.health = Some((generation, AbortOnDrop(task)));
+        }
+        let pid = self.lc.pid().filter(|_| self.lc.state().is_live());
+        if self
+            .memory
+            .as_ref()
+            .is_some_and(|(g, _)| pid.is_none() || *g != generation)
+        {
+            self.memory = None;
+        }
+        if let (Some(pid), None, Some(limit)) = (pid, &self.memory, self.spec.memory_limit) {
+            let watcher = probe::until_over_memory(
+                self.guard.tree_id.clone(),
+                self.spec.name.clone(),
+                pid,
+                limit,
+                self.spec.memory_check_interval,
+            );
+            let me = myself.clone();
+            let task = tokio::spawn(async move {
+                let reason = watcher.await;
+                let _ = me.send_message(ComponentMessage::Lifecycle(Event::Unhealthy {
+                    generation,
+                    reason,
+                }));
+            });
+            self.memory = Some((generation, AbortOnDrop(task)));
+        }
+    }
+
     /// Spawns the process in a task: the actor learns the pid from `Spawned`, and the exit
     /// (after the leftovers are killed) from `Exited`.
     fn spawn(&mut self, myself: &ActorRef<ComponentMessage>, generation: u64) {
@@ -348,7 +432,7 @@ impl ComponentState {
             cwd: self.spec.cwd.clone(),
             tree_id: self.guard.tree_id.clone(),
             component: self.spec.name.clone(),
-            log_file: self.spec.log.stdout.clone(),
+            log: Arc::clone(&self.log),
         };
         let sweep_first = std::mem::replace(&mut self.sweep_first, false);
         let myself = myself.clone();
@@ -372,6 +456,7 @@ impl ComponentState {
                         let _ = process::signal_group(pid, libc::SIGKILL);
                     }
                     let mut child = spawned.child;
+                    let drained = spawned.drained;
                     let reason = match child.wait().await {
                         Ok(status) => ExitReason::from_status(status),
                         Err(e) => {
@@ -391,6 +476,8 @@ impl ComponentState {
                     {
                         warn!(%component, pid, error = %e, "leftover processes");
                     }
+                    // Its last lines reach the log before the supervisor's exit marker does.
+                    drained.wait(Duration::from_secs(1)).await;
                     let _ = myself.send_message(ComponentMessage::Lifecycle(Event::Exited {
                         generation,
                         reason,
@@ -423,9 +510,22 @@ impl ComponentState {
         let pid_changed = snap.pid.is_some() && snap.pid != self.reported.pid;
         if let Some(reason) = exit {
             info!(component = %name, pid = self.reported.pid, "process {reason}");
+            let pid = self
+                .reported
+                .pid
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            self.log.marker(&format!("process{pid} {reason}"));
         }
         if pid_changed {
             info!(component = %name, pid = snap.pid, generation = snap.generation, "process spawned");
+            if let Some(pid) = snap.pid {
+                self.log
+                    .marker(&format!("started pid {pid} (attempt {})", snap.generation));
+            }
+        }
+        if before != after {
+            self.log.marker(&marker_text(before, &snap));
         }
         if before != after {
             match after {
@@ -459,6 +559,36 @@ impl ComponentState {
     }
 }
 
+/// The supervisor's line in a component's log for a change of state, with the reason.
+fn marker_text(before: State, snap: &ComponentSnapshot) -> String {
+    let last = snap.last_exit.as_deref().unwrap_or("");
+    match snap.state {
+        State::Starting if matches!(before, State::Stopped | State::Exited | State::Fatal) => {
+            "starting".to_string()
+        }
+        State::Starting if before == State::Stopping => "restarting (requested)".to_string(),
+        State::Starting => format!("restarting after a failure: {last}"),
+        State::Running => "running".to_string(),
+        State::Backoff => {
+            let wait = snap
+                .next_retry
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .unwrap_or_default();
+            format!(
+                "restarting in {} after a failure: {last}",
+                crate::format::duration(wait)
+            )
+        }
+        State::Stopping => "stopping".to_string(),
+        State::Stopped => "stopped".to_string(),
+        State::Exited => format!("exited, not restarted (its restart type): {last}"),
+        State::Fatal => format!(
+            "FATAL, not restarted: {}",
+            snap.fatal_reason.as_deref().unwrap_or(last)
+        ),
+    }
+}
+
 /// Kills every marked process of the component and waits until none is left.
 async fn sweep(tree_id: &str, component: &str) {
     let until = Instant::now() + LEFTOVER_DEADLINE;
@@ -472,27 +602,5 @@ async fn sweep(tree_id: &str, component: &str) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Connects to `addr` until it accepts (or `deadline` passes), then reports `ProbePassed`.
-async fn probe(
-    addr: SocketAddr,
-    deadline: Duration,
-    myself: ActorRef<ComponentMessage>,
-    generation: u64,
-) {
-    let until = Instant::now() + deadline;
-    while Instant::now() < until {
-        let attempt =
-            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
-                .await;
-        if let Ok(Ok(_stream)) = attempt {
-            let _ = myself.send_message(ComponentMessage::Lifecycle(Event::ProbePassed {
-                generation,
-            }));
-            return;
-        }
-        tokio::time::sleep(PROBE_INTERVAL).await;
     }
 }

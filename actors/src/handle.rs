@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorRef};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::component::ComponentMessage;
 use crate::process;
 use crate::spec::TreeSpec;
 use crate::status::TreeStatus;
-use crate::supervisor::{ServerSupervisor, SupervisorMessage};
+use crate::supervisor::{ServerSupervisor, SupervisorArgs, SupervisorMessage};
 use crate::TreeError;
 
 /// How long a status query may take before it is an error.
@@ -30,6 +31,8 @@ pub struct SupervisorHandle {
     /// The last memory sample, shared by every clone: concurrent `status` calls wait for one
     /// /proc scan instead of each running its own.
     memory: Arc<tokio::sync::Mutex<Option<MemorySample>>>,
+    /// The reason of an escalation, published by the root actor before it stops.
+    escalation: watch::Receiver<Option<String>>,
 }
 
 /// Memory figures of a set of processes, and when they were taken.
@@ -45,10 +48,15 @@ impl SupervisorHandle {
     pub async fn spawn(spec: TreeSpec) -> Result<(Self, JoinHandle<()>), TreeError> {
         spec.validate()?;
         let tree_id: Arc<str> = spec.tree_id.as_str().into();
-        let (actor, join) = Actor::spawn(None, ServerSupervisor, spec)
+        let (tx, rx) = watch::channel(None);
+        let args = SupervisorArgs {
+            spec,
+            escalation: tx,
+        };
+        let (actor, join) = Actor::spawn(None, ServerSupervisor, args)
             .await
             .map_err(|e| TreeError::Spawn(e.to_string()))?;
-        Ok((SupervisorHandle::new(actor, tree_id), join))
+        Ok((SupervisorHandle::new(actor, tree_id, rx), join))
     }
 
     /// Like [`Self::spawn`], with the root actor linked under `parent` (a host app's own
@@ -59,18 +67,35 @@ impl SupervisorHandle {
     ) -> Result<(Self, JoinHandle<()>), TreeError> {
         spec.validate()?;
         let tree_id: Arc<str> = spec.tree_id.as_str().into();
-        let (actor, join) = Actor::spawn_linked(None, ServerSupervisor, spec, parent)
+        let (tx, rx) = watch::channel(None);
+        let args = SupervisorArgs {
+            spec,
+            escalation: tx,
+        };
+        let (actor, join) = Actor::spawn_linked(None, ServerSupervisor, args, parent)
             .await
             .map_err(|e| TreeError::Spawn(e.to_string()))?;
-        Ok((SupervisorHandle::new(actor, tree_id), join))
+        Ok((SupervisorHandle::new(actor, tree_id, rx), join))
     }
 
-    fn new(actor: ActorRef<SupervisorMessage>, tree_id: Arc<str>) -> Self {
+    fn new(
+        actor: ActorRef<SupervisorMessage>,
+        tree_id: Arc<str>,
+        escalation: watch::Receiver<Option<String>>,
+    ) -> Self {
         SupervisorHandle {
             actor,
             tree_id,
             memory: Arc::new(tokio::sync::Mutex::new(None)),
+            escalation,
         }
+    }
+
+    /// Why the tree escalated (a critical component went FATAL, or the supervisor-wide budget
+    /// of group restarts was exceeded), once it has stopped every component. `None` while it
+    /// runs, and after an ordinary shutdown.
+    pub fn escalation(&self) -> Option<String> {
+        self.escalation.borrow().clone()
     }
 
     /// The root actor.

@@ -13,6 +13,7 @@
 //! - [`component`]: the actor that owns one process and drives its lifecycle.
 //! - [`supervisor`]: the root actor: dependency order, actor supervision, ordered shutdown.
 //! - [`process`]: the OS side: spawning, process groups, markers, leftovers, memory.
+//! - [`probe`]: readiness, liveness and memory watchers; [`logs`]: rotated component logs.
 //! - [`handle`]: [`SupervisorHandle`], the one API over the tree.
 //!
 //! This crate knows nothing of command lines, sockets or JSON.
@@ -21,6 +22,8 @@ pub mod component;
 pub mod format;
 pub mod handle;
 pub mod lifecycle;
+pub mod logs;
+pub mod probe;
 pub mod process;
 pub mod spec;
 pub mod status;

@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::spec::RestartPolicy;
+use crate::spec::{RestartPolicy, RestartType};
 
 /// The states of a component, with the names supervisord's users know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -122,6 +122,8 @@ pub enum Timer {
     Stable,
     /// `stop_timeout` after the stop signal.
     StopTimeout,
+    /// `retry_fatal_after` after going FATAL.
+    RetryFatal,
 }
 
 /// What happened to a component.
@@ -165,6 +167,14 @@ pub enum Event {
         timer: Timer,
         /// The attempt it was armed for.
         generation: u64,
+    },
+    /// The process of `generation` is unhealthy (over its memory limit, failing its liveness
+    /// probe): stop it gracefully, then count a failure with `reason`.
+    Unhealthy {
+        /// The attempt.
+        generation: u64,
+        /// Why, as `status` shows it.
+        reason: String,
     },
     /// The actor that owned the component failed and was replaced by a new one, which
     /// inherited this lifecycle; its process was killed. Counts as a failure when `wanted`.
@@ -252,13 +262,18 @@ pub struct Budget {
     pub since_stable: u32,
     /// Automatic restarts performed so far.
     pub restarts: u32,
+    /// Every failure so far (the supervisor's group strategies watch it grow).
+    pub failures_total: u64,
 }
 
 /// What to do once a stop completes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum AfterStop {
     Stay,
     StartAgain,
+    /// We stopped it because it failed while running (memory limit, liveness): count the
+    /// failure with this reason once it is down.
+    Fail(String),
 }
 
 /// The lifecycle of one component.
@@ -391,7 +406,10 @@ impl Lifecycle {
                     self.generation += 1;
                     self.enter(State::Stopped, now);
                 }
-                State::Exited | State::Fatal => self.enter(State::Stopped, now),
+                State::Exited | State::Fatal => {
+                    out.push(Action::Disarm(Timer::RetryFatal));
+                    self.enter(State::Stopped, now);
+                }
                 State::Stopped => {}
             },
             Event::Spawned { generation, pid } => {
@@ -440,7 +458,7 @@ impl Lifecycle {
                         jitter,
                         &mut out,
                     ),
-                    State::Stopping => self.finish_stop(now, &mut out),
+                    State::Stopping => self.finish_stop(now, jitter, &mut out),
                     _ => {}
                 }
             }
@@ -458,16 +476,31 @@ impl Lifecycle {
                 out.push(Action::CancelProbe);
                 match self.state {
                     State::Starting => {
+                        // A failed start, whatever the exit code.
                         let why = self
                             .kill_reason
                             .take()
                             .unwrap_or_else(|| format!("{reason} before it was ready"));
-                        self.failure(why, now, jitter, &mut out);
+                        self.abnormal_exit(why, now, jitter, &mut out);
                     }
-                    State::Running => self.failure(reason.to_string(), now, jitter, &mut out),
+                    State::Running => {
+                        let normal = match reason {
+                            ExitReason::Code(c) => self.policy.success_exit_codes.contains(&c),
+                            ExitReason::Signal(s) => s == self.policy.stop_signal,
+                        };
+                        match (self.policy.restart, normal) {
+                            (RestartType::Permanent, _) | (RestartType::Transient, false) => {
+                                self.failure(reason.to_string(), now, jitter, &mut out)
+                            }
+                            (RestartType::Transient, true) | (RestartType::Temporary, _) => {
+                                self.last_exit = Some(reason.to_string());
+                                self.enter(State::Exited, now);
+                            }
+                        }
+                    }
                     State::Stopping => {
                         out.push(Action::Disarm(Timer::StopTimeout));
-                        self.finish_stop(now, &mut out);
+                        self.finish_stop(now, jitter, &mut out);
                     }
                     _ => {}
                 }
@@ -477,6 +510,13 @@ impl Lifecycle {
                     return out;
                 }
                 self.on_timer(timer, now, &mut out);
+            }
+            Event::Unhealthy { generation, reason } => {
+                if generation == self.generation
+                    && matches!(self.state, State::Starting | State::Running)
+                {
+                    self.begin_stop(now, AfterStop::Fail(reason), &mut out);
+                }
             }
             Event::ActorReplaced { reason, wanted } => {
                 self.pid = None;
@@ -491,6 +531,7 @@ impl Lifecycle {
     }
 
     fn on_timer(&mut self, timer: Timer, now: Instant, out: &mut Vec<Action>) {
+        // (Timers of earlier generations never reach here.)
         match (timer, self.state) {
             (Timer::StartSecs, State::Starting) => {
                 self.up_long_enough = true;
@@ -518,6 +559,11 @@ impl Lifecycle {
                 self.spawn(now, out);
             }
             (Timer::Stable, State::Running) => self.budget.since_stable = 0,
+            (Timer::RetryFatal, State::Fatal) => {
+                self.clear_failures();
+                self.budget.restarts += 1;
+                self.spawn(now, out);
+            }
             (Timer::StopTimeout, State::Stopping) => {
                 if let Some(pgid) = self.pid {
                     out.push(Action::Signal {
@@ -535,7 +581,7 @@ impl Lifecycle {
             self.state = state;
             self.since = now;
         }
-        if state != State::Backoff {
+        if !matches!(state, State::Backoff | State::Fatal) {
             self.next_retry = None;
         }
     }
@@ -596,14 +642,52 @@ impl Lifecycle {
         }
     }
 
-    fn finish_stop(&mut self, now: Instant, out: &mut Vec<Action>) {
+    fn finish_stop(&mut self, now: Instant, jitter: &mut dyn Jitter, out: &mut Vec<Action>) {
         self.pid = None;
-        match self.after_stop {
+        match std::mem::replace(&mut self.after_stop, AfterStop::Stay) {
             AfterStop::StartAgain => {
                 self.clear_failures();
                 self.spawn(now, out);
             }
             AfterStop::Stay => self.enter(State::Stopped, now),
+            AfterStop::Fail(reason) => self.abnormal_exit(reason, now, jitter, out),
+        }
+    }
+
+    /// A failure whatever the restart type: a failed start, a process we had to stop. A
+    /// temporary component is never restarted, so it goes FATAL.
+    fn abnormal_exit(
+        &mut self,
+        why: String,
+        now: Instant,
+        jitter: &mut dyn Jitter,
+        out: &mut Vec<Action>,
+    ) {
+        if self.policy.restart == RestartType::Temporary {
+            self.budget.failures_total += 1;
+            self.last_exit = Some(why.clone());
+            self.go_fatal(
+                format!("{why}; temporary components are not restarted"),
+                now,
+                out,
+            );
+        } else {
+            self.failure(why, now, jitter, out);
+        }
+    }
+
+    /// Gives up, or with `retry_fatal_after`, gives up for that long.
+    fn go_fatal(&mut self, reason: String, now: Instant, out: &mut Vec<Action>) {
+        self.fatal_reason = Some(reason);
+        self.generation += 1;
+        self.enter(State::Fatal, now);
+        if let Some(after) = self.policy.retry_fatal_after {
+            self.next_retry = Some(now + after);
+            out.push(Action::Arm {
+                timer: Timer::RetryFatal,
+                generation: self.generation,
+                after,
+            });
         }
     }
 
@@ -627,14 +711,14 @@ impl Lifecycle {
             budget.failures.pop_front();
         }
         budget.since_stable += 1;
+        budget.failures_total += 1;
         let in_window = budget.failures.len();
         if in_window > self.policy.max_restarts as usize {
-            self.fatal_reason = Some(format!(
+            let reason = format!(
                 "{in_window} failures in {}; last: {why}",
                 humantime::format_duration(window)
-            ));
-            self.generation += 1;
-            self.enter(State::Fatal, now);
+            );
+            self.go_fatal(reason, now, out);
             return;
         }
         match backoff_delay(&self.policy, self.budget.since_stable, jitter) {
@@ -1084,5 +1168,124 @@ mod tests {
             fresh.fatal_reason(),
             Some("2 failures in 1m; last: component actor panicked: boom")
         );
+    }
+
+    fn with_restart(restart: RestartType) -> RestartPolicy {
+        RestartPolicy {
+            restart,
+            success_exit_codes: vec![0, 3],
+            ..policy()
+        }
+    }
+
+    #[test]
+    fn transient_restarts_only_abnormal_exits() {
+        let mut r = Rig::new(with_restart(RestartType::Transient), false);
+        r.run();
+        r.exit(ExitReason::Code(3));
+        assert_eq!(r.lc.state(), State::Exited, "3 is a success code");
+        assert_eq!(r.lc.last_exit(), Some("exited with status 3"));
+        r.run();
+        r.exit(ExitReason::Signal(libc::SIGTERM));
+        assert_eq!(
+            r.lc.state(),
+            State::Exited,
+            "death by our stop signal is normal"
+        );
+        r.run();
+        r.exit(ExitReason::Code(1));
+        assert_eq!(r.lc.state(), State::Starting, "1 is a failure: restarted");
+        r.spawned();
+        r.exit(ExitReason::Signal(libc::SIGKILL));
+        assert_eq!(r.lc.state(), State::Backoff);
+    }
+
+    #[test]
+    fn temporary_never_restarts_and_a_failed_start_is_fatal() {
+        let mut r = Rig::new(with_restart(RestartType::Temporary), false);
+        r.run();
+        r.exit(ExitReason::Code(1));
+        assert_eq!(r.lc.state(), State::Exited);
+        r.step(Event::Start);
+        r.spawned();
+        let a = r.exit(ExitReason::Code(0));
+        assert!(a.iter().all(|a| !matches!(a, Action::Spawn { .. })));
+        assert_eq!(
+            r.lc.state(),
+            State::Fatal,
+            "exited before start_secs: a failed start"
+        );
+        assert_eq!(
+            r.lc.fatal_reason(),
+            Some(
+                "exited with status 0 before it was ready; temporary components are not restarted"
+            )
+        );
+    }
+
+    #[test]
+    fn an_exit_before_start_secs_fails_the_start_whatever_its_code() {
+        let mut r = Rig::new(with_restart(RestartType::Transient), false);
+        r.step(Event::Start);
+        r.spawned();
+        r.exit(ExitReason::Code(0));
+        assert_eq!(r.lc.state(), State::Starting, "restarted: a failed start");
+        assert_eq!(r.lc.budget().failures_total, 1);
+    }
+
+    #[test]
+    fn unhealthy_stops_gracefully_then_counts_a_failure_with_the_reason() {
+        let mut r = Rig::new(policy(), false);
+        let pid = r.run();
+        let g = r.gen();
+        let a = r.step(Event::Unhealthy {
+            generation: g,
+            reason: "restarted: memory 612 MiB over limit 512 MiB".into(),
+        });
+        assert!(a.contains(&Action::Signal {
+            pgid: pid,
+            signal: libc::SIGTERM
+        }));
+        assert_eq!(r.lc.state(), State::Stopping);
+        r.exit(ExitReason::Signal(libc::SIGTERM));
+        assert_eq!(
+            r.lc.state(),
+            State::Starting,
+            "the first failure restarts at once"
+        );
+        assert_eq!(
+            r.lc.last_exit(),
+            Some("restarted: memory 612 MiB over limit 512 MiB")
+        );
+        assert_eq!(r.lc.budget().failures_total, 1);
+        // A stale report about the old process changes nothing.
+        assert!(r
+            .step(Event::Unhealthy {
+                generation: g,
+                reason: "late".into()
+            })
+            .is_empty());
+    }
+
+    #[test]
+    fn retry_fatal_after_starts_a_fatal_component_again() {
+        let mut p = policy();
+        p.max_restarts = 0;
+        p.retry_fatal_after = Some(Duration::from_secs(600));
+        let mut r = Rig::new(p, false);
+        r.run();
+        let a = r.exit(ExitReason::Code(1));
+        assert_eq!(r.lc.state(), State::Fatal);
+        assert!(a.contains(&Action::Arm {
+            timer: Timer::RetryFatal,
+            generation: r.gen(),
+            after: Duration::from_secs(600)
+        }));
+        assert_eq!(r.lc.next_retry(), Some(r.now + Duration::from_secs(600)));
+        r.advance(Duration::from_secs(600));
+        let a = r.timer(Timer::RetryFatal);
+        assert!(matches!(a[..], [Action::Spawn { .. }]));
+        assert_eq!(r.lc.state(), State::Starting);
+        assert_eq!(r.lc.fatal_reason(), None);
     }
 }

@@ -27,17 +27,19 @@
 //!
 //! Output is drained by two tasks per process (stdout and stderr) that never stop reading while
 //! the pipe is open, so a component never blocks on a full pipe, even when its log cannot be
-//! written. Lines longer than 64 KiB are cut into pieces, so memory stays bounded.
+//! written. They cut it into lines of at most the log's `max_line` bytes (longer ones are cut
+//! into marked pieces), so memory stays bounded, and hand them, each stream tagged, to the
+//! component's [`ComponentLog`], which stamps, rotates and routes them (see [`crate::logs`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
@@ -46,7 +48,10 @@ use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tracing::{error, warn};
+
+use crate::logs::{ComponentLog, Stream};
 
 /// Environment variable naming the tree (the daemon: its home) in every process of a component.
 pub const TREE_ENV: &str = "IMAGESERVING_TREE";
@@ -58,9 +63,6 @@ pub const ATTEMPT_ENV: &str = "IMAGESERVING_ATTEMPT";
 
 /// Numbers the attempts of this process's life.
 static ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// The longest line written to a log; longer lines are cut into pieces of this size.
-const MAX_LINE: usize = 64 * 1024;
 
 /// How much is read from a pipe at once.
 const READ_CHUNK: usize = 16 * 1024;
@@ -81,8 +83,10 @@ pub struct SpawnRequest {
     pub tree_id: String,
     /// Component name, exported as [`COMPONENT_ENV`].
     pub component: String,
-    /// Log file for standard output and error (appended, each line timestamped); `None` discards.
-    pub log_file: Option<PathBuf>,
+    /// Where standard output and error go, line by line, timestamped: the component's log,
+    /// shared by all its attempts (one per component actor), so that rotation and the
+    /// supervisor's markers apply to the same files.
+    pub log: Arc<ComponentLog>,
 }
 
 /// A spawned component process, the leader of its own process group (pgid == pid).
@@ -94,11 +98,32 @@ pub struct Spawned {
     pub child: tokio::process::Child,
     /// The attempt id its processes carry in [`ATTEMPT_ENV`].
     pub attempt: String,
+    /// The output pumps: done once every process holding the output pipes is gone and the
+    /// last line is in the log.
+    pub drained: Drained,
+}
+
+/// The two output pumps of one process.
+#[derive(Debug)]
+pub struct Drained(Vec<JoinHandle<()>>);
+
+impl Drained {
+    /// Waits until both pumps have written their last line, at most `limit` (a descendant that
+    /// escaped the kill may hold a pipe open). Returns whether they finished.
+    pub async fn wait(self, limit: Duration) -> bool {
+        let all = async {
+            for pump in self.0 {
+                // A pump only fails if the runtime shuts down: it is done either way.
+                let _ = pump.await;
+            }
+        };
+        tokio::time::timeout(limit, all).await.is_ok()
+    }
 }
 
 /// Spawns `req` from the dedicated spawner thread (so `PR_SET_PDEATHSIG` stays armed for the
 /// life of the process), in a new process group, with the marker variables set, stdin from
-/// /dev/null, and stdout/stderr pumped line by line into the log file.
+/// /dev/null, and stdout/stderr pumped line by line into the component's log.
 ///
 /// The child is registered with (and its output pumped on) the caller's tokio runtime. If this
 /// future is dropped before the answer arrives, the new process group is killed.
@@ -363,11 +388,8 @@ fn spawn_here(req: SpawnRequest, runtime: &Handle) -> io::Result<Spawned> {
     let Some((program, args)) = req.command.split_first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     };
-    let sink = req
-        .log_file
-        .as_deref()
-        .and_then(|path| LogSink::open_or_warn(path, &req.component));
-
+    // The log files exist from the first start on, even if the component never writes.
+    req.log.open_files();
     let attempt = format!(
         "{}-{}",
         std::process::id(),
@@ -436,16 +458,18 @@ fn spawn_here(req: SpawnRequest, runtime: &Handle) -> io::Result<Spawned> {
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other(format!("spawning {program:?}: no pid")))?;
+    let mut pumps = Vec::with_capacity(2);
     if let Some(stdout) = child.stdout.take() {
-        runtime.spawn(pump(stdout, sink.clone(), req.component.clone(), "stdout"));
+        pumps.push(runtime.spawn(pump(stdout, Arc::clone(&req.log), Stream::Stdout)));
     }
     if let Some(stderr) = child.stderr.take() {
-        runtime.spawn(pump(stderr, sink, req.component, "stderr"));
+        pumps.push(runtime.spawn(pump(stderr, req.log, Stream::Stderr)));
     }
     Ok(Spawned {
         pid,
         child,
         attempt,
+        drained: Drained(pumps),
     })
 }
 
@@ -474,149 +498,44 @@ fn kill_stray_child(pid: u32, marker: &Marker) {
 // ---------------------------------------------------------------------------------------------
 // Output pumps.
 
-/// A log file shared by the stdout and stderr pumps of one process.
-struct LogSink {
-    path: PathBuf,
-    file: Mutex<File>,
-    /// Set after the first failed write, so a full disk warns once, not once per line.
-    write_failed: AtomicBool,
-}
-
-impl LogSink {
-    /// Opens `path` for appending (creating it and its directory), or warns and returns `None`.
-    fn open_or_warn(path: &Path, component: &str) -> Option<Arc<Self>> {
-        let opened = path
-            .parent()
-            .filter(|dir| !dir.as_os_str().is_empty())
-            .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|()| OpenOptions::new().create(true).append(true).open(path));
-        match opened {
-            Ok(file) => Some(Arc::new(Self {
-                path: path.to_owned(),
-                file: Mutex::new(file),
-                write_failed: AtomicBool::new(false),
-            })),
-            Err(e) => {
-                warn!(component, path = %path.display(), error = %e,
-                    "cannot open log file; discarding the output");
-                None
-            }
-        }
-    }
-
-    /// Appends whole lines with a single write, so the two pumps never interleave within a line.
-    fn append(&self, lines: &[u8]) {
-        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = file.write_all(lines) {
-            if !self.write_failed.swap(true, Ordering::Relaxed) {
-                warn!(path = %self.path.display(), error = %e,
-                    "cannot write to log file; dropping output");
-            }
-        }
-    }
-}
-
-/// Reads `pipe` until end of file, writing its lines (timestamped) to `sink` if any.
-async fn pump<R: AsyncRead + Unpin>(
-    mut pipe: R,
-    sink: Option<Arc<LogSink>>,
-    component: String,
-    stream: &'static str,
-) {
+/// Reads `pipe` until end of file, handing its lines (cut to the log's line bound) to `log`.
+/// Reading never stops before the end, whatever happens to the log.
+async fn pump<R: AsyncRead + Unpin>(mut pipe: R, log: Arc<ComponentLog>, stream: Stream) {
+    let keep = log.keeps(stream);
     let mut buf = vec![0; READ_CHUNK];
-    let mut lines = LineBuffer::default();
+    let mut lines = log.line_buffer();
     loop {
         let n = match pipe.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                warn!(component, stream, error = %e, "cannot read component output");
+                warn!(component = log.component(), stream = stream.as_str(), error = %e,
+                    "cannot read component output");
                 break;
             }
         };
-        if let Some(sink) = &sink {
+        if keep {
             let mut out = Vec::new();
-            let stamp = timestamp();
-            lines.push(&buf[..n], |line| stamp_line(&mut out, &stamp, line));
-            write_lines(sink, out).await;
+            lines.push(&buf[..n], &mut out);
+            write_lines(&log, stream, out).await;
         }
     }
-    if let Some(sink) = &sink {
+    if keep {
         let mut out = Vec::new();
-        let stamp = timestamp();
-        lines.finish(|line| stamp_line(&mut out, &stamp, line));
-        write_lines(sink, out).await;
+        lines.finish(&mut out);
+        write_lines(&log, stream, out).await;
     }
 }
 
-async fn write_lines(sink: &Arc<LogSink>, lines: Vec<u8>) {
+async fn write_lines(log: &Arc<ComponentLog>, stream: Stream, lines: Vec<u8>) {
     if lines.is_empty() {
         return;
     }
-    let sink = Arc::clone(sink);
-    // A write may block on a slow disk: do it on the blocking pool. It only fails if the
-    // runtime shuts down, and then nothing is left to log to.
-    let _ = tokio::task::spawn_blocking(move || sink.append(&lines)).await;
-}
-
-fn timestamp() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
-fn stamp_line(out: &mut Vec<u8>, stamp: &str, line: &[u8]) {
-    out.extend_from_slice(stamp.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(line);
-    out.push(b'\n');
-}
-
-/// Cuts a byte stream into lines (without their newline) of at most [`MAX_LINE`] bytes, holding
-/// at most one partial line.
-#[derive(Default)]
-struct LineBuffer {
-    partial: Vec<u8>,
-    /// The last byte ended a forced cut: a newline right after it ends no new line.
-    just_cut: bool,
-}
-
-impl LineBuffer {
-    /// Feeds `chunk`, calling `emit` with each line or piece it completes.
-    fn push(&mut self, mut chunk: &[u8], mut emit: impl FnMut(&[u8])) {
-        while !chunk.is_empty() {
-            let room = MAX_LINE - self.partial.len();
-            let window = &chunk[..chunk.len().min(room)];
-            if let Some(end) = window.iter().position(|&b| b == b'\n') {
-                if self.partial.is_empty() {
-                    if !(end == 0 && self.just_cut) {
-                        emit(&window[..end]);
-                    }
-                } else {
-                    self.partial.extend_from_slice(&window[..end]);
-                    emit(&self.partial);
-                    self.partial.clear();
-                }
-                self.just_cut = false;
-                chunk = &chunk[end + 1..];
-            } else {
-                self.partial.extend_from_slice(window);
-                chunk = &chunk[window.len()..];
-                self.just_cut = self.partial.len() == MAX_LINE;
-                if self.just_cut {
-                    emit(&self.partial);
-                    self.partial.clear();
-                }
-            }
-        }
-    }
-
-    /// Emits the final partial line, if any.
-    fn finish(&mut self, mut emit: impl FnMut(&[u8])) {
-        if !self.partial.is_empty() {
-            emit(&self.partial);
-            self.partial.clear();
-        }
-    }
+    let log = Arc::clone(log);
+    // A write may block on a slow disk (or rotate): do it on the blocking pool. It only fails
+    // if the runtime shuts down, and then nothing is left to log to.
+    let _ = tokio::task::spawn_blocking(move || log.write_lines(stream, &lines)).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -957,7 +876,10 @@ fn memory_of(pids: impl IntoIterator<Item = u32>) -> HashMap<u32, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::UNIX_EPOCH;
+    use crate::logs::{DEFAULT_MAX_LINE, MARKER_TAG};
+    use crate::spec::LogSpec;
+    use std::path::Path;
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     /// The bound of every wait in these tests.
     const LIMIT: Duration = Duration::from_secs(20);
@@ -985,13 +907,18 @@ mod tests {
     }
 
     fn request(tree: &str, script: &str, log_file: Option<PathBuf>) -> SpawnRequest {
+        let spec = log_file.map_or_else(LogSpec::discard, LogSpec::file);
+        request_with(tree, script, ComponentLog::new(&spec, "web"))
+    }
+
+    fn request_with(tree: &str, script: &str, log: ComponentLog) -> SpawnRequest {
         SpawnRequest {
             command: vec!["sh".into(), "-c".into(), script.into()],
             env: vec![("EXTRA_TEST_VAR".into(), "yes".into())],
             cwd: None,
             tree_id: tree.into(),
             component: "web".into(),
-            log_file,
+            log: Arc::new(log),
         }
     }
 
@@ -1126,19 +1053,21 @@ mod tests {
             .await
             .expect("spawn");
         assert!(wait_exit(&mut spawned).await.success());
+        assert!(spawned.drained.wait(LIMIT).await);
 
-        let total = || log_lines(&log).iter().map(|(_, l)| l.len()).sum::<usize>();
-        assert!(
-            wait_for(|| total() >= 204_800).await,
-            "got {} bytes",
-            total()
-        );
-        let lines = log_lines(&log);
-        assert_eq!(total(), 204_800);
-        assert_eq!(lines.len(), 4);
-        assert!(lines
+        // Each piece, without its cut marks.
+        let pieces: Vec<Vec<u8>> = log_lines(&log)
+            .into_iter()
+            .map(|(_, l)| {
+                let l = l.strip_prefix(b"[cut] ").unwrap_or(&l);
+                l.strip_suffix(b" [cut]").unwrap_or(l).to_vec()
+            })
+            .collect();
+        assert_eq!(pieces.iter().map(Vec::len).sum::<usize>(), 204_800);
+        assert_eq!(pieces.len(), 4);
+        assert!(pieces
             .iter()
-            .all(|(_, l)| l.len() <= MAX_LINE && l.iter().all(|&b| b == b'a')));
+            .all(|l| l.len() <= DEFAULT_MAX_LINE && l.iter().all(|&b| b == b'a')));
     }
 
     #[tokio::test]
@@ -1238,38 +1167,123 @@ mod tests {
         assert!(!wait_exit(&mut spawned).await.success());
     }
 
-    fn cut(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
-        let mut lines = LineBuffer::default();
-        let mut out = Vec::new();
-        for chunk in chunks {
-            lines.push(chunk, |l| out.push(l.to_vec()));
+    #[tokio::test]
+    async fn rotation_loses_no_line_of_a_process() {
+        let tree = unique_tree("rotate");
+        let _reaper = Reaper(tree.clone());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = LogSpec {
+            max_bytes: 10 * 1024,
+            backups: 100,
+            ..LogSpec::file(dir.path().join("web.log"))
+        };
+        let log = ComponentLog::new(&spec, "web");
+        let mut spawned = spawn(request_with(&tree, "seq 1 20000", log))
+            .await
+            .expect("spawn");
+        assert!(wait_exit(&mut spawned).await.success());
+        assert!(spawned.drained.wait(LIMIT).await);
+
+        let mut files: Vec<PathBuf> = (1..=100)
+            .rev()
+            .map(|n| dir.path().join(format!("web.log.{n}")))
+            .filter(|p| p.exists())
+            .collect();
+        files.push(dir.path().join("web.log"));
+        assert!(files.len() > 10, "{files:?}");
+        let mut numbers = Vec::new();
+        for file in &files {
+            assert!(fs::metadata(file).expect("a log file").len() <= 10 * 1024);
+            for (_, text) in log_lines(file) {
+                numbers.push(String::from_utf8(text).expect("UTF-8"));
+            }
         }
-        lines.finish(|l| out.push(l.to_vec()));
-        out
+        let expected: Vec<String> = (1..=20_000).map(|n| n.to_string()).collect();
+        assert_eq!(numbers, expected);
     }
 
-    #[test]
-    fn line_buffer_splits_lines_across_chunks() {
-        assert_eq!(cut(&[b"a\nb", b"c\n\nd"]), [&b"a"[..], b"bc", b"", b"d"]);
-        assert!(cut(&[b""]).is_empty());
-    }
+    #[tokio::test]
+    async fn standard_error_goes_to_its_own_file_with_the_markers() {
+        let tree = unique_tree("stderr");
+        let _reaper = Reaper(tree.clone());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (out, err) = (dir.path().join("web.log"), dir.path().join("web.err.log"));
+        let spec = LogSpec {
+            stderr: Some(err.clone()),
+            ..LogSpec::file(out.clone())
+        };
+        let log = Arc::new(ComponentLog::new(&spec, "web"));
+        log.marker("starting");
+        let mut req = request(&tree, "echo hello; echo oops >&2", None);
+        req.log = Arc::clone(&log);
+        let mut spawned = spawn(req).await.expect("spawn");
+        assert!(wait_exit(&mut spawned).await.success());
+        assert!(spawned.drained.wait(LIMIT).await);
+        log.marker("exited with status 0");
 
-    #[test]
-    fn line_buffer_cuts_long_lines_and_keeps_every_byte() {
-        let long = vec![b'x'; MAX_LINE * 2];
-        let mut with_newline = long.clone();
-        with_newline.push(b'\n');
-        // Exactly two pieces: the newline right after a cut adds no empty line.
+        let texts = |path: &Path| -> Vec<String> {
+            log_lines(path)
+                .into_iter()
+                .map(|(_, t)| String::from_utf8(t).expect("UTF-8"))
+                .collect()
+        };
+        let marker = |text: &str| format!("{MARKER_TAG} {text}");
         assert_eq!(
-            cut(&[&with_newline]),
-            [&long[..MAX_LINE], &long[MAX_LINE..]]
+            texts(&out),
+            [
+                marker("starting"),
+                "hello".into(),
+                marker("exited with status 0")
+            ]
         );
+        assert_eq!(
+            texts(&err),
+            [
+                marker("starting"),
+                "oops".into(),
+                marker("exited with status 0")
+            ]
+        );
+    }
 
-        let mut odd = vec![b'y'; MAX_LINE + 10];
-        odd.push(b'\n');
-        let lines = cut(&[&odd[..100], &odd[100..], b"z"]);
-        let sizes: Vec<usize> = lines.iter().map(Vec::len).collect();
-        assert_eq!(sizes, [MAX_LINE, 10, 1]);
+    #[tokio::test]
+    async fn to_supervisor_writes_prefixed_lines_and_no_file() {
+        let tree = unique_tree("container");
+        let _reaper = Reaper(tree.clone());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = LogSpec {
+            to_supervisor: true,
+            ..LogSpec::file(dir.path().join("web.log"))
+        };
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&written);
+        let log = ComponentLog::with_supervisor_writer(&spec, "web", move |bytes| {
+            sink.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(())
+        });
+        let mut spawned = spawn(request_with(&tree, "echo hello; echo oops >&2", log))
+            .await
+            .expect("spawn");
+        assert!(wait_exit(&mut spawned).await.success());
+        assert!(spawned.drained.wait(LIMIT).await);
+
+        let bytes = written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let text = String::from_utf8(bytes).expect("UTF-8");
+        let mut lines: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                let rest = l.strip_prefix("web | ").expect("prefixed");
+                rest.split_once(' ').expect("stamped").1
+            })
+            .collect();
+        lines.sort_unstable();
+        assert_eq!(lines, ["hello", "oops"]);
+        assert!(!dir.path().join("web.log").exists());
     }
 
     #[test]

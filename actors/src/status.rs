@@ -9,6 +9,12 @@ use crate::lifecycle::State;
 pub struct TreeStatus {
     /// The components, in start order.
     pub components: Vec<ComponentStatus>,
+    /// What else restarts when a component fails.
+    pub strategy: crate::spec::Strategy,
+    /// Group restarts (`one_for_all`, `rest_for_one`) so far.
+    pub group_restarts: u32,
+    /// Why the supervisor escalated (it is stopping everything), if it did.
+    pub escalation: Option<String>,
 }
 
 /// The status of one component.
@@ -44,6 +50,12 @@ pub struct ComponentStatus {
     pub blocked_by: Option<String>,
     /// Its dependencies.
     pub depends_on: Vec<String>,
+    /// Which exits restart it.
+    pub restart: crate::spec::RestartType,
+    /// Whether its FATAL escalates.
+    pub critical: bool,
+    /// Its memory limit, in bytes.
+    pub memory_limit: Option<u64>,
 }
 
 impl ComponentStatus {
@@ -60,7 +72,13 @@ impl ComponentStatus {
     /// The short info column of `status`: why it is down, when it retries, how it last ended.
     pub fn info(&self, now: SystemTime) -> String {
         match self.state {
-            State::Fatal => self.fatal_reason.clone().unwrap_or_default(),
+            State::Fatal => {
+                let mut s = self.fatal_reason.clone().unwrap_or_default();
+                if let Some(wait) = self.next_retry.and_then(|t| t.duration_since(now).ok()) {
+                    s.push_str(&format!("; retry in {}", crate::format::duration(wait)));
+                }
+                s
+            }
             State::Backoff => {
                 let wait = self
                     .next_retry
@@ -88,7 +106,7 @@ impl ComponentStatus {
             },
             State::Stopping => "stopping".to_string(),
             State::Running | State::Exited => match &self.last_exit {
-                Some(last) => format!("last exit: {last}"),
+                Some(last) => format!("last: {last}"),
                 None => String::new(),
             },
         }

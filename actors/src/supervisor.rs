@@ -27,7 +27,10 @@
 //! before. They stop in reverse: one is sent `Stop` once none of its dependents that are also
 //! stopping is still alive.
 
-use std::time::{Instant, SystemTime};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{error, info, warn};
@@ -37,7 +40,7 @@ use crate::component::{
 };
 use crate::lifecycle::State;
 use crate::process;
-use crate::spec::{ComponentSpec, TreeSpec};
+use crate::spec::{ComponentSpec, RestartType, Strategy, TreeSpec};
 use crate::status::{wall, ComponentStatus, TreeStatus};
 use crate::TreeError;
 
@@ -106,12 +109,25 @@ struct Entry {
     /// Asked to stop; `Stop` goes out once no stopping dependent is alive.
     stopping: bool,
     stop_sent: bool,
+    /// Stopped for a group restart (`one_for_all`, `rest_for_one`): starts again once every
+    /// component of the group is down.
+    group_pending: bool,
 }
 
 /// Someone waiting for a stop to complete.
 enum StopWaiter {
     Stop(Vec<usize>, RpcReplyPort<Result<(), TreeError>>),
     Shutdown(RpcReplyPort<TreeStatus>),
+    /// The supervisor escalated: once everything is down, it stops with this reason.
+    Escalation(String),
+}
+
+/// What the root actor starts from.
+pub struct SupervisorArgs {
+    /// The tree.
+    pub spec: TreeSpec,
+    /// Where the reason of an escalation is published before the root actor stops.
+    pub escalation: watch::Sender<Option<String>>,
 }
 
 /// The state of the root actor.
@@ -123,17 +139,27 @@ pub struct SupervisorState {
     shutting_down: bool,
     /// Whether the orderly shutdown completed (so `post_stop` has nothing left to kill).
     clean_exit: bool,
+    strategy: Strategy,
+    max_restarts: u32,
+    max_window: Duration,
+    /// Times of the group restarts within `max_window`.
+    group_restarts: VecDeque<Instant>,
+    /// Every group restart so far.
+    group_restarts_total: u32,
+    /// Why the supervisor escalated, once it did.
+    escalation: Option<String>,
+    escalation_tx: watch::Sender<Option<String>>,
 }
 
 impl Actor for ServerSupervisor {
     type Msg = SupervisorMessage;
     type State = SupervisorState;
-    type Arguments = TreeSpec;
+    type Arguments = SupervisorArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        spec: TreeSpec,
+        SupervisorArgs { spec, escalation }: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         spec.validate()?;
         let now = Instant::now();
@@ -150,11 +176,19 @@ impl Actor for ServerSupervisor {
                     start_due: false,
                     stopping: false,
                     stop_sent: false,
+                    group_pending: false,
                 })
                 .collect(),
             waiters: Vec::new(),
             shutting_down: false,
             clean_exit: false,
+            strategy: spec.strategy,
+            max_restarts: spec.max_restarts,
+            max_window: spec.max_window,
+            group_restarts: VecDeque::new(),
+            group_restarts_total: 0,
+            escalation: None,
+            escalation_tx: escalation,
         };
         for i in 0..state.entries.len() {
             state.spawn_actor(&myself, i, None).await?;
@@ -201,13 +235,15 @@ impl Actor for ServerSupervisor {
                 state.drive().await;
             }
             SupervisorMessage::ComponentChanged { actor, snapshot } => {
-                if let Some(e) = state
+                if let Some(i) = state
                     .entries
-                    .iter_mut()
-                    .find(|e| e.actor.as_ref().is_some_and(|a| a.get_id() == actor))
+                    .iter()
+                    .position(|e| e.actor.as_ref().is_some_and(|a| a.get_id() == actor))
                 {
+                    let e = &mut state.entries[i];
                     if snapshot.seq > e.snapshot.seq {
-                        e.snapshot = snapshot;
+                        let old = std::mem::replace(&mut e.snapshot, snapshot);
+                        state.on_change(i, &old);
                     }
                 }
                 state.drive().await;
@@ -420,6 +456,7 @@ impl SupervisorState {
     /// Sends the starts and stops that are due, respecting dependency order. Called after
     /// every message: it is idempotent.
     async fn drive(&mut self) {
+        self.finish_group_stop();
         loop {
             let mut progressed = false;
             for i in 0..self.entries.len() {
@@ -448,6 +485,130 @@ impl SupervisorState {
                 break;
             }
         }
+    }
+
+    /// Once every component of a group restart is down, they all start again, in order.
+    fn finish_group_stop(&mut self) {
+        let pending = || self.entries.iter().filter(|e| e.group_pending);
+        if pending().next().is_none() || !pending().all(|e| Self::is_down(e.snapshot.state)) {
+            return;
+        }
+        let names: Vec<&str> = pending().map(|e| e.spec.name.as_str()).collect();
+        info!(components = ?names, "group stopped; starting it again in dependency order");
+        for e in self.entries.iter_mut().filter(|e| e.group_pending) {
+            e.group_pending = false;
+            e.stopping = false;
+            e.stop_sent = false;
+            e.wanted = true;
+            e.start_due = true;
+        }
+    }
+
+    /// Reacts to a component's new snapshot: its failures drive the group strategies, a
+    /// critical component going FATAL escalates.
+    fn on_change(&mut self, i: usize, old: &ComponentSnapshot) {
+        let e = &self.entries[i];
+        let new = &e.snapshot;
+        if new.state == State::Fatal && old.state != State::Fatal && e.spec.critical {
+            let reason = format!(
+                "critical component `{}` is FATAL: {}",
+                e.spec.name,
+                new.fatal_reason.as_deref().unwrap_or("")
+            );
+            self.escalate(reason);
+            return;
+        }
+        let failed = new.budget.failures_total > old.budget.failures_total;
+        if !failed
+            || self.strategy == Strategy::OneForOne
+            || new.state == State::Fatal
+            || !e.wanted
+            || e.group_pending
+            || self.shutting_down
+        {
+            return;
+        }
+        let set: Vec<usize> = match self.strategy {
+            Strategy::OneForOne => return,
+            Strategy::OneForAll => (0..self.entries.len()).collect(),
+            Strategy::RestForOne => self.with_dependents(i),
+        };
+        // Temporary components are never restarted because of another's failure.
+        let set: Vec<usize> = set
+            .into_iter()
+            .filter(|&j| j == i || self.entries[j].spec.policy.restart != RestartType::Temporary)
+            .filter(|&j| j == i || self.entries[j].wanted)
+            .collect();
+        let now = Instant::now();
+        self.group_restarts.push_back(now);
+        while self
+            .group_restarts
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) >= self.max_window)
+        {
+            self.group_restarts.pop_front();
+        }
+        let name = self.entries[i].spec.name.clone();
+        let why = self.entries[i]
+            .snapshot
+            .last_exit
+            .clone()
+            .unwrap_or_default();
+        if self.group_restarts.len() > self.max_restarts as usize {
+            let reason = format!(
+                "{} group restarts in {} (max_restarts {}); last: `{name}` {why}",
+                self.group_restarts.len(),
+                humantime::format_duration(self.max_window),
+                self.max_restarts
+            );
+            self.escalate(reason);
+            return;
+        }
+        self.group_restarts_total += 1;
+        let names: Vec<&str> = set
+            .iter()
+            .map(|&j| self.entries[j].spec.name.as_str())
+            .collect();
+        warn!(strategy = self.strategy.as_str(), failed = %name, reason = %why, group = ?names, "group restart: stopping the group in reverse dependency order");
+        for j in set {
+            let e = &mut self.entries[j];
+            e.group_pending = true;
+            e.stopping = true;
+            e.stop_sent = false;
+            e.start_due = false;
+        }
+    }
+
+    /// Component `i` and every component that depends on it, directly or not.
+    fn with_dependents(&self, i: usize) -> Vec<usize> {
+        let mut out = vec![i];
+        let mut k = 0;
+        while k < out.len() {
+            let name = &self.entries[out[k]].spec.name;
+            for (j, e) in self.entries.iter().enumerate() {
+                if e.spec.depends_on.contains(name) && !out.contains(&j) {
+                    out.push(j);
+                }
+            }
+            k += 1;
+        }
+        out
+    }
+
+    /// Stops everything in order, then the root actor, publishing `reason`.
+    fn escalate(&mut self, reason: String) {
+        if self.escalation.is_some() {
+            return;
+        }
+        error!(%reason, "escalation: stopping every component, then the supervisor");
+        self.escalation = Some(reason.clone());
+        self.shutting_down = true;
+        for e in &mut self.entries {
+            e.group_pending = false;
+        }
+        let all: Vec<usize> = (0..self.entries.len()).collect();
+        self.begin_stop(&all);
+        self.waiters.push(StopWaiter::Escalation(reason));
     }
 
     /// The first dependency of component `i` that is not running yet.
@@ -505,11 +666,24 @@ impl SupervisorState {
                         self.waiters.push(StopWaiter::Shutdown(reply));
                     }
                 }
+                StopWaiter::Escalation(reason) => {
+                    if self.entries.iter().all(|e| Self::is_down(e.snapshot.state)) {
+                        error!(%reason, "every component stopped after the escalation; the supervisor exits");
+                        self.escalation_tx.send_replace(Some(reason));
+                        done_shutdown = true;
+                    } else {
+                        self.waiters.push(StopWaiter::Escalation(reason));
+                    }
+                }
             }
         }
         if done_shutdown {
             self.clean_exit = true;
-            myself.stop(Some("shutdown".to_string()));
+            myself.stop(Some(
+                self.escalation
+                    .clone()
+                    .unwrap_or_else(|| "shutdown".to_string()),
+            ));
         }
     }
 
@@ -545,9 +719,17 @@ impl SupervisorState {
                     },
                     blocked_by: if waiting { self.blocked_by(i) } else { None },
                     depends_on: e.spec.depends_on.clone(),
+                    restart: e.spec.policy.restart,
+                    critical: e.spec.critical,
+                    memory_limit: e.spec.memory_limit,
                 }
             })
             .collect();
-        TreeStatus { components }
+        TreeStatus {
+            components,
+            strategy: self.strategy,
+            group_restarts: self.group_restarts_total,
+            escalation: self.escalation.clone(),
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! `start`: the supervisor (as a background daemon) if needed, then every component.
 
 use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -96,13 +98,19 @@ pub fn failure(c: &ComponentStatus, wait: Duration) -> String {
 /// Starts the daemon in a new session, detached from the terminal, and waits until its
 /// control socket answers. The daemon is this same program, re-executed: we never fork a
 /// process that runs an async runtime.
+///
+/// The daemon opens its own log, `logs/supervisor.log` (rotated); its standard output and
+/// error go to `logs/supervisor.stderr` (appended, not rotated), which only receives what
+/// bypasses its log: a panic's message, the error it exits with.
 fn spawn_daemon(home: &Home) -> anyhow::Result<Client> {
-    let log_path = home.supervisor_log();
-    let log = OpenOptions::new()
+    let stderr_path = crate::daemon::log::stderr_file(home);
+    let stderr = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
+        .open(&stderr_path)
+        .with_context(|| format!("opening {}", stderr_path.display()))?;
+    // What the daemon writes there from now on is shown if it fails to start.
+    let stderr_start = stderr.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe().context("finding this program's path")?;
     let mut cmd = Command::new(exe);
     cmd.arg("--home")
@@ -110,8 +118,8 @@ fn spawn_daemon(home: &Home) -> anyhow::Result<Client> {
         .args(["supervisor", "--detached"])
         .env(TREE_ENV, home.tree_id())
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+        .stdout(stderr.try_clone()?)
+        .stderr(stderr);
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
@@ -136,15 +144,16 @@ fn spawn_daemon(home: &Home) -> anyhow::Result<Client> {
                     // Another `start` won the lock: wait for its daemon instead.
                     lost_race = true;
                 } else {
-                    return Err(daemon_failed(home, &mut child, status));
+                    return Err(daemon_failed(home, status, stderr_start));
                 }
             }
         }
         if Instant::now() >= until {
             anyhow::bail!(
-                "the Server Supervisor did not answer within {}s; see {}",
+                "the Server Supervisor did not answer within {}s; see {} and {}",
                 DAEMON_READY_DEADLINE.as_secs(),
-                log_path.display()
+                home.supervisor_log().display(),
+                stderr_path.display()
             );
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -168,13 +177,13 @@ fn pid_of(home: &Home) -> Option<u32> {
         .ok()
 }
 
+/// Why the daemon ended before it was ready: how it ended, the last lines of its log, and
+/// what it wrote to its standard error since `stderr_start` (a panic, its final error).
 fn daemon_failed(
     home: &Home,
-    _child: &mut Child,
     status: std::process::ExitStatus,
+    stderr_start: u64,
 ) -> anyhow::Error {
-    let log = std::fs::read_to_string(home.supervisor_log()).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(5).collect();
     let how = match (status.code(), status.signal()) {
         (Some(c), _) => format!("exited with status {c}"),
         (_, Some(s)) => format!("was killed by signal {s}"),
@@ -185,13 +194,54 @@ fn daemon_failed(
     } else {
         exit::FAILED
     };
-    Exit::new(
-        code,
-        format!(
-            "the Server Supervisor {how} before it was ready; last lines of {}:\n{}",
-            home.supervisor_log().display(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        ),
-    )
-    .into()
+    let log = std::fs::read_to_string(home.supervisor_log()).unwrap_or_default();
+    let mut message = format!(
+        "the Server Supervisor {how} before it was ready; last lines of {}:\n{}",
+        home.supervisor_log().display(),
+        last_lines(&log, 5)
+    );
+    let stderr_path = crate::daemon::log::stderr_file(home);
+    let stderr = read_from(&stderr_path, stderr_start);
+    if !stderr.trim().is_empty() {
+        message.push_str(&format!(
+            "\nits standard error ({}):\n{}",
+            stderr_path.display(),
+            last_lines(&stderr, 10)
+        ));
+    }
+    Exit::new(code, message).into()
+}
+
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
+    let mut tail: Vec<&str> = text.lines().rev().take(n).collect();
+    tail.reverse();
+    tail.join("\n")
+}
+
+/// What `path` holds from byte `offset` on (empty if it cannot be read).
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        if file.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = file.read_to_end(&mut bytes);
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_daemon_shows_only_its_new_standard_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("supervisor.stderr");
+        std::fs::write(&path, "an old panic\nthread 'main' panicked\nboom\n").expect("write");
+        assert_eq!(read_from(&path, 13), "thread 'main' panicked\nboom\n");
+        assert_eq!(read_from(&dir.path().join("missing"), 0), "");
+        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(last_lines("", 2), "");
+    }
 }

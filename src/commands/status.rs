@@ -48,13 +48,17 @@ pub fn run(home: &Home, component: Option<&str>, json: bool) -> anyhow::Result<u
 pub fn table(report: &StatusReport) -> String {
     let s = &report.supervisor;
     let mut out = format!(
-        "Server Supervisor  pid {}  up {}  memory {}  home {}\n",
+        "Server Supervisor  pid {}  up {}  memory {}  strategy {}  home {}\n",
         s.pid,
         format::duration(Duration::from_millis(s.uptime_ms)),
         s.memory_bytes.map_or("-".into(), format::bytes),
+        s.strategy,
         report.home
     );
-    let rows: Vec<[String; 7]> = report
+    if let Some(reason) = &s.escalation {
+        out.push_str(&format!("ESCALATION: {reason}; stopping everything\n"));
+    }
+    let rows: Vec<[String; 8]> = report
         .components
         .iter()
         .map(|c| {
@@ -64,14 +68,15 @@ pub fn table(report: &StatusReport) -> String {
                 c.pid.map_or("-".into(), |p| p.to_string()),
                 c.uptime_ms
                     .map_or("-".into(), |u| format::duration(Duration::from_millis(u))),
-                c.memory_bytes.map_or("-".into(), format::bytes),
+                memory(c.memory_bytes, c.memory_limit_bytes),
                 c.restarts.to_string(),
+                policy(c),
                 c.info.clone(),
             ]
         })
         .collect();
     let header = [
-        "NAME", "STATE", "PID", "UPTIME", "MEMORY", "RESTARTS", "INFO",
+        "NAME", "STATE", "PID", "UPTIME", "MEMORY", "RESTARTS", "POLICY", "INFO",
     ]
     .map(String::from);
     let mut widths = header.clone().map(|h| h.len());
@@ -93,4 +98,22 @@ pub fn table(report: &StatusReport) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `12.3 MiB`, or `12.3 MiB/512.0 MiB` against a limit.
+fn memory(used: Option<u64>, limit: Option<u64>) -> String {
+    let used = used.map_or("-".into(), format::bytes);
+    match limit {
+        Some(limit) => format!("{used}/{}", format::bytes(limit)),
+        None => used,
+    }
+}
+
+/// The restart type, and `critical` when its FATAL escalates.
+fn policy(c: &crate::protocol::ComponentStatus) -> String {
+    if c.critical {
+        format!("{} critical", c.restart)
+    } else {
+        c.restart.clone()
+    }
 }

@@ -251,6 +251,11 @@ impl Bridge {
     /// Converts the tree's status into the wire report, optionally for one component.
     fn report(&self, status: TreeStatus, only: Option<&str>) -> StatusReport {
         let now = SystemTime::now();
+        let (strategy, group_restarts, escalation) = (
+            status.strategy.as_str().to_string(),
+            status.group_restarts,
+            status.escalation.clone(),
+        );
         let components = status
             .components
             .into_iter()
@@ -268,6 +273,9 @@ impl Bridge {
                 next_retry_unix_ms: c.next_retry.map(protocol::unix_ms),
                 fatal_reason: c.fatal_reason,
                 depends_on: c.depends_on,
+                restart: c.restart.as_str().to_string(),
+                critical: c.critical,
+                memory_limit_bytes: c.memory_limit,
                 name: c.name,
             })
             .collect();
@@ -282,6 +290,9 @@ impl Bridge {
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0),
                 memory_bytes: own_memory(),
+                strategy,
+                group_restarts,
+                escalation,
             },
             components,
         }

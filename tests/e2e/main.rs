@@ -8,6 +8,7 @@
 //! - [`failures`]: crashing, hung, forking components and a killed supervisor;
 //! - [`cli`]: commands without a supervisor, bad configurations, impossible homes;
 //! - [`ipc`]: the control socket spoken to directly, and who may use it;
+//! - [`policy`]: restart types, strategies, escalation, memory limits, probes, log rotation;
 //! - [`images`]: the image stack through the supervisor; [`http`]: a tiny HTTP client;
 //! - [`guard`]: the harness keeps its own promise: a failing test leaves no process behind.
 //!
@@ -21,4 +22,5 @@ mod http;
 mod images;
 mod ipc;
 mod lifecycle;
+mod policy;
 mod procs;
