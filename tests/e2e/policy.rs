@@ -356,3 +356,49 @@ fn a_chatty_component_is_rotated_without_losing_a_line() {
         .count();
     assert!(files > 3, "the log was rotated ({files} files)");
 }
+
+#[test]
+fn exceeding_the_group_restart_budget_escalates() {
+    let config = format!(
+        "[supervisor]\nstart_wait = \"20s\"\nstrategy = \"one_for_all\"\nmax_restarts = 1\nmax_window = \"60s\"\n{}{}",
+        component("a", SLEEPER, ""),
+        component("b", SLEEPER, ""),
+    );
+    let home = TestHome::new(&config);
+    home.run(&["start"]).expect_code(0);
+    home.wait_running(&["a", "b"]);
+    // The first group restart is within the budget.
+    let (_, after) = after_killing(&home, "a");
+    // The second is not: everything stops and the supervisor exits.
+    kill(after["b"]);
+    wait_for(SETTLE, "the supervisor gone", || !home.is_locked());
+    home.assert_nothing_runs();
+    let stderr = fs::read_to_string(home.path().join("logs/supervisor.stderr")).unwrap_or_default();
+    assert!(
+        stderr.contains("escalation") && stderr.contains("2 group restarts in 1m"),
+        "the reason on standard error:\n{stderr}\n{}",
+        home.logs()
+    );
+}
+
+#[test]
+fn a_memory_spike_of_two_seconds_is_caught_with_the_default_interval() {
+    // Over the limit for 2 s, then back under it for good.
+    let spike =
+        "import time\nx = b'x' * (100 * 1024 * 1024)\ntime.sleep(2)\ndel x\ntime.sleep(1000)\n";
+    let config = format!(
+        "{SUPERVISOR}{}",
+        component(
+            "spiky",
+            &["python3", "-c", spike],
+            "memory_limit = \"40MiB\"\nmax_restarts = 100"
+        ),
+    );
+    let home = TestHome::new(&config);
+    home.run(&["start"]).expect_code(0);
+    wait_for(SETTLE, "the spike caught", || {
+        state(&home, "spiky")["last_exit"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("restarted: memory "))
+    });
+}
