@@ -86,6 +86,12 @@ fn init_tracing(cli: &cli::Cli) {
                 .with_ansi(false)
                 .try_init()
         }
+        // A component server's standard error is timestamped line by line by the supervisor.
+        None if matches!(cli.command, cli::Command::Component { .. }) => builder
+            .without_time()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init(),
         None => builder
             .with_writer(std::io::stderr)
             .with_ansi(ansi)

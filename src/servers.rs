@@ -32,8 +32,6 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
     if let Err(e) = &result {
         // The supervisor shows the exit status; the reason goes to the component's log.
         eprintln!("{name}: {e:#}");
-    } else {
-        tracing::info!("{name}: stopped");
     }
     result
 }
