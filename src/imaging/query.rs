@@ -29,7 +29,7 @@
 //!   variable substitution).
 //! - A command without a value (`wid`, `wid=`) is an error: every command here needs one.
 //! - Commands of the protocol that this release does not implement (`rgn`, `rect`, `extend`,
-//!   `resMode`, `cache`, …, see [`NOT_IN_THIS_RELEASE`]) are refused as unsupported, naming
+//!   `resMode`, …, see [`NOT_IN_THIS_RELEASE`]) are refused as unsupported, naming
 //!   them; any other name is an unknown command. Nothing is silently ignored, so a URL never
 //!   returns an image that quietly differs from what it asked for.
 //!
@@ -46,12 +46,14 @@
 //! | `rotate` | a number of degrees, normalised to 0…360 (`-90` is `270`, `450` is `90`); only multiples of 90 in this release |
 //! | `fmt` | `jpeg \| jpg \| png \| png-alpha \| webp \| webp-alpha \| gif`, then an optional pixel type (`rgb` only; `gray`, `cmyk` refused as a later release), then an optional compression (`lossy` for WebP only, what it does anyway); `tif`, `avif`, `gif-alpha`, … are refused as unsupported |
 //! | `qlt` | an integer 1–100, then an optional chroma flag `0 \| 1`, accepted and ignored (JPEG chroma subsampling is the encoder's choice in this release) |
+//! | `cache` | `on \| off \| validate \| update`, or `client,server` with one of those each (see the response cache of `ps`) |
 
 use std::fmt::Write as _;
 
 use crate::imaging::error::ImageError;
 use crate::imaging::request::{
-    Align, Crop, Fit, FitMode, Flip, ImageRequest, OutputFormat, Req, Rgba, TextFormat,
+    Align, CacheControl, CacheMode, Crop, Fit, FitMode, Flip, ImageRequest, OutputFormat, Req,
+    Rgba, TextFormat,
 };
 
 /// The largest `wid` or `hei`; the catalog's `MaxPix` limits the area further, in `is`.
@@ -63,7 +65,6 @@ pub const NOT_IN_THIS_RELEASE: &[&str] = &[
     "anchor",
     "attachment",
     "bgcolor",
-    "cache",
     "clippath",
     "clipxpath",
     "color",
@@ -273,6 +274,7 @@ fn apply(request: &mut ImageRequest, name: &str, value: &str) -> Result<(), Imag
         "rotate" => request.rotate = Some(parse_rotate(&command)?),
         "fmt" => request.fmt = Some(parse_fmt(&command)?),
         "qlt" => request.qlt = Some(parse_qlt(&command)?),
+        "cache" => request.cache = Some(parse_cache(&command)?),
         known if NOT_IN_THIS_RELEASE.contains(&known) => {
             return Err(ImageError::unsupported(format!(
                 "`{}` (not in this release)",
@@ -533,6 +535,32 @@ fn parse_qlt(command: &Command) -> Result<u8, ImageError> {
     Ok(quality)
 }
 
+/// `cache=on|off|validate|update`, or `client,server` with one of those each.
+fn parse_cache(command: &Command) -> Result<CacheControl, ImageError> {
+    let items = command.items()?;
+    let mode = |item: &str| match item.to_ascii_lowercase().as_str() {
+        "on" => Ok(CacheMode::On),
+        "off" => Ok(CacheMode::Off),
+        "validate" => Ok(CacheMode::Validate),
+        "update" => Ok(CacheMode::Update),
+        _ => Err(command.bad("expected on, off, validate or update")),
+    };
+    match items[..] {
+        [both] => {
+            let m = mode(both)?;
+            Ok(CacheControl {
+                client: m,
+                server: m,
+            })
+        }
+        [client, server] => Ok(CacheControl {
+            client: mode(client)?,
+            server: mode(server)?,
+        }),
+        _ => Err(command.bad("expected `mode` or `client,server`")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,7 +692,6 @@ mod tests {
             "op_usm",
             "resMode",
             "defaultImage",
-            "cache",
         ] {
             let m = message(&format!("{name}=1"));
             assert!(m.contains(&format!("`{name}`")), "{m}");
@@ -970,5 +997,18 @@ mod tests {
         let json = serde_json::to_string(&request).unwrap();
         let back: ImageRequest = serde_json::from_str(&json).unwrap();
         assert_eq!(back, request);
+    }
+
+    #[test]
+    fn cache_takes_one_mode_or_client_and_server() {
+        let both = ok("a", "cache=OFF").cache.unwrap();
+        assert_eq!((both.client, both.server), (CacheMode::Off, CacheMode::Off));
+        let split = ok("a", "cache=on,validate").cache.unwrap();
+        assert_eq!(
+            (split.client, split.server),
+            (CacheMode::On, CacheMode::Validate)
+        );
+        assert_eq!(err("a", "cache=sometimes").status, 403);
+        assert_eq!(err("a", "cache=on,off,on").status, 403);
     }
 }

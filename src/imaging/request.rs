@@ -39,6 +39,33 @@ pub struct ImageRequest {
     pub fmt: Option<OutputFormat>,
     /// JPEG / lossy WebP quality, 1–100.
     pub qlt: Option<u8>,
+    /// `cache=`: how the client and `ps`'s response cache may keep the reply. Not part of the
+    /// reply itself: two requests that differ only here share one cache entry.
+    #[serde(default)]
+    pub cache: Option<CacheControl>,
+}
+
+/// `cache=client,server` (one value sets both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheControl {
+    /// What the client (and proxies) may do: `Cache-Control` of the reply.
+    pub client: CacheMode,
+    /// What `ps`'s response cache does.
+    pub server: CacheMode,
+}
+
+/// One side of `cache=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheMode {
+    /// Cache as usual (the default).
+    On,
+    /// Do not cache: the client gets `no-store`; `ps` neither reads nor writes its cache.
+    Off,
+    /// Check the source before using a cached reply (`ps`); revalidate (client: `no-cache`).
+    Validate,
+    /// Render again and replace the cached reply (`ps`); for the client, the same as `on`.
+    Update,
 }
 
 /// What `req=` asks for.
