@@ -28,8 +28,9 @@
 //! else the path `a/b/c` itself, below the image root. The attributes are those of catalog `a` if
 //! it exists, else the default catalog's. The file must exist and, with symbolic links resolved,
 //! lie below the (canonical) image root. A missing file falls back to the catalog's
-//! `DefaultImage`, resolved by the same rules, once (a missing default image is a 404 naming the
-//! requested object); the requested catalog's attributes still apply.
+//! `DefaultImage` (or the request's `defaultImage=`, which takes its place:
+//! [`Catalogs::resolve_with_default`]), resolved by the same rules, once (a missing default image
+//! is a 404 naming the requested object); the requested catalog's attributes still apply.
 //!
 //! Reloading ([`LiveCatalogs`]): the Image Server checks the catalog directory at most once per
 //! [`RELOAD_CHECK_INTERVAL`] and reloads every catalog when the set of `*.ini` files or one's
@@ -47,8 +48,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::imaging::request::Rgba;
 use crate::imaging::ImageError;
 
-/// Resampling quality (`ResMode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Resampling quality (`ResMode`, and `resMode=` of a request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ResMode {
     /// Bilinear.
     Bilin,
@@ -573,10 +575,23 @@ impl Catalogs {
     /// elements, or a file that lies outside the image root once symbolic links are resolved;
     /// 404 ([`ImageError::not_found`]) when neither the object nor the default image exists.
     pub fn resolve(&self, object: &str, image_root: &Path) -> Result<Resolved, ImageError> {
+        self.resolve_with_default(object, None, image_root)
+    }
+
+    /// [`Catalogs::resolve`] with the request's `defaultImage=` (when given) in place of the
+    /// catalog's `DefaultImage`: resolved by the same rules, once.
+    pub fn resolve_with_default(
+        &self,
+        object: &str,
+        default_image: Option<&str>,
+        image_root: &Path,
+    ) -> Result<Resolved, ImageError> {
         match self.locate(object, image_root)? {
             Located::Found(resolved) => Ok(resolved),
             Located::Missing(catalog) => {
-                let fallback = self.attributes(&catalog).default_image.clone();
+                let fallback = default_image
+                    .map(str::to_owned)
+                    .or_else(|| self.attributes(&catalog).default_image.clone());
                 match fallback {
                     Some(default) if default != object => {
                         match self.locate(&default, image_root)? {
@@ -1019,6 +1034,45 @@ mod tests {
         let catalogs = catalogs_for(h, "DefaultImage=gone.jpg\n", "");
         let err = catalogs.resolve("nothing.jpg", &images).unwrap_err();
         assert_eq!(err, ImageError::not_found("nothing.jpg"));
+    }
+
+    #[test]
+    fn the_request_default_image_takes_the_catalog_one_s_place() {
+        let tmp = home();
+        let h = tmp.path();
+        let images = h.join("images");
+        let real = fs::canonicalize(&images).unwrap();
+        let catalogs = catalogs_for(
+            h,
+            "DefaultImage=plain/a.png\n",
+            "[ids]\nphoto=sample/photo.jpg\n",
+        );
+        // Given by the request: resolved like any object (here through catalog `sample`).
+        let found = catalogs
+            .resolve_with_default("nothing.jpg", Some("sample/photo"), &images)
+            .unwrap();
+        assert_eq!(found.path, real.join("sample/photo.jpg"));
+        assert_eq!(found.catalog, "default");
+        // Not given: the catalog's.
+        let found = catalogs
+            .resolve_with_default("nothing.jpg", None, &images)
+            .unwrap();
+        assert_eq!(found.path, real.join("plain/a.png"));
+        // An existing object ignores it; a missing default is a 404 about the object.
+        let found = catalogs
+            .resolve_with_default("plain/a.png", Some("sample/photo"), &images)
+            .unwrap();
+        assert_eq!(found.path, real.join("plain/a.png"));
+        let err = catalogs
+            .resolve_with_default("nothing.jpg", Some("gone.jpg"), &images)
+            .unwrap_err();
+        assert_eq!(err, ImageError::not_found("nothing.jpg"));
+        // Without any default image: 404.
+        let bare = catalogs_for(h, "", "");
+        let err = bare
+            .resolve_with_default("nothing.jpg", None, &images)
+            .unwrap_err();
+        assert_eq!(err.status, 404);
     }
 
     #[test]

@@ -1,24 +1,42 @@
 //! The image pipeline of `is`: probe a source, plan the reply's geometry, decode, crop, flip,
-//! rotate, scale, fill and encode.
+//! rotate, extend, take a region, scale, sharpen, cut a tile, fill and encode.
 //!
 //! ```text
 //!  bytes ─probe─▶ SourceInfo ─(MaxSourcePix)─▶ plan ─(MaxPix)─▶ Plan ─▶ decode (shrink-on-load)
-//!        ─▶ resample the visible source region ─▶ flip/rotate it ─▶ paste into the view ─▶ encode
+//!        ─▶ [composite: crop, flip, rotate, extend, rgn at source resolution]
+//!        ─▶ resample the visible region ─▶ flip/rotate it ─▶ paste into the view
+//!        ─▶ op_sharpen / op_usm ─▶ rect ─▶ encode
 //! ```
 //!
 //! # Semantics
 //! The order of operations is that of Image Serving: `crop`/`cropN` → `flip` → `rotate` →
-//! scale/fit → `MaxPix` check → fill with `bgc` → encode. How it is *computed* differs (see
-//! "How" below) but gives the same pixels, up to resampling at the edges.
+//! `extend`/`extendN` (this is the composite) → `rgn`/`rgnN` → scale/fit (`wid`, `hei`, `fit`,
+//! `scl`, `align`) → `op_sharpen` → `op_usm` → `MaxPix` check → `rect` → fill with `bgc` →
+//! encode. How it is *computed* differs (see "How" below) but gives the same pixels, up to
+//! resampling at the edges. A test pins each step's place
+//! (`tests::each_step_of_the_view_transform_has_its_place`).
 //!
 //! - **Crop**: `crop=x,y,w,h` in source pixels, `cropN` in fractions of the source size; each
 //!   edge is rounded to a whole pixel (so `cropN` tiles meet exactly), the box is at least 1×1.
 //!   It may reach past the source: that part is transparent, which formats without alpha show
 //!   as `bgc`.
-//! - **Flip** `lr|ud|lrud`, then **rotate** by 0/90/180/270 clockwise (any multiple of 90, taken
-//!   modulo 360); other angles are refused (`unsupported`, 403).
-//! - **Scale/fit**, with `sw×sh` the size after crop, flip and rotate (all sizes rounded to whole
-//!   pixels, at least 1):
+//! - **Flip** `lr|ud|lrud`, then **rotate** clockwise by any angle (taken modulo 360).
+//!   Multiples of 90 are exact pixel moves. Any other angle turns the image about its centre
+//!   into the box that holds its four corners (each side rounded up: 100×100 at 45° gives
+//!   142×142), sampled bilinearly with alpha premultiplied; what the turn uncovers is
+//!   transparent, so formats without alpha show `bgc` there.
+//! - **Extend** `extend=l,t,r,b` adds margins (pixels, each rounded) around the rotated image;
+//!   `extendN` gives them in fractions of its width (`l`, `r`) and height (`t`, `b`). The new
+//!   area is transparent (`bgc` for formats without alpha). Negative margins crop; margins that
+//!   leave nothing are refused (403).
+//! - **Region** `rgn=x,y,w,h` (pixels) or `rgnN` (fractions) of the *composite*: the image after
+//!   crop, flip, rotate and extend. Rounded like `crop`, it may reach past the composite
+//!   (transparent there). Our choice, as the difference from `crop`: `crop` is in the source's
+//!   pixels and comes first, so it is turned and extended; `rgn` is in the composite's pixels and
+//!   comes after, so it can take a part of the margins or of the grown box of a rotation. For a
+//!   plain image (no flip, rotate, extend) both give the same pixels.
+//! - **Scale/fit**, with `sw×sh` the size of the region (of the oriented crop box when there is
+//!   no composite; all sizes rounded to whole pixels, at least 1):
 //!   - none of `wid`/`hei`/`scl`: fit inside the catalog's `DefaultPix`, never enlarged (a 0 in
 //!     `DefaultPix` leaves that side free);
 //!   - `scl=s` alone: `sw/s × sh/s`;
@@ -28,47 +46,77 @@
 //!   - `wid`+`hei` (default `fit=fit,0`): `fit` scales to fit inside, the reply is exactly
 //!     `wid×hei` with the image placed by `align` and the rest filled; `constrain` likewise but
 //!     the reply is only the scaled image; `crop` scales to cover and crops the overflow at
-//!     `align` (not enlarged: a smaller image gives a smaller reply); `stretch` gives exactly
-//!     `wid×hei`. The upscale flag lets `fit`, `constrain` and `crop` enlarge.
+//!     `align` (not enlarged: a smaller image gives a smaller reply); `wrap` scales to cover
+//!     like `crop` but the reply grows to the whole scaled image instead of cropping it (one side
+//!     is `wid` or `hei`, the other larger: Adobe's definition); `hfit` scales to exactly `wid`
+//!     wide and `vfit` to exactly `hei` high, the reply being `wid×hei` with the other side cut
+//!     or filled at `align`; `stretch` gives exactly `wid×hei`. The upscale flag lets every mode
+//!     but `stretch` enlarge (without it, `hfit`/`vfit` keep a smaller image at its size in the
+//!     `wid×hei` view).
 //!   - `scl` with `wid` and/or `hei`: scaled by `scl`, then cut to `wid×hei` (a side not given
 //!     is the scaled one) positioned by `align`, filled where the view is larger; `fit` is
 //!     ignored.
 //!   - `align=h,v` (each clamped to −1…1): offset = (view − image) × (1 + a) / 2, so −1 is
 //!     left/top, 0 centred, 1 right/bottom, both when the image is smaller (fill) and larger
 //!     (crop) than the view.
-//! - **Limits** (all `too_large`, 403): a reply wider or higher than `MaxPix`; a source with
-//!   more than `MaxSourcePix` pixels, judged from the header alone before any decode; decoders
-//!   also run under `image::Limits` (header size, allocation budget) as a second wall; a reply of
-//!   more than `max_reply_bytes`; a scaled image or crop beyond 2^30 pixels a side.
-//! - **Fill**: formats without alpha (jpeg, png, webp, gif) are flattened on `bgc`, default the
-//!   catalog's `BkgColor` (its alpha is ignored). Formats with alpha (png-alpha, webp-alpha) keep
-//!   the image's transparency; the view around the image is transparent unless `bgc` is given,
-//!   and the part of a crop past the source stays transparent even then.
-//! - **Resampling**: `ResMode` `bilin` → bilinear, `bicub` → Mitchell, `sharp2` → Lanczos3,
-//!   `bisharp` → Catmull-Rom, with alpha premultiplied.
+//! - **Sharpening** of the scaled view: `op_sharpen=1` is a mild unsharp mask (amount 0.8,
+//!   radius 0.6, threshold 0); `op_usm=amount,radius,threshold,mono` an unsharp mask: the
+//!   difference between the view and its gaussian blur (standard deviation `radius` reply
+//!   pixels) is added `amount` times where it is at least `threshold` levels; `mono=1` does it on
+//!   the luminance, adding the same to the three channels. Both given: `op_sharpen` first. Alpha
+//!   is not sharpened. Formats without alpha are sharpened after their flattening on `bgc`
+//!   (the fill is per pixel, so this only matters where transparency meets the image).
+//! - **Tile** `rect=x,y,w,h` of the view (after scaling and sharpening, so tiles of a view meet
+//!   into exactly the view): the reply is `w×h`; the part past the view takes the fill, `bgc`
+//!   (transparent for alpha formats without `bgc`), as Adobe pads it. `MaxPix` is checked on the
+//!   whole view *and* on the tile.
+//! - **Limits** (all `too_large`, 403): a view or tile wider or higher than `MaxPix`; a source
+//!   with more than `MaxSourcePix` pixels, judged from the header alone before any decode;
+//!   decoders also run under `image::Limits` (header size, allocation budget) as a second wall;
+//!   a reply of more than `max_reply_bytes`; a scaled image or crop beyond 2^30 pixels a side; a
+//!   composite (or its crop or rotated image) of more than `MaxSourcePix` pixels or 64 Mpx.
+//! - **Fill**: formats without alpha (jpeg, png, webp, gif, tif) are flattened on `bgc`, default
+//!   the catalog's `BkgColor` (its alpha is ignored). Formats with alpha (png-alpha, webp-alpha,
+//!   tif-alpha) keep the image's transparency; the view around the image is transparent unless
+//!   `bgc` is given, and the part of a crop past the source, the margins of `extend` and the
+//!   corners of a rotation stay transparent even then.
+//! - **Resampling**: `resMode=` of the request, else the catalog's `ResMode`: `bilin` →
+//!   bilinear, `bicub` → Mitchell, `sharp2` → Lanczos3, `bisharp` → Catmull-Rom (all
+//!   `fast_image_resize` convolutions), with alpha premultiplied.
 //! - **Formats**: sources JPEG, PNG, GIF (first frame), WebP, TIFF (first image), and SVG
 //!   rasterised by the svg server ([`svg_raster_size`], [`Source::Svg`]). Replies: JPEG and
 //!   lossy WebP at `qlt` (default `JpegQuality`, clamped to 1–100), PNG (fast compression),
-//!   GIF (quantised, no transparency). EXIF orientation is not applied (as in Image Serving,
-//!   where it is a catalog option we do not implement).
+//!   GIF (quantised, no transparency), TIFF (uncompressed, RGB or RGBA). JPEG replies are always
+//!   4:4:4 (no chroma subsampling: `image`'s encoder has no other mode), which is what the chroma
+//!   flag `qlt=…,1` asks; `qlt=…,0` is accepted and gives the same. EXIF orientation is not
+//!   applied (as in Image Serving, where it is a catalog option we do not implement).
 //! - **Errors**: an unknown, corrupt or truncated source (a JPEG without its end marker
 //!   included) is `bad_source` (403) with a short reason and no path; no input makes the
 //!   pipeline panic (a decoder's panic is caught and reported as `bad_source`).
 //!
 //! # How
-//! [`plan`] computes everything from sizes ([`geometry`]); a render then resamples *only the
+//! [`plan`] computes everything from sizes (`geometry`); a render then resamples *only the
 //! source region that stays visible* straight to its reply size, flips and rotates that small
 //! piece, and pastes it into the view (`compose`). So a crop reaching far past the source costs
 //! nothing, and flip/rotate work on reply-sized pixels. JPEG sources scaled to ½ or less are
 //! decoded at a DCT scale of ½, ¼ or ⅛ (jpeg-decoder's `scale`), the smallest that keeps at least
 //! the needed pixels; other sources decode at full size, in their own pixel type (grey stays
 //! grey until the small piece is converted).
+//!
+//! A rotation by an angle that is not a multiple of 90, `extend` or `rgn` leave that fast path:
+//! the source is decoded at full size (no shrink-on-load), and the *composite* is built in RGBA
+//! at source resolution (crop, flip and quarter turns, the turn by the angle, the window of the
+//! extended box cut to `rgn`); the fast path then scales it as if it were the source. An SVG is
+//! then rasterised at its intrinsic size (so an enlarged, turned SVG is resampled, not
+//! re-rendered). Sharpening works on the whole view (bounded by `MaxPix`), and `rect` is cut
+//! from it.
 
 mod compose;
 mod decode;
 mod encode;
 mod geometry;
 mod probe;
+mod sharpen;
 #[cfg(test)]
 mod tests;
 
@@ -179,6 +227,13 @@ pub struct Plan {
     scaled: (u32, u32),
     /// Where the scaled image's top-left corner sits in the view (negative when cut).
     offset: (i64, i64),
+    /// The whole view (the reply unless `rect` cuts a tile of it).
+    view: (u32, u32),
+    /// The tile of the view that is replied (`rect`), integer edges; may reach past the view.
+    rect: Option<geometry::Rect>,
+    /// What is built at source resolution before scaling (a rotation by any angle, `extend`,
+    /// `rgn`); `source`, `crop` and `orientation` then describe the composite.
+    composite: Option<geometry::Composite>,
 }
 
 /// Plans the reply for a source of `source` pixels (width, height): crop, flip, rotate, scale,
@@ -292,8 +347,15 @@ pub(crate) fn render_traced(
             let decoded = match plan.placement() {
                 None => None,
                 Some(_) => {
-                    let (ax, ay) = plan.source_factors();
-                    let decoded = decode::decode(bytes, object, &info, ax.max(ay))?;
+                    // A composite is built at source resolution: no shrink-on-load.
+                    let factor = match plan.composite {
+                        Some(_) => 1.0,
+                        None => {
+                            let (ax, ay) = plan.source_factors();
+                            ax.max(ay)
+                        }
+                    };
+                    let decoded = decode::decode(bytes, object, &info, factor)?;
                     trace.jpeg_shrink = decoded.shrink;
                     let size = decoded.image.dimensions();
                     // A decoder that disagrees with the header (within its limits) wins.
@@ -340,12 +402,21 @@ pub(crate) fn render_traced(
         trace.decoded_size = decoded.image.dimensions();
     }
 
-    let canvas = compose::compose(
-        &plan,
-        decoded,
-        colors(&plan, req, attrs),
-        compose::filter(attrs.res_mode),
-    )?;
+    let filter = compose::filter(req.res_mode.unwrap_or(attrs.res_mode));
+    let decoded = match (&plan.composite, decoded) {
+        (Some(composite), Some(decoded)) => {
+            Some(compose::build_composite(decoded, composite, filter)?)
+        }
+        (_, decoded) => decoded,
+    };
+    let colors = colors(&plan, req, attrs);
+    let mut canvas = compose::compose(&plan, decoded, colors, filter)?;
+    for usm in sharpen::masks(req) {
+        sharpen::unsharp(&mut canvas, &usm);
+    }
+    if let Some(rect) = &plan.rect {
+        canvas = compose::tile(canvas, rect, colors);
+    }
     let bytes = encode::encode(canvas, plan.format, plan.quality)?;
     if bytes.len() > attrs.max_reply_bytes {
         return Err(ImageError::too_large(format!(

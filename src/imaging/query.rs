@@ -24,12 +24,12 @@
 //!
 //! Choices of ours, where the original's documentation is silent:
 //! - **A command given twice: the last one wins** (`crop` and `cropN` set the same crop, so the
-//!   later of the two wins).
+//!   later of the two wins; likewise `extend`/`extendN` and `rgn`/`rgnN`).
 //! - **Names starting with `$` are custom variables**: accepted and ignored (this release has no
 //!   variable substitution).
 //! - A command without a value (`wid`, `wid=`) is an error: every command here needs one.
-//! - Commands of the protocol that this release does not implement (`rgn`, `rect`, `extend`,
-//!   `resMode`, …, see [`NOT_IN_THIS_RELEASE`]) are refused as unsupported, naming
+//! - Commands of the protocol that this release does not implement (`layer`, `icc`, `op_blur`,
+//!   `size`, …, see [`NOT_IN_THIS_RELEASE`]) are refused as unsupported, naming
 //!   them; any other name is an unknown command. Nothing is silently ignored, so a URL never
 //!   returns an image that quietly differs from what it asked for.
 //!
@@ -38,22 +38,29 @@
 //! | `req` | `img` (default) `\| props \| imageprops \| exists`, then for the text answers an optional `text \| json \| xml` |
 //! | `wid`, `hei` | integers 1–65535 |
 //! | `scl` | a finite number > 0 |
-//! | `fit` | `fit \| constrain \| crop \| stretch` then an optional upscale `0 \| 1` (default 0); `wrap`, `hfit`, `vfit` are refused as a later release |
+//! | `fit` | `fit \| constrain \| crop \| wrap \| stretch \| hfit \| vfit` then an optional upscale `0 \| 1` (default 0) |
 //! | `align` | `h,v`, each a number in −1…1 |
 //! | `bgc` | `[0x]RRGGBB`, `[0x]RRGGBBAA`, `0xRGB` (short: `0xf80` = `ff8800`), a bare 3-character short form with a hex letter (`f80`), `0xGG` (hex gray), a decimal gray `0`–`255` (the original's form: `bgc=128` is gray 128, not the short form `112288`), or `r,g,b` decimals 0–255 (the original's form). Alpha is 255 unless given |
 //! | `crop`, `cropN` | `x,y,w,h`, finite numbers, `w` and `h` > 0; pixels for `crop`, fractions of the source for `cropN`; may reach past the source |
 //! | `flip` | `lr \| ud \| lrud`, or `none` (clears an earlier `flip`) |
-//! | `rotate` | a number of degrees, normalised to 0…360 (`-90` is `270`, `450` is `90`); only multiples of 90 in this release |
-//! | `fmt` | `jpeg \| jpg \| png \| png-alpha \| webp \| webp-alpha \| gif`, then an optional pixel type (`rgb` only; `gray`, `cmyk` refused as a later release), then an optional compression (`lossy` for WebP only, what it does anyway); `tif`, `avif`, `gif-alpha`, … are refused as unsupported |
-//! | `qlt` | an integer 1–100, then an optional chroma flag `0 \| 1`, accepted and ignored (JPEG chroma subsampling is the encoder's choice in this release) |
+//! | `rotate` | any finite number of degrees, clockwise, normalised to 0 ≤ angle < 360 (`-90` is `270`, `450` is `90`, `-30.5` is `329.5`) |
+//! | `extend`, `extendN` | `l,t,r,b`, finite numbers, negative to crop; pixels for `extend`, fractions of the image's width (`l`, `r`) and height (`t`, `b`) for `extendN` (each within ±100) |
+//! | `rgn`, `rgnN` | `x,y,w,h` like `crop`, in pixels / fractions of the composite (the image after crop, flip, rotate and extend); may reach past it |
+//! | `rect` | `x,y,w,h` integers, `x`, `y` 0–65535, `w`, `h` 1–65535: a tile of the final view |
+//! | `op_sharpen` | `0 \| 1` |
+//! | `op_usm` | `amount,radius[,threshold[,mono]]`: amount 0–5, radius 0–250 (numbers), threshold an integer 0–255 (default 0), mono `0 \| 1` (default 0) |
+//! | `resMode` | `bilin \| bicub \| sharp2 \| bisharp` (`trilin` refused as not in this release) |
+//! | `defaultImage` | an object, checked like the URL's (no empty, `.` or `..` element, no `\` or control character) |
+//! | `fmt` | `jpeg \| jpg \| png \| png-alpha \| webp \| webp-alpha \| gif \| tif \| tif-alpha` (`tiff`, `tiff-alpha` too), then an optional pixel type (`rgb` only; `gray`, `cmyk` refused as a later release), then an optional compression (`lossy` for WebP only, what it does anyway; TIFF is written uncompressed, `lzw`, `zip`, … are refused as a later release); `avif`, `gif-alpha`, … are refused as unsupported |
+//! | `qlt` | an integer 1–100, then an optional chroma flag `0 \| 1`, checked, not stored: JPEG replies are always 4:4:4 (no chroma subsampling, `image`'s encoder has no other mode), which is what `1` asks; `0` gives the same file |
 //! | `cache` | `on \| off \| validate \| update`, or `client,server` with one of those each (see the response cache of `ps`) |
 
 use std::fmt::Write as _;
 
 use crate::imaging::error::ImageError;
 use crate::imaging::request::{
-    Align, CacheControl, CacheMode, Crop, Fit, FitMode, Flip, ImageRequest, OutputFormat, Req,
-    Rgba, TextFormat,
+    Align, CacheControl, CacheMode, Crop, Extend, Fit, FitMode, Flip, ImageRequest, OutputFormat,
+    Req, ResMode, Rgba, TextFormat, Usm, ViewRect,
 };
 
 /// The largest `wid` or `hei`; the catalog's `MaxPix` limits the area further, in `is`.
@@ -68,11 +75,8 @@ pub const NOT_IN_THIS_RELEASE: &[&str] = &[
     "clippath",
     "clipxpath",
     "color",
-    "defaultimage",
     "dpr",
     "effect",
-    "extend",
-    "extendn",
     "hide",
     "icc",
     "iccembed",
@@ -89,17 +93,12 @@ pub const NOT_IN_THIS_RELEASE: &[&str] = &[
     "op_invert",
     "op_noise",
     "op_saturation",
-    "op_sharpen",
-    "op_usm",
     "opac",
     "origin",
     "pos",
     "printres",
     "quantize",
-    "rect",
     "res",
-    "resmode",
-    "rgn",
     "size",
     "src",
     "text",
@@ -272,6 +271,18 @@ fn apply(request: &mut ImageRequest, name: &str, value: &str) -> Result<(), Imag
         "cropn" => request.crop = Some(parse_crop(&command, true)?),
         "flip" => request.flip = parse_flip(&command)?,
         "rotate" => request.rotate = Some(parse_rotate(&command)?),
+        "extend" => request.extend = Some(parse_extend(&command, false)?),
+        "extendn" => request.extend = Some(parse_extend(&command, true)?),
+        "rgn" => request.rgn = Some(parse_crop(&command, false)?),
+        "rgnn" => request.rgn = Some(parse_crop(&command, true)?),
+        "rect" => request.rect = Some(parse_rect(&command)?),
+        "op_sharpen" => {
+            let items = command.exactly(1, "0 or 1")?;
+            request.op_sharpen = Some(command.flag(items[0], "the value")?);
+        }
+        "op_usm" => request.op_usm = Some(parse_usm(&command)?),
+        "resmode" => request.res_mode = Some(parse_res_mode(&command)?),
+        "defaultimage" => request.default_image = Some(parse_default_image(&command)?),
         "fmt" => request.fmt = Some(parse_fmt(&command)?),
         "qlt" => request.qlt = Some(parse_qlt(&command)?),
         "cache" => request.cache = Some(parse_cache(&command)?),
@@ -356,12 +367,14 @@ fn parse_fit(command: &Command) -> Result<Fit, ImageError> {
         "constrain" => FitMode::Constrain,
         "crop" => FitMode::Crop,
         "stretch" => FitMode::Stretch,
-        "wrap" | "hfit" | "vfit" => {
-            return Err(ImageError::unsupported(format!(
-                "fit={mode} (a later release)"
-            )))
+        "wrap" => FitMode::Wrap,
+        "hfit" => FitMode::Hfit,
+        "vfit" => FitMode::Vfit,
+        _ => {
+            return Err(
+                command.bad("the mode must be fit, constrain, crop, wrap, stretch, hfit or vfit")
+            )
         }
-        _ => return Err(command.bad("the mode must be fit, constrain, crop or stretch")),
     };
     let upscale = match items.get(1) {
         Some(flag) => command.flag(flag, "upscale")?,
@@ -455,19 +468,106 @@ fn parse_flip(command: &Command) -> Result<Option<Flip>, ImageError> {
     }
 }
 
-/// `rotate=degrees`, normalised to 0, 90, 180 or 270.
-fn parse_rotate(command: &Command) -> Result<u16, ImageError> {
+/// `rotate=degrees`, any finite angle, normalised to 0 ≤ angle < 360.
+fn parse_rotate(command: &Command) -> Result<f64, ImageError> {
     let items = command.exactly(1, "one number of degrees")?;
     let degrees = command.number(items[0], "the angle")?;
     let normalized = degrees.rem_euclid(360.0);
-    if normalized % 90.0 != 0.0 {
-        return Err(ImageError::unsupported(format!(
-            "rotate by {} (multiples of 90 in this release)",
-            shown(items[0])
-        )));
-    }
     // `rem_euclid` of a tiny negative angle can round up to 360 itself.
-    Ok((normalized as u16) % 360)
+    Ok(if normalized >= 360.0 { 0.0 } else { normalized })
+}
+
+/// `extend=l,t,r,b` (pixels) or `extendN=l,t,r,b` (fractions of the image size).
+fn parse_extend(command: &Command, normalized: bool) -> Result<Extend, ImageError> {
+    let items = command.exactly(4, "`l,t,r,b`")?;
+    let mut ltrb = [0.0; 4];
+    for (slot, item) in ltrb.iter_mut().zip(&items) {
+        *slot = command.number(item, "each margin")?;
+    }
+    let [l, t, r, b] = ltrb;
+    if normalized && ltrb.iter().any(|v| v.abs() > 100.0) {
+        return Err(command.bad("each margin must be from -100 to 100 times the image size"));
+    }
+    Ok(Extend {
+        l,
+        t,
+        r,
+        b,
+        normalized,
+    })
+}
+
+/// `rect=x,y,w,h`: integers, `x`, `y` 0–65535, `w`, `h` 1–65535.
+fn parse_rect(command: &Command) -> Result<ViewRect, ImageError> {
+    let items = command.exactly(4, "`x,y,w,h`")?;
+    Ok(ViewRect {
+        x: command.integer(items[0], 0, MAX_DIMENSION, "x")?,
+        y: command.integer(items[1], 0, MAX_DIMENSION, "y")?,
+        w: command.integer(items[2], 1, MAX_DIMENSION, "the width")?,
+        h: command.integer(items[3], 1, MAX_DIMENSION, "the height")?,
+    })
+}
+
+/// `op_usm=amount,radius,threshold,mono`: amount 0–5, radius 0–250 (numbers), threshold 0–255
+/// (an integer), mono `0|1`. The last two may be left out (0 each).
+fn parse_usm(command: &Command) -> Result<Usm, ImageError> {
+    let items = command.items()?;
+    if !(2..=4).contains(&items.len()) {
+        return Err(command.bad("expected `amount,radius[,threshold[,mono]]`"));
+    }
+    let amount = command.number(items[0], "the amount")?;
+    if !(0.0..=5.0).contains(&amount) {
+        return Err(command.bad("the amount must be from 0 to 5"));
+    }
+    let radius = command.number(items[1], "the radius")?;
+    if !(0.0..=250.0).contains(&radius) {
+        return Err(command.bad("the radius must be from 0 to 250"));
+    }
+    let threshold = match items.get(2) {
+        Some(t) => command.integer(t, 0, 255, "the threshold")? as u8,
+        None => 0,
+    };
+    let mono = match items.get(3) {
+        Some(m) => command.flag(m, "mono")?,
+        None => false,
+    };
+    Ok(Usm {
+        amount,
+        radius,
+        threshold,
+        mono,
+    })
+}
+
+/// `resMode=bilin|bicub|sharp2|bisharp`.
+fn parse_res_mode(command: &Command) -> Result<ResMode, ImageError> {
+    let items = command.exactly(1, "one of bilin, bicub, sharp2, bisharp")?;
+    match items[0].to_ascii_lowercase().as_str() {
+        "bilin" => Ok(ResMode::Bilin),
+        "bicub" => Ok(ResMode::Bicub),
+        "sharp2" => Ok(ResMode::Sharp2),
+        "bisharp" => Ok(ResMode::Bisharp),
+        "trilin" => Err(ImageError::unsupported(
+            "resMode=trilin (not in this release)",
+        )),
+        _ => Err(command.bad("expected bilin, bicub, sharp2 or bisharp")),
+    }
+}
+
+/// `defaultImage=object`: checked like the object of the URL (the value is already decoded, so
+/// `/` separates elements here).
+fn parse_default_image(command: &Command) -> Result<String, ImageError> {
+    let value = command.value;
+    let bad = value.split('/').any(|element| {
+        element.is_empty()
+            || element == "."
+            || element == ".."
+            || element.chars().any(|c| c == '\\' || c.is_control())
+    });
+    if value.is_empty() || bad {
+        return Err(command.bad("the object path is not allowed"));
+    }
+    Ok(value.to_owned())
 }
 
 /// `fmt=format[,pixelType[,compression]]`.
@@ -484,16 +584,18 @@ fn parse_fmt(command: &Command) -> Result<OutputFormat, ImageError> {
         "webp" => OutputFormat::Webp,
         "webp-alpha" => OutputFormat::WebpAlpha,
         "gif" => OutputFormat::Gif,
-        "gif-alpha" | "tif" | "tif-alpha" | "tiff" | "avif" | "avif-alpha" | "heic" | "pdf"
+        "tif" | "tiff" => OutputFormat::Tif,
+        "tif-alpha" | "tiff-alpha" => OutputFormat::TifAlpha,
+        "gif-alpha" | "avif" | "avif-alpha" | "heic" | "pdf"
         | "eps" | "swf" | "swf-alpha" | "swf3" | "swf3-alpha" | "jpeg2000" | "jpeg2000-alpha"
         | "jpegxr" | "jpegxr-alpha" | "png8" | "m3u8" | "f4m" => {
             return Err(ImageError::unsupported(format!(
-                "fmt={name} (jpeg, png, png-alpha, webp, webp-alpha or gif in this release)"
+                "fmt={name} (jpeg, png, png-alpha, webp, webp-alpha, gif, tif or tif-alpha in this release)"
             )))
         }
         _ => {
             return Err(command
-                .bad("the format must be jpeg, jpg, png, png-alpha, webp, webp-alpha or gif"))
+                .bad("the format must be jpeg, jpg, png, png-alpha, webp, webp-alpha, gif, tif or tif-alpha"))
         }
     };
     let pixel_type = items.get(1).map(|p| p.to_ascii_lowercase());
@@ -522,7 +624,7 @@ fn parse_fmt(command: &Command) -> Result<OutputFormat, ImageError> {
     Ok(format)
 }
 
-/// `qlt=quality[,chroma]`: 1–100; the chroma flag is checked and ignored.
+/// `qlt=quality[,chroma]`: 1–100; the chroma flag is checked, not stored (see the module doc).
 fn parse_qlt(command: &Command) -> Result<u8, ImageError> {
     let items = command.items()?;
     if items.len() > 2 {
@@ -683,16 +785,7 @@ mod tests {
         );
         assert!(message("Foo").contains("`Foo`"));
         assert!(message("=3").contains("without a name"));
-        for name in [
-            "rgn",
-            "rect",
-            "extend",
-            "extendN",
-            "op_sharpen",
-            "op_usm",
-            "resMode",
-            "defaultImage",
-        ] {
+        for name in ["layer", "op_blur", "icc", "size", "mask"] {
             let m = message(&format!("{name}=1"));
             assert!(m.contains(&format!("`{name}`")), "{m}");
             assert!(m.contains("not in this release"), "{m}");
@@ -814,12 +907,15 @@ mod tests {
         );
         assert_eq!(fit("fit=crop,0").mode, FitMode::Crop);
         assert_eq!(fit("fit=stretch").mode, FitMode::Stretch);
+        assert_eq!(fit("fit=WRAP").mode, FitMode::Wrap);
         assert_eq!(
-            message("fit=wrap"),
-            "unsupported: fit=wrap (a later release)"
+            fit("fit=hfit,1"),
+            Fit {
+                mode: FitMode::Hfit,
+                upscale: true
+            }
         );
-        assert!(message("fit=hfit,1").contains("fit=hfit"));
-        assert!(message("fit=vfit").contains("fit=vfit"));
+        assert_eq!(fit("fit=vfit").mode, FitMode::Vfit);
         for bad in ["fit=squash", "fit=fit,2", "fit=fit,1,1", "fit="] {
             assert!(message(bad).contains("`fit`"), "{bad}");
         }
@@ -913,20 +1009,122 @@ mod tests {
     #[test]
     fn rotate_is_normalised() {
         let rotate = |q: &str| ok("a", q).rotate.unwrap();
-        assert_eq!(rotate("rotate=0"), 0);
-        assert_eq!(rotate("rotate=90"), 90);
-        assert_eq!(rotate("rotate=-90"), 270);
-        assert_eq!(rotate("rotate=450"), 90);
-        assert_eq!(rotate("rotate=360"), 0);
-        assert_eq!(rotate("rotate=-720"), 0);
-        assert_eq!(rotate("rotate=180.0"), 180);
-        assert_eq!(
-            message("rotate=45"),
-            "unsupported: rotate by 45 (multiples of 90 in this release)"
-        );
-        assert!(message("rotate=90.5").contains("rotate by 90.5"));
+        assert_eq!(rotate("rotate=0"), 0.0);
+        assert_eq!(rotate("rotate=90"), 90.0);
+        assert_eq!(rotate("rotate=-90"), 270.0);
+        assert_eq!(rotate("rotate=450"), 90.0);
+        assert_eq!(rotate("rotate=360"), 0.0);
+        assert_eq!(rotate("rotate=-720"), 0.0);
+        assert_eq!(rotate("rotate=45"), 45.0);
+        assert_eq!(rotate("rotate=-30.5"), 329.5);
+        assert_eq!(rotate("rotate=-1e-20"), 0.0);
         for bad in ["rotate=x", "rotate=", "rotate=inf", "rotate=90,1"] {
             assert!(message(bad).contains("`rotate`"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn extend_rgn_and_rect_values() {
+        let e = ok("a", "extend=10,-5,0,2.5").extend.unwrap();
+        assert_eq!(
+            (e.l, e.t, e.r, e.b, e.normalized),
+            (10.0, -5.0, 0.0, 2.5, false)
+        );
+        let e = ok("a", "EXTENDN=0.1,0,0.1,-0.5").extend.unwrap();
+        assert_eq!((e.l, e.b, e.normalized), (0.1, -0.5, true));
+        for bad in [
+            "extend=1,2,3",
+            "extend=a,0,0,0",
+            "extend=",
+            "extend=inf,0,0,0",
+        ] {
+            assert!(message(bad).contains("`extend`"), "{bad}");
+        }
+        assert!(message("extendN=1000,0,0,0").contains("`extendN`"));
+        assert_eq!(
+            ok("a", "rgn=10,20,30,40").rgn,
+            Some(Crop::Pixels {
+                x: 10.0,
+                y: 20.0,
+                w: 30.0,
+                h: 40.0
+            })
+        );
+        assert!(matches!(
+            ok("a", "rgnN=0,0,0.5,0.5").rgn,
+            Some(Crop::Normalized { .. })
+        ));
+        assert!(message("rgn=0,0,0,1").contains("`rgn`"));
+        assert_eq!(
+            ok("a", "rect=0,600,2000,600").rect,
+            Some(ViewRect {
+                x: 0,
+                y: 600,
+                w: 2000,
+                h: 600
+            })
+        );
+        for bad in [
+            "rect=-1,0,1,1",
+            "rect=0,0,0,1",
+            "rect=0,0,1",
+            "rect=0.5,0,1,1",
+        ] {
+            assert!(message(bad).contains("`rect`"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sharpening_values() {
+        assert_eq!(ok("a", "op_sharpen=1").op_sharpen, Some(true));
+        assert_eq!(ok("a", "OP_SHARPEN=0").op_sharpen, Some(false));
+        assert!(message("op_sharpen=2").contains("`op_sharpen`"));
+        assert_eq!(
+            ok("a", "op_usm=1.5,2,10,1").op_usm,
+            Some(Usm {
+                amount: 1.5,
+                radius: 2.0,
+                threshold: 10,
+                mono: true
+            })
+        );
+        let usm = ok("a", "op_usm=.9,2").op_usm.unwrap();
+        assert_eq!((usm.threshold, usm.mono), (0, false));
+        for bad in [
+            "op_usm=6,1",
+            "op_usm=1,251",
+            "op_usm=1,1,256",
+            "op_usm=1,1,0,2",
+            "op_usm=1",
+            "op_usm=-1,1",
+            "op_usm=1,1,0,0,0",
+        ] {
+            assert!(message(bad).contains("`op_usm`"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn res_mode_and_default_image_values() {
+        assert_eq!(ok("a", "resMode=bilin").res_mode, Some(ResMode::Bilin));
+        assert_eq!(ok("a", "RESMODE=BiCub").res_mode, Some(ResMode::Bicub));
+        assert_eq!(ok("a", "resmode=sharp2").res_mode, Some(ResMode::Sharp2));
+        assert_eq!(ok("a", "resMode=bisharp").res_mode, Some(ResMode::Bisharp));
+        assert!(message("resMode=nearest").contains("`resMode`"));
+        assert!(message("resMode=trilin").contains("unsupported"));
+        assert_eq!(
+            ok("a", "defaultImage=sample/My%20Logo").default_image,
+            Some("sample/My Logo".into())
+        );
+        for bad in [
+            "defaultImage=",
+            "defaultImage=../x",
+            "defaultImage=a/%2e%2e/b",
+            "defaultImage=/etc/passwd",
+            "defaultImage=a//b",
+            "defaultImage=a%5Cb",
+            "defaultImage=a%00",
+        ] {
+            assert!(message(bad).contains("`defaultImage`"), "{bad}");
         }
     }
 
@@ -941,7 +1139,10 @@ mod tests {
         assert_eq!(fmt("fmt=webp"), OutputFormat::Webp);
         assert_eq!(fmt("fmt=webp-alpha,rgb,lossy"), OutputFormat::WebpAlpha);
         assert_eq!(fmt("fmt=gif,,"), OutputFormat::Gif);
-        for unsupported in ["fmt=tif", "fmt=avif", "fmt=gif-alpha", "fmt=TIF-alpha"] {
+        assert_eq!(fmt("fmt=tif"), OutputFormat::Tif);
+        assert_eq!(fmt("fmt=TIF-alpha,rgb"), OutputFormat::TifAlpha);
+        assert!(message("fmt=tif,rgb,lzw").contains("compression `lzw`"));
+        for unsupported in ["fmt=avif", "fmt=gif-alpha", "fmt=jpeg2000"] {
             let m = message(unsupported);
             assert!(m.starts_with("unsupported: fmt="), "{unsupported}: {m}");
         }
@@ -992,7 +1193,8 @@ mod tests {
         let request = ok(
             "cat/id",
             "req=props,json&wid=10&hei=20&scl=2&fit=crop,1&align=-1,0&bgc=ff0000&crop=0,0,1,1\
-             &flip=lr&rotate=90&fmt=png&qlt=50",
+             &flip=lr&rotate=90&fmt=png&qlt=50&extendN=0.1,0,0,0&rgn=0,0,5,5&rect=1,2,3,4\
+             &op_sharpen=1&op_usm=1,2,3,1&resMode=bilin&defaultImage=cat/missing",
         );
         let json = serde_json::to_string(&request).unwrap();
         let back: ImageRequest = serde_json::from_str(&json).unwrap();

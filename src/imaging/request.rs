@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::imaging::catalog::ResMode;
+
 /// One request for an image or for text about it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,8 +35,26 @@ pub struct ImageRequest {
     pub crop: Option<Crop>,
     /// Mirror, after the crop.
     pub flip: Option<Flip>,
-    /// Clockwise rotation in degrees, after the flip: 0, 90, 180 or 270 in this release.
-    pub rotate: Option<u16>,
+    /// Clockwise rotation in degrees, after the flip, normalised to 0 ≤ angle < 360; the box
+    /// grows to hold the turned image.
+    pub rotate: Option<f64>,
+    /// `extend`/`extendN`: margins added around the (cropped, flipped, rotated) image; negative
+    /// margins crop it.
+    pub extend: Option<Extend>,
+    /// `rgn`/`rgnN`: the region of the composite (the image after crop, flip, rotate and extend)
+    /// that is scaled into the view.
+    pub rgn: Option<Crop>,
+    /// `rect`: the tile of the final view that is replied, after scaling.
+    pub rect: Option<ViewRect>,
+    /// `op_sharpen=1`: a mild unsharp mask after scaling.
+    pub op_sharpen: Option<bool>,
+    /// `op_usm`: an unsharp mask after scaling.
+    pub op_usm: Option<Usm>,
+    /// `resMode`: the resampling filter, instead of the catalog's `ResMode`.
+    pub res_mode: Option<ResMode>,
+    /// `defaultImage`: the object served when the requested one is missing, instead of the
+    /// catalog's `DefaultImage`; checked like the object itself.
+    pub default_image: Option<String>,
     /// Output format.
     pub fmt: Option<OutputFormat>,
     /// JPEG / lossy WebP quality, 1–100.
@@ -118,6 +138,15 @@ pub enum FitMode {
     Crop,
     /// Exactly `wid`×`hei`, aspect ratio not kept.
     Stretch,
+    /// Cover the view like `crop`, but the reply grows to the scaled image instead of cropping
+    /// it (one side is `wid` or `hei`, the other at least as large).
+    Wrap,
+    /// Scale to exactly `wid` wide; the reply is `wid`×`hei`, the height cropped or filled by
+    /// `align`.
+    Hfit,
+    /// Scale to exactly `hei` high; the reply is `wid`×`hei`, the width cropped or filled by
+    /// `align`.
+    Vfit,
 }
 
 /// `align=h,v`.
@@ -162,6 +191,48 @@ pub enum Crop {
     },
 }
 
+/// `extend=l,t,r,b` (pixels) or `extendN=l,t,r,b` (fractions of the image's width for `l`
+/// and `r`, of its height for `t` and `b`). Negative margins crop.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Extend {
+    /// Left margin.
+    pub l: f64,
+    /// Top margin.
+    pub t: f64,
+    /// Right margin.
+    pub r: f64,
+    /// Bottom margin.
+    pub b: f64,
+    /// Whether the margins are fractions of the image size (`extendN`).
+    pub normalized: bool,
+}
+
+/// `rect=x,y,w,h`: a tile of the view in view pixels; the part past the view takes the fill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewRect {
+    /// Left, ≥ 0.
+    pub x: u32,
+    /// Top, ≥ 0.
+    pub y: u32,
+    /// Width, ≥ 1.
+    pub w: u32,
+    /// Height, ≥ 1.
+    pub h: u32,
+}
+
+/// `op_usm=amount,radius,threshold,monochrome`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Usm {
+    /// Strength, 0–5: the difference from the blurred image is added this many times.
+    pub amount: f64,
+    /// The blur's standard deviation in reply pixels, 0–250.
+    pub radius: f64,
+    /// Differences (0–255 levels) below this are left alone, 0–255.
+    pub threshold: u8,
+    /// Sharpen the luminance only (no colour fringes).
+    pub mono: bool,
+}
+
 /// `flip=lr|ud|lrud`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -190,6 +261,10 @@ pub enum OutputFormat {
     WebpAlpha,
     /// GIF (palette, no alpha).
     Gif,
+    /// TIFF without alpha (uncompressed).
+    Tif,
+    /// TIFF with alpha (uncompressed).
+    TifAlpha,
 }
 
 impl OutputFormat {
@@ -200,12 +275,16 @@ impl OutputFormat {
             OutputFormat::Png | OutputFormat::PngAlpha => "image/png",
             OutputFormat::Webp | OutputFormat::WebpAlpha => "image/webp",
             OutputFormat::Gif => "image/gif",
+            OutputFormat::Tif | OutputFormat::TifAlpha => "image/tiff",
         }
     }
 
     /// Whether the reply keeps transparency (else it is flattened on `bgc`).
     pub fn has_alpha(self) -> bool {
-        matches!(self, OutputFormat::PngAlpha | OutputFormat::WebpAlpha)
+        matches!(
+            self,
+            OutputFormat::PngAlpha | OutputFormat::WebpAlpha | OutputFormat::TifAlpha
+        )
     }
 
     /// The protocol's name (`png-alpha`).
@@ -217,6 +296,8 @@ impl OutputFormat {
             OutputFormat::Webp => "webp",
             OutputFormat::WebpAlpha => "webp-alpha",
             OutputFormat::Gif => "gif",
+            OutputFormat::Tif => "tif",
+            OutputFormat::TifAlpha => "tif-alpha",
         }
     }
 }

@@ -35,7 +35,10 @@
 //!   [`MAX_CONNECTIONS`] connections at once; a request head must arrive within
 //!   [`HEADER_READ_TIMEOUT`].
 //! - **Caching.** Images carry `Cache-Control: public, max-age=<catalog Expiration>`, text answers
-//!   `max-age=360` (6 minutes, as in the original); errors carry `no-store`.
+//!   `max-age=360` (6 minutes, as in the original); errors carry `no-store`. Answers made from a
+//!   source file name it for `ps`'s response cache: `x-source-path` (relative to `images/`,
+//!   percent-encoded), `x-source-mtime-ns` and `x-source-size`, from the file's metadata before
+//!   it was read ([`crate::servers::cache`]).
 //! - **SVG.** Sources are rasterised by the svg server at `IMAGESERVING_SVG_ADDR`; without one, or
 //!   when it is down, SVG sources answer `503` and every other source is unaffected.
 //! - **Stop.** When the shutdown future completes, the listener closes, idle connections close,
@@ -73,6 +76,7 @@ use crate::imaging::pipeline::{
 use crate::imaging::request::{Req, TextFormat};
 use crate::imaging::text::{format_props, TEXT_CONTENT_TYPE};
 use crate::imaging::{ImageError, ImageRequest};
+use crate::servers::cache::SourceStamp;
 use crate::servers::svg_server::SvgClient;
 
 /// Where `is` listens by default (the original's port).
@@ -239,6 +243,8 @@ struct Answer {
     content_type: &'static str,
     /// `Cache-Control: public, max-age=` this.
     max_age: u64,
+    /// The file it comes from, sent to `ps`'s response cache as `x-source-*` headers.
+    stamp: Option<SourceStamp>,
 }
 
 impl Answer {
@@ -249,6 +255,7 @@ impl Answer {
             body: Bytes::from(body),
             content_type,
             max_age: TEXT_MAX_AGE,
+            stamp: None,
         }
     }
 }
@@ -271,6 +278,8 @@ struct Loaded {
     bytes: Bytes,
     /// What the header says.
     info: SourceInfo,
+    /// The file's path and metadata from before it was read, for `ps`'s response cache.
+    stamp: Option<SourceStamp>,
 }
 
 /// The state every request shares.
@@ -378,6 +387,9 @@ impl Server {
                 let headers = response.headers_mut();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
                 headers.insert(CONTENT_LENGTH, HeaderValue::from(answer.body.len()));
+                if let Some(stamp) = &answer.stamp {
+                    stamp.to_headers(headers);
+                }
                 if let Ok(value) =
                     HeaderValue::from_str(&format!("public, max-age={}", answer.max_age))
                 {
@@ -410,12 +422,17 @@ impl Server {
         };
         let images = self.images.clone();
         let object = request.object.clone();
+        let default_image = request.default_image.clone();
         let load_catalogs = catalogs.clone();
         let Loaded {
             resolved,
             bytes,
             mut info,
-        } = run_blocking(move || load_source(&load_catalogs, &object, &images)).await?;
+            stamp,
+        } = run_blocking(move || {
+            load_source(&load_catalogs, &object, default_image.as_deref(), &images)
+        })
+        .await?;
         let attrs = catalogs.attributes(&resolved.catalog).clone();
         // An SVG is measured by the svg server: its intrinsic size in CSS pixels, which counts
         // as its source size (rounded) for the text answers and for crop and scale.
@@ -436,7 +453,7 @@ impl Server {
                 )));
             }
         }
-        match wanted {
+        let answer = match wanted {
             Wanted::SourceProps(format) => Ok(Answer::text(&source_props(&info), format)),
             Wanted::ReplyProps(format) => {
                 let plan = plan((info.width, info.height), &request, &attrs)?;
@@ -468,9 +485,11 @@ impl Server {
                     body: Bytes::from(rendered.bytes),
                     content_type: rendered.mime,
                     max_age,
+                    stamp: None,
                 })
             }
-        }
+        };
+        answer.map(|answer| Answer { stamp, ..answer })
     }
 
     /// `req=exists`: whether `object` resolves to a file, without the `DefaultImage` fallback.
@@ -539,19 +558,25 @@ impl Server {
     }
 }
 
-/// Resolves `object`, reads its file within the size limits and probes it.
+/// Resolves `object` (falling back to `default_image`, the request's `defaultImage=`, else the
+/// catalog's `DefaultImage`), reads its file within the size limits and probes it.
 fn load_source(
     catalogs: &Catalogs,
     object: &str,
+    default_image: Option<&str>,
     images: &std::path::Path,
 ) -> Result<Loaded, ImageError> {
-    let resolved = catalogs.resolve(object, images)?;
+    let resolved = catalogs.resolve_with_default(object, default_image, images)?;
     let attrs = catalogs.attributes(&resolved.catalog);
     let unreadable = |error: std::io::Error| {
         tracing::warn!(%object, path = %resolved.path.display(), %error, "is: cannot read a source");
         ImageError::not_found(object)
     };
-    let len = std::fs::metadata(&resolved.path).map_err(unreadable)?.len();
+    // Taken before reading: a stamp older than the bytes is safe (`ps` re-renders when it
+    // finds the file changed), a newer one could keep stale bytes.
+    let metadata = std::fs::metadata(&resolved.path).map_err(unreadable)?;
+    let stamp = SourceStamp::of(&resolved.path, images, &metadata);
+    let len = metadata.len();
     if len > MAX_SOURCE_BYTES {
         return Err(ImageError::too_large(format!(
             "source of {len} bytes exceeds {MAX_SOURCE_BYTES}"
@@ -593,6 +618,7 @@ fn load_source(
         resolved,
         bytes,
         info,
+        stamp,
     })
 }
 
@@ -1136,6 +1162,30 @@ mod tests {
             text.contains(r#"<property name="image.width" value="2000"/>"#),
             "{text}"
         );
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn the_request_default_image_is_served_for_a_missing_object() {
+        let home = sample_home();
+        let server = TestServer::on(home.path()).await;
+        let asked = ImageRequest {
+            default_image: Some("sample/logo".into()),
+            ..sized("nothing/here", 32, OutputFormat::Png)
+        };
+        let reply = server.ask(&asked).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(decode(&reply).width(), 32);
+        // Without it (and no DefaultImage in the catalog): 404; a missing default too.
+        let reply = server
+            .ask(&sized("nothing/here", 32, OutputFormat::Png))
+            .await;
+        assert_eq!(reply.status, 404);
+        let asked = ImageRequest {
+            default_image: Some("sample/gone".into()),
+            ..sized("nothing/here", 32, OutputFormat::Png)
+        };
+        assert_eq!(server.ask(&asked).await.status, 404);
         server.stop().await;
     }
 

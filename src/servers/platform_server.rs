@@ -1,20 +1,24 @@
 //! The Platform Server (`ps`): the public HTTP front end of the URL protocol.
 //!
 //! `ps` parses each `/is/image/{object}?{modifiers}` URL into an [`ImageRequest`]
-//! ([`query::parse`]), posts it as JSON to the Image Server's `POST /render`, and relays the
-//! answer. It renders nothing itself and keeps no state but a pool of keep-alive connections to
-//! `is`, so a crash or restart of `is` costs at most a quick `503` and never a hang:
+//! ([`query::parse`]), answers it from its response cache ([`cache`]) when it can, else posts
+//! it as JSON to the Image Server's `POST /render` and relays (and keeps) the answer. It renders
+//! nothing itself; besides the cache it keeps only a pool of keep-alive connections to `is`, so
+//! a crash or restart of `is` costs at most a quick `503` for what is not cached, never a hang:
 //!
 //! ```text
-//!  client ──HTTP/1.1──▶ ps ──query::parse──▶ ImageRequest ──POST /render (JSON, pooled)──▶ is
-//!         ◀── status, Content-Type, Cache-Control, Content-Length, body ◀────────────────┘
+//!  client ──HTTP/1.1──▶ ps ──query::parse──▶ ImageRequest ──▶ response cache ──hit──▶ answer
+//!                                                                  │ miss
+//!                                     POST /render (JSON, pooled) ◀┘──▶ is ──▶ keep, answer
+//!         ◀── status, Content-Type, Cache-Control, ETag, Content-Length, body
+//!  every request ──▶ logs/access.log (one line, written by its own thread)
 //! ```
 //!
 //! # Routes
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET`/`HEAD /is/image/{object}?{query}` | the image or text answer of `is` (`HEAD`: the same exchange with `is`, the same headers, no body) |
+//! | `GET`/`HEAD /is/image/{object}?{query}` | the image or text answer of `is`, or of the cache (`HEAD`: the same headers, no body; `GET` and `HEAD` share cache entries) |
 //! | `GET`/`HEAD /is/image` (or `/is/image/`) | server properties, `text/plain`, always 200: `#S7Z OK`, then `imageServer.platformServer.version=…`, `imageServer.imageServer=ok\|unavailable`, the `imageServer.` lines of `is`'s `GET /info` (its version, `imageServer.svgServer=ok\|unreachable`), or `imageServer.svgServer=unknown` when `is` cannot tell |
 //! | `GET`/`HEAD /healthz` | `200 ok` when `is` answers its `GET /healthz` within [`HEALTH_TIMEOUT`], else `503` |
 //!
@@ -23,7 +27,7 @@
 //! | status | when |
 //! |---|---|
 //! | 200 | the image or text answer; the server properties; `/healthz` while `is` is healthy |
-//! | 304 | never in this release (no `ETag`, no conditional requests yet) |
+//! | 304 | an image or text answer whose `ETag` the client's `If-None-Match` names (or `*`): `ETag` and `Cache-Control`, no body |
 //! | 400 | a malformed request line or header (answered by hyper before routing) |
 //! | 403 | the URL breaks the protocol: bad object path, bad value, unknown or unsupported command ([`query::parse`]); and the 403s of `is` (limits, undecodable sources), relayed |
 //! | 404 | a path outside the routes above; and `is`'s "object not found", relayed |
@@ -51,6 +55,42 @@
 //! The answer of `is` is read whole (up to [`MAX_REPLY`]) before `ps` answers, so a failure of
 //! `is` mid-body becomes a clean 503 (after the retry) rather than a truncated image.
 //!
+//! # The response cache, `ETag` and `Cache-Control`
+//!
+//! With a home ([`PlatformConfig::home`]) and a capacity above 0
+//! ([`PlatformConfig::cache_bytes`], 256 MiB by default), `200` answers of `is` that name their
+//! source file are kept in memory; [`cache`] says under which key, how the bound is kept, and
+//! when an entry is dropped (expiry at its `max-age`, a changed source or catalog seen by a
+//! check at most [`PlatformConfig::cache_check`] old). A hit is answered without contacting
+//! `is` at all, so it is served while `is` is down or restarting.
+//!
+//! `cache=client,server` (one value sets both) is honoured:
+//!
+//! | server side | `ps` |
+//! |---|---|
+//! | `on` (default) | serve a kept answer (checking its source when the interval has passed), else ask `is` and keep the answer |
+//! | `validate` | check the kept answer's source now, whatever the interval |
+//! | `update` | ask `is` again and replace the kept answer |
+//! | `off` | neither read nor write the cache |
+//!
+//! | client side | `Cache-Control` of a `200` |
+//! |---|---|
+//! | `on`, `update` (default) | `public, max-age=<s>`: `is`'s `max-age` (catalog `Expiration` for images, 6 minutes for text); from the cache, what is left of it |
+//! | `validate` | `no-cache` |
+//! | `off` | `no-store` |
+//!
+//! Every `200` image or text answer carries a strong `ETag` ([`cache::etag`], a hash of the
+//! body, so the same bytes have the same tag across restarts and whether they came from the
+//! cache or not). A `GET` or `HEAD` whose `If-None-Match` lists that tag (weak comparison) or
+//! `*` is answered `304` with the `ETag` and `Cache-Control`, without a body. Errors carry
+//! neither and are never kept.
+//!
+//! # The access log
+//!
+//! With a home, every request that reaches the service is one line of `logs/access.log`
+//! ([`access_log`] gives the format): time, client, method and target, status, bytes,
+//! duration, and how the cache took part (`hit`, `revalidated`, `miss`, `bypass`, `-`).
+//!
 //! # Limits
 //!
 //! HTTP/1.1 with keep-alive; the request head (request line and headers) at most [`MAX_HEAD`]
@@ -61,8 +101,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -80,12 +121,24 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::imaging::request::{CacheControl, CacheMode};
 use crate::imaging::{query, ImageError, ImageRequest};
+use crate::servers::access_log::{self, AccessLog, CacheUse};
+use crate::servers::cache::{self, CachedAnswer, CatalogWatch, Lookup, ResponseCache, SourceStamp};
 
 /// The address to listen on, `host:port`.
 pub const ENV_LISTEN: &str = "IMAGESERVING_LISTEN";
 /// The Image Server's address, `host:port`.
 pub const ENV_IS_ADDR: &str = "IMAGESERVING_IS_ADDR";
+/// The home (optional): sources are checked below its `images/`, the access log is its
+/// `logs/access.log`.
+pub const ENV_HOME: &str = "IMAGESERVING_HOME";
+/// The capacity of the response cache, bytes (optional): `268435456`, or with a binary suffix
+/// `256M`, `512K`, `1G` (also `MiB`…); `0` disables the cache.
+pub const ENV_CACHE_BYTES: &str = "IMAGESERVING_CACHE_BYTES";
+/// How long a cached answer is served before its source is checked again (optional), as
+/// `humantime` reads it: `1s`, `250ms`, `0s` (check on every hit).
+pub const ENV_CACHE_CHECK: &str = "IMAGESERVING_CACHE_CHECK";
 
 /// The default of [`PlatformConfig::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -107,6 +160,8 @@ pub const MAX_REPLY: usize = 64 * 1024 * 1024;
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long requests in flight may take to finish once shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long the end of [`serve`] waits for the access log to be written.
+const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(2);
 
 /// The message of every 503 caused by `is` being down.
 const UNAVAILABLE: &str = "image server unavailable, retry shortly";
@@ -124,17 +179,51 @@ pub struct PlatformConfig {
     pub connect_timeout: Duration,
     /// How long one whole exchange with `is` (retry included) may take before it is answered 503.
     pub request_timeout: Duration,
+    /// The home: sources of cached answers are checked below `<home>/images`, catalogs in
+    /// `<home>/catalog`, and requests are logged to `<home>/logs/access.log`. Without a home
+    /// there is neither response cache (nothing to check entries against) nor access log.
+    pub home: Option<PathBuf>,
+    /// The capacity of the response cache in bytes; 0 disables it.
+    pub cache_bytes: u64,
+    /// How long a cached answer is served before its source file is looked at again: a changed
+    /// source is never served from the cache longer than this after the change.
+    pub cache_check: Duration,
 }
 
 impl PlatformConfig {
-    /// The configuration for `is` at `is_addr`, with the default timeouts.
+    /// The configuration for `is` at `is_addr`, with the default timeouts and cache settings,
+    /// and no home (so no cache and no access log).
     pub fn new(is_addr: impl Into<String>) -> Self {
         PlatformConfig {
             is_addr: is_addr.into(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            home: None,
+            cache_bytes: cache::DEFAULT_CAPACITY,
+            cache_check: cache::DEFAULT_CHECK_INTERVAL,
         }
     }
+}
+
+/// Reads a byte count: digits, then optionally `K`, `M`, `G` (binary multiples, `KiB`… and
+/// lower case accepted).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count such as 268435456 or 256M"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("{text:?}: unknown unit (K, M or G)")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// Runs `ps` as the supervisor starts it: listens on `IMAGESERVING_LISTEN`, talks to `is` at
@@ -146,12 +235,31 @@ pub async fn run_from_env(
         std::env::var(name).with_context(|| format!("ps: environment variable {name} is not set"))
     };
     let listen = var(ENV_LISTEN)?;
-    let config = PlatformConfig::new(var(ENV_IS_ADDR)?);
+    let mut config = PlatformConfig::new(var(ENV_IS_ADDR)?);
+    config.home = std::env::var_os(ENV_HOME)
+        .filter(|home| !home.is_empty())
+        .map(PathBuf::from);
+    let optional = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if let Some(bytes) = optional(ENV_CACHE_BYTES) {
+        config.cache_bytes =
+            parse_bytes(&bytes).map_err(|e| anyhow::anyhow!("ps: {ENV_CACHE_BYTES}: {e}"))?;
+    }
+    if let Some(check) = optional(ENV_CACHE_CHECK) {
+        config.cache_check = humantime::parse_duration(check.trim()).with_context(|| {
+            format!("ps: {ENV_CACHE_CHECK}: {check:?} is not a duration such as 1s or 250ms")
+        })?;
+    }
     let listener = TcpListener::bind(&listen)
         .await
         .with_context(|| format!("ps: cannot listen on {listen}"))?;
     let local = listener.local_addr().map_or(listen, |a| a.to_string());
-    info!(component = "ps", is = %config.is_addr, "ps: listening on {local}");
+    info!(
+        component = "ps",
+        is = %config.is_addr,
+        cache_bytes = if config.home.is_some() { config.cache_bytes } else { 0 },
+        cache_check = %humantime::format_duration(config.cache_check),
+        "ps: listening on {local}"
+    );
     serve(listener, config, shutdown).await
 }
 
@@ -193,6 +301,14 @@ pub async fn serve(
         );
         connections.shutdown().await;
     }
+    // The lines of the last requests, written before the process exits.
+    let flushing = state.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(log) = &flushing.access_log {
+            log.flush(ACCESS_LOG_FLUSH);
+        }
+    })
+    .await;
     info!(component = "ps", "stopped");
     Ok(())
 }
@@ -207,7 +323,7 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |request| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(state.handle(request).await) }
+        async move { Ok::<_, Infallible>(state.handle(request, peer).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -254,7 +370,7 @@ fn route(path: &str) -> Route<'_> {
     }
 }
 
-/// What every request handler shares: the clients of `is`.
+/// What every request handler shares: the clients of `is`, the response cache, the access log.
 struct State {
     /// `http://{is_addr}`, without a trailing slash.
     is_base: String,
@@ -264,6 +380,20 @@ struct State {
     fresh: Client<HttpConnector, Full<Bytes>>,
     /// The deadline of one whole exchange with `/render`.
     request_timeout: Duration,
+    /// The response cache, when there is a home and a capacity.
+    cache: Option<Cache>,
+    /// The access log, when there is a home.
+    access_log: Option<AccessLog>,
+}
+
+/// The response cache and what its checks look at.
+struct Cache {
+    /// The entries.
+    entries: ResponseCache,
+    /// `<home>/images`, where the sources of entries are checked.
+    images: Arc<PathBuf>,
+    /// `<home>/catalog`, whose changes outdate entries.
+    catalogs: Arc<CatalogWatch>,
 }
 
 /// An answer of `is`, read whole.
@@ -316,45 +446,81 @@ impl State {
         let fresh = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(connector);
+        let cache = config
+            .home
+            .as_ref()
+            .filter(|_| config.cache_bytes > 0)
+            .map(|home| Cache {
+                entries: ResponseCache::new(config.cache_bytes, config.cache_check),
+                images: Arc::new(home.join("images")),
+                catalogs: Arc::new(CatalogWatch::new(home.join("catalog"), config.cache_check)),
+            });
+        let access_log = match &config.home {
+            Some(home) => {
+                Some(AccessLog::open(home).context("ps: cannot start the access log's writer")?)
+            }
+            None => None,
+        };
         Ok(State {
             is_base,
             pooled,
             fresh,
             request_timeout: config.request_timeout,
+            cache,
+            access_log,
         })
     }
 
-    /// Answers one request.
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Answers one request from `peer` and logs it.
+    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let started = Instant::now();
+        let arrived = SystemTime::now();
         let head = request.method() == Method::HEAD;
-        let response = self.respond(&request).await;
+        let (response, cache_use) = self.respond(&request).await;
+        let response = if head && response.status() != StatusCode::NOT_MODIFIED {
+            without_body(response)
+        } else {
+            response
+        };
+        let elapsed = started.elapsed();
+        if let Some(log) = &self.access_log {
+            log.record(&access_log::Entry {
+                at: arrived,
+                client: peer.ip(),
+                method: request.method().as_str(),
+                target: request
+                    .uri()
+                    .path_and_query()
+                    .map_or_else(|| request.uri().path(), |target| target.as_str()),
+                status: response.status().as_u16(),
+                bytes: response.body().size_hint().exact().unwrap_or(0),
+                duration: elapsed,
+                cache: cache_use,
+            });
+        }
         debug!(
             component = "ps",
             method = %request.method(),
             uri = %request.uri(),
             status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            cache = cache_use.as_str(),
+            elapsed_ms = elapsed.as_millis() as u64,
             "request"
         );
-        if head {
-            without_body(response)
-        } else {
-            response
-        }
+        response
     }
 
-    async fn respond(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn respond(&self, request: &Request<Incoming>) -> (Response<Full<Bytes>>, CacheUse) {
         let route = route(request.uri().path());
         if route == Route::NotFound {
-            return text(StatusCode::NOT_FOUND, "not found");
+            return (text(StatusCode::NOT_FOUND, "not found"), CacheUse::None);
         }
         if !matches!(*request.method(), Method::GET | Method::HEAD) {
             let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
-            return response;
+            return (response, CacheUse::None);
         }
         if !request.body().is_end_stream() {
             // Close rather than read a body of unknown size to keep the connection alive.
@@ -365,30 +531,161 @@ impl State {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
+            return (response, CacheUse::None);
         }
         match route {
             Route::Image(object) => match query::parse(object, request.uri().query()) {
-                Ok(image_request) => self.render(&image_request).await,
-                Err(err) => error_response(&err),
+                Ok(image_request) => {
+                    let if_none_match = request
+                        .headers()
+                        .get(header::IF_NONE_MATCH)
+                        .and_then(|value| value.to_str().ok());
+                    self.image(&image_request, if_none_match).await
+                }
+                Err(err) => (error_response(&err), CacheUse::None),
             },
-            Route::Properties => self.properties().await,
-            Route::Health => self.health().await,
-            Route::NotFound => text(StatusCode::NOT_FOUND, "not found"),
+            Route::Properties => (self.properties().await, CacheUse::None),
+            Route::Health => (self.health().await, CacheUse::None),
+            Route::NotFound => (text(StatusCode::NOT_FOUND, "not found"), CacheUse::None),
         }
     }
 
-    /// `/is/image/{object}`: forwards to `is` and relays its answer.
-    async fn render(&self, request: &ImageRequest) -> Response<Full<Bytes>> {
+    /// `/is/image/{object}`: from the cache when it can, else from `is` (kept when it can).
+    async fn image(
+        &self,
+        request: &ImageRequest,
+        if_none_match: Option<&str>,
+    ) -> (Response<Full<Bytes>>, CacheUse) {
+        let modes = request.cache.unwrap_or(CacheControl {
+            client: CacheMode::On,
+            server: CacheMode::On,
+        });
+        let cache = self
+            .cache
+            .as_ref()
+            .filter(|_| modes.server != CacheMode::Off);
+        let keyed = cache.and_then(|cache| match cache::key_of(request) {
+            Ok(key) => Some((cache, key)),
+            Err(err) => {
+                warn!(component = "ps", error = %err, "cannot make a cache key");
+                None
+            }
+        });
+        if let Some((cache, key)) = &keyed {
+            if modes.server != CacheMode::Update {
+                if let Some(served) = self.cached(cache, key, modes, if_none_match).await {
+                    return served;
+                }
+            }
+        }
+        let cache_use = if modes.server == CacheMode::Off {
+            CacheUse::Bypass
+        } else {
+            CacheUse::Miss
+        };
+        let requested_at = SystemTime::now();
+        let answer = match self.render(request).await {
+            Ok(answer) if answer.status == StatusCode::OK => answer,
+            Ok(answer) => return (relay(answer), cache_use),
+            Err(response) => return (response, cache_use),
+        };
+        let etag = cache::etag(&answer.body);
+        let max_age = max_age_of(&answer.headers);
+        let content_type = answer
+            .headers
+            .get(header::CONTENT_TYPE)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
+        let cache_control = match max_age {
+            Some(max_age) => client_cache_control(modes.client, max_age),
+            None => answer
+                .headers
+                .get(header::CACHE_CONTROL)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static("no-store")),
+        };
+        if let (Some((cache, key)), Some(source), Some(max_age)) =
+            (keyed, SourceStamp::from_headers(&answer.headers), max_age)
+        {
+            cache.entries.insert(
+                key,
+                CachedAnswer {
+                    body: answer.body.clone(),
+                    content_type: content_type.clone(),
+                    max_age: Duration::from_secs(max_age),
+                    etag: etag.clone(),
+                    source,
+                    stored: Instant::now(),
+                    requested_at,
+                },
+            );
+        }
+        let response = ok_answer(
+            answer.body,
+            content_type,
+            &etag,
+            cache_control,
+            if_none_match,
+        );
+        (response, cache_use)
+    }
+
+    /// The kept answer of `key` if there is one still valid: checked against its source first
+    /// when the check interval has passed or `cache=validate` asks.
+    async fn cached(
+        &self,
+        cache: &Cache,
+        key: &str,
+        modes: CacheControl,
+        if_none_match: Option<&str>,
+    ) -> Option<(Response<Full<Bytes>>, CacheUse)> {
+        let now = Instant::now();
+        let force = modes.server == CacheMode::Validate;
+        let (answer, cache_use) = match cache.entries.lookup(key, now, force) {
+            Lookup::Miss => return None,
+            Lookup::Fresh(answer) => (answer, CacheUse::Hit),
+            Lookup::Check(answer) => {
+                let images = cache.images.clone();
+                let catalogs = cache.catalogs.clone();
+                let checked = answer.clone();
+                let valid = tokio::task::spawn_blocking(move || {
+                    checked.source.unchanged(&images)
+                        && !catalogs.outdates(checked.requested_at, now)
+                })
+                .await
+                .unwrap_or(false);
+                if !valid {
+                    debug!(component = "ps", source = %answer.source.path, "cached answer outdated: dropped");
+                    cache.entries.discard(key, &answer);
+                    return None;
+                }
+                cache.entries.confirm(key, &answer, now);
+                (answer, CacheUse::Revalidated)
+            }
+        };
+        let cache_control = client_cache_control(modes.client, answer.remaining(now).as_secs());
+        let response = ok_answer(
+            answer.body.clone(),
+            answer.content_type.clone(),
+            &answer.etag,
+            cache_control,
+            if_none_match,
+        );
+        Some((response, cache_use))
+    }
+
+    /// Asks `is` to render `request`: its answer, whatever the status, or the error response
+    /// when there is none.
+    async fn render(&self, request: &ImageRequest) -> Result<Answer, Response<Full<Bytes>>> {
         let json = match serde_json::to_vec(request) {
             Ok(json) => Bytes::from(json),
-            Err(err) => return error_response(&ImageError::internal(err)),
+            Err(err) => return Err(error_response(&ImageError::internal(err))),
         };
         let answer = self
             .exchange(Method::POST, "/render", json, self.request_timeout)
             .await;
-        match answer {
-            Ok(answer) => relay(answer),
+        Err(match answer {
+            Ok(answer) => return Ok(answer),
             Err(UpstreamError::Unavailable(why)) => {
                 warn!(component = "ps", object = %request.object, error = %why, "image server unavailable");
                 error_response(&ImageError::new(503, UNAVAILABLE))
@@ -405,7 +702,7 @@ impl State {
                     "invalid answer from the image server",
                 ))
             }
-        }
+        })
     }
 
     /// `/is/image`: the server properties, always 200.
@@ -580,6 +877,60 @@ fn relay(answer: Answer) -> Response<Full<Bytes>> {
     response
 }
 
+/// The `max-age` of an answer's `Cache-Control`, in seconds.
+fn max_age_of(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(header::CACHE_CONTROL)?.to_str().ok()?;
+    value.split(',').find_map(|directive| {
+        let (name, seconds) = directive.trim().split_once('=')?;
+        if name.trim().eq_ignore_ascii_case("max-age") {
+            seconds.trim().trim_matches('"').parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// `Cache-Control` of a `200` for the client side of `cache=`.
+fn client_cache_control(client: CacheMode, max_age: u64) -> HeaderValue {
+    match client {
+        CacheMode::Off => HeaderValue::from_static("no-store"),
+        CacheMode::Validate => HeaderValue::from_static("no-cache"),
+        CacheMode::On | CacheMode::Update => {
+            HeaderValue::from_str(&format!("public, max-age={max_age}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("no-store"))
+        }
+    }
+}
+
+/// A `200` image or text answer with its `ETag`, or `304` without a body when `if_none_match`
+/// names that tag.
+fn ok_answer(
+    body: Bytes,
+    content_type: HeaderValue,
+    etag: &str,
+    cache_control: HeaderValue,
+    if_none_match: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let not_modified = if_none_match.is_some_and(|wanted| cache::none_match(wanted, etag));
+    let mut response = if not_modified {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else {
+        let mut response = Response::new(Full::new(body));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+        response
+    };
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert(header::CACHE_CONTROL, cache_control);
+    response
+}
+
 /// The headers of `response` with an empty body, for `HEAD`: `Content-Length` still says how
 /// long the body of the `GET` would be.
 fn without_body(response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
@@ -646,6 +997,9 @@ mod tests {
         seen: Mutex<Vec<ImageRequest>>,
         /// How many `/render` requests still get their connection dropped without an answer.
         drops: AtomicUsize,
+        /// When set, objects that are files below this directory are answered with the file's
+        /// bytes and the `x-source-*` headers, like the real `is`.
+        images: Mutex<Option<PathBuf>>,
     }
 
     /// A fake `is` on a real port: `/render` answers [`FAKE_IMAGE`] (or 404 for the object
@@ -752,6 +1106,24 @@ mod tests {
                 }
                 let request: ImageRequest = serde_json::from_slice(&body).unwrap();
                 shared.seen.lock().unwrap().push(request.clone());
+                let images = shared.images.lock().unwrap().clone();
+                if let Some(images) = images {
+                    let file = images.join(&request.object);
+                    if let Ok(metadata) = std::fs::metadata(&file) {
+                        let bytes = std::fs::read(&file).unwrap();
+                        let (content_type, body) = match request.req {
+                            Req::Img => ("image/png", Bytes::from(bytes)),
+                            _ => (
+                                "text/plain; charset=utf-8",
+                                Bytes::from(format!("#S7Z OK\nimage.bytes={}\n", bytes.len())),
+                            ),
+                        };
+                        let mut response = answer(200, content_type, body)?;
+                        let stamp = SourceStamp::of(&file, &images, &metadata).unwrap();
+                        stamp.to_headers(response.headers_mut());
+                        return Ok(response);
+                    }
+                }
                 match (request.object.as_str(), request.req) {
                     ("missing", _) => answer(
                         404,
@@ -844,6 +1216,99 @@ mod tests {
         send(client, Method::GET, url).await
     }
 
+    /// A GET with `If-None-Match: tag`.
+    async fn get_if_none_match(
+        client: &TestClient,
+        url: &str,
+        tag: &str,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let request = Request::builder()
+            .uri(url)
+            .header(header::IF_NONE_MATCH, tag)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, body)
+    }
+
+    /// A fake `is` serving the files of a temporary home, and a `ps` with that home: cache and
+    /// access log on.
+    struct Cached {
+        home: tempfile::TempDir,
+        is: FakeIs,
+        ps: Ps,
+        client: TestClient,
+    }
+
+    impl Cached {
+        async fn start(check: Duration, cache_bytes: u64) -> Cached {
+            let home = tempfile::tempdir().unwrap();
+            let images = home.path().join("images");
+            std::fs::create_dir_all(&images).unwrap();
+            let is = FakeIs::start().await;
+            *is.shared.images.lock().unwrap() = Some(images);
+            let ps = Ps::start_with(PlatformConfig {
+                home: Some(home.path().to_path_buf()),
+                cache_bytes,
+                cache_check: check,
+                ..PlatformConfig::new(is.addr.to_string())
+            })
+            .await;
+            Cached {
+                home,
+                is,
+                ps,
+                client: client(),
+            }
+        }
+
+        /// Writes the source `name` below `images/`.
+        fn put(&self, name: &str, bytes: &[u8]) {
+            std::fs::write(self.home.path().join("images").join(name), bytes).unwrap();
+        }
+
+        async fn get(&self, path: &str) -> (StatusCode, HeaderMap, Bytes) {
+            get(&self.client, &self.ps.url(path)).await
+        }
+
+        /// How many `/render` requests `is` received.
+        fn renders(&self) -> usize {
+            self.is.seen().len()
+        }
+
+        /// The access log once it has at least `n` lines (bounded wait).
+        async fn log(&self, n: usize) -> Vec<String> {
+            let path = self.home.path().join(access_log::FILE);
+            let started = Instant::now();
+            loop {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                if lines.len() >= n {
+                    return lines;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "the access log has {} lines, not {n}: {text}",
+                    lines.len()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+
+        /// The cache field of each line of the access log, once it has `n` lines.
+        async fn cache_uses(&self, n: usize) -> Vec<String> {
+            self.log(n)
+                .await
+                .iter()
+                .map(|line| line.rsplit(' ').next().unwrap().to_owned())
+                .collect()
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
     fn header_of(headers: &HeaderMap, name: header::HeaderName) -> &str {
         headers
             .get(&name)
@@ -864,6 +1329,450 @@ mod tests {
         timeout(TEST_DEADLINE, test)
             .await
             .expect("the test took too long");
+    }
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        assert_eq!(parse_bytes("0"), Ok(0));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("256M"), Ok(256 << 20));
+        assert_eq!(parse_bytes("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert!(parse_bytes("").is_err());
+        assert!(parse_bytes("12T").is_err());
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("99999999999999G").is_err());
+    }
+
+    #[test]
+    fn max_age_and_client_cache_control() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(max_age_of(&headers), None);
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=360"),
+        );
+        assert_eq!(max_age_of(&headers), Some(360));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        assert_eq!(max_age_of(&headers), None);
+        assert_eq!(client_cache_control(CacheMode::On, 5), "public, max-age=5");
+        assert_eq!(
+            client_cache_control(CacheMode::Update, 5),
+            "public, max-age=5"
+        );
+        assert_eq!(client_cache_control(CacheMode::Validate, 5), "no-cache");
+        assert_eq!(client_cache_control(CacheMode::Off, 5), "no-store");
+    }
+
+    #[tokio::test]
+    async fn equivalent_urls_share_one_entry_and_one_render() {
+        bounded(async {
+            let t = Cached::start(HOUR, cache::DEFAULT_CAPACITY).await;
+            t.put("a.png", b"first version");
+            let (status, headers, body) = t.get("/is/image/a.png?wid=300&hei=200").await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body.as_ref(), b"first version");
+            let etag = header_of(&headers, header::ETAG).to_owned();
+            assert_eq!(etag, cache::etag(b"first version"));
+            assert_eq!(
+                header_of(&headers, header::CACHE_CONTROL),
+                "public, max-age=36000"
+            );
+            for path in [
+                "/is/image/a.png?HEI=200&wid=300",
+                "/is/image/a.png?hei=200&.comment=anything&wid=300&$var=1",
+                "/is/image/a.png?wid=300&hei=200&cache=on",
+            ] {
+                let (status, headers, body) = t.get(path).await;
+                assert_eq!(status, StatusCode::OK, "{path}");
+                assert_eq!(body.as_ref(), b"first version", "{path}");
+                assert_eq!(header_of(&headers, header::ETAG), etag, "{path}");
+                assert_eq!(header_of(&headers, header::CONTENT_TYPE), "image/png");
+                let max_age: u64 = header_of(&headers, header::CACHE_CONTROL)
+                    .strip_prefix("public, max-age=")
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((35_990..=36_000).contains(&max_age), "{max_age}");
+            }
+            // HEAD shares the entry.
+            let (status, headers, body) = send(
+                &t.client,
+                Method::HEAD,
+                &t.ps.url("/is/image/a.png?hei=200&wid=300"),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(body.is_empty());
+            assert_eq!(header_of(&headers, header::CONTENT_LENGTH), "13");
+            assert_eq!(header_of(&headers, header::ETAG), etag);
+            assert_eq!(t.renders(), 1, "one render for five spellings");
+            // Another request is another entry.
+            let (_, _, _) = t.get("/is/image/a.png?wid=301&hei=200").await;
+            assert_eq!(t.renders(), 2);
+            assert_eq!(
+                t.cache_uses(6).await,
+                ["miss", "hit", "hit", "hit", "hit", "miss"]
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn etags_answer_if_none_match_with_304() {
+        bounded(async {
+            let t = Cached::start(HOUR, cache::DEFAULT_CAPACITY).await;
+            t.put("a.png", b"image bytes");
+            let url = t.ps.url("/is/image/a.png");
+            let (_, headers, _) = t.get("/is/image/a.png").await;
+            let etag = header_of(&headers, header::ETAG).to_owned();
+            for tag in [etag.clone(), format!("\"nope\", W/{etag}"), "*".to_owned()] {
+                let (status, headers, body) = get_if_none_match(&t.client, &url, &tag).await;
+                assert_eq!(status, StatusCode::NOT_MODIFIED, "{tag}");
+                assert!(body.is_empty());
+                assert_eq!(header_of(&headers, header::ETAG), etag);
+                assert!(header_of(&headers, header::CACHE_CONTROL).starts_with("public, max-age="));
+            }
+            // On the wire: no body, and no `Content-Length: 0` contradicting the image's length.
+            let answer = raw(
+                t.ps.addr,
+                format!(
+                    "GET /is/image/a.png HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await;
+            assert!(answer.starts_with("HTTP/1.1 304"), "{answer}");
+            assert!(answer.ends_with("\r\n\r\n"), "{answer}");
+            assert!(!answer.to_ascii_lowercase().contains("content-length: 0"), "{answer}");
+            let (status, _, body) = get_if_none_match(&t.client, &url, "\"other\"").await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body.as_ref(), b"image bytes");
+            // Uncached answers have the same tag and honour it too.
+            let off = t.ps.url("/is/image/a.png?cache=off");
+            let (status, headers, _) = get_if_none_match(&t.client, &off, &etag).await;
+            assert_eq!(status, StatusCode::NOT_MODIFIED);
+            assert_eq!(header_of(&headers, header::CACHE_CONTROL), "no-store");
+            // Text answers carry one as well; errors do not.
+            let (status, headers, _) = t.get("/is/image/a.png?req=props").await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(header_of(&headers, header::ETAG).len(), 18);
+            let (status, headers, _) = t.get("/is/image/missing").await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            assert!(headers.get(header::ETAG).is_none());
+            let lines = t.log(9).await;
+            let fields: Vec<&str> = lines[1].split(' ').collect();
+            assert_eq!(fields.len(), 8, "{}", lines[1]);
+            assert_eq!(fields[1], "127.0.0.1");
+            assert_eq!(&fields[2..6], ["GET", "/is/image/a.png", "304", "0"]);
+            assert_eq!(fields[7], "hit");
+            assert_eq!(lines[5].split(' ').nth(5), Some("11"), "{}", lines[5]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn update_renders_again_and_validate_checks_the_source_now() {
+        bounded(async {
+            // A long interval: only `update` and `validate` look again.
+            let t = Cached::start(HOUR, cache::DEFAULT_CAPACITY).await;
+            t.put("a.png", b"one");
+            t.get("/is/image/a.png").await;
+            t.put("a.png", b"two!");
+            let (_, _, body) = t.get("/is/image/a.png").await;
+            assert_eq!(body.as_ref(), b"one", "within the interval, unchecked");
+            let (_, _, body) = t.get("/is/image/a.png?cache=update").await;
+            assert_eq!(body.as_ref(), b"two!");
+            let (_, _, body) = t.get("/is/image/a.png").await;
+            assert_eq!(body.as_ref(), b"two!", "update replaced the entry");
+            assert_eq!(t.renders(), 2);
+
+            t.put("a.png", b"three");
+            let (_, _, body) = t.get("/is/image/a.png?cache=validate").await;
+            assert_eq!(body.as_ref(), b"three", "validate saw the change");
+            let (_, headers, body) = t.get("/is/image/a.png?cache=on,validate").await;
+            assert_eq!(body.as_ref(), b"three");
+            assert!(header_of(&headers, header::CACHE_CONTROL).starts_with("public"));
+            assert_eq!(t.renders(), 3);
+            assert_eq!(
+                t.cache_uses(6).await,
+                ["miss", "hit", "miss", "hit", "miss", "revalidated"]
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_changed_source_is_not_served_after_the_check_interval() {
+        bounded(async {
+            let interval = Duration::from_millis(200);
+            let t = Cached::start(interval, cache::DEFAULT_CAPACITY).await;
+            t.put("a.png", b"old bytes");
+            t.get("/is/image/a.png").await;
+            let (_, _, body) = t.get("/is/image/a.png").await;
+            assert_eq!(body.as_ref(), b"old bytes");
+            assert_eq!(t.renders(), 1);
+            // Same size, a new modification time.
+            t.put("a.png", b"new bytes");
+            let file = t.home.path().join("images/a.png");
+            std::fs::File::options()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_modified(SystemTime::now() + Duration::from_secs(5))
+                .unwrap();
+            tokio::time::sleep(interval + Duration::from_millis(50)).await;
+            let (_, _, body) = t.get("/is/image/a.png").await;
+            assert_eq!(body.as_ref(), b"new bytes");
+            assert_eq!(t.renders(), 2);
+            // Unchanged after another interval: revalidated without `is`.
+            tokio::time::sleep(interval + Duration::from_millis(50)).await;
+            let (_, _, body) = t.get("/is/image/a.png").await;
+            assert_eq!(body.as_ref(), b"new bytes");
+            assert_eq!(t.renders(), 2);
+            // Deleted: asked again (the fake then answers its default image, uncached).
+            std::fs::remove_file(&file).unwrap();
+            tokio::time::sleep(interval + Duration::from_millis(50)).await;
+            let (_, _, body) = t.get("/is/image/a.png").await;
+            assert_eq!(body.as_ref(), FAKE_IMAGE);
+            assert_eq!(
+                t.cache_uses(5).await,
+                ["miss", "hit", "miss", "revalidated", "miss"]
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_catalog_change_outdates_entries() {
+        bounded(async {
+            let interval = Duration::from_millis(100);
+            let t = Cached::start(interval, cache::DEFAULT_CAPACITY).await;
+            t.put("a.png", b"bytes");
+            t.get("/is/image/a.png").await;
+            tokio::time::sleep(interval + Duration::from_millis(50)).await;
+            t.get("/is/image/a.png").await;
+            assert_eq!(t.renders(), 1, "no catalog: revalidated");
+            let catalog = t.home.path().join("catalog");
+            std::fs::create_dir_all(&catalog).unwrap();
+            std::fs::write(catalog.join("default.ini"), "Expiration=1\n").unwrap();
+            tokio::time::sleep(interval + Duration::from_millis(50)).await;
+            t.get("/is/image/a.png").await;
+            assert_eq!(t.renders(), 2, "rendered again after the catalog changed");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn hits_are_served_while_is_is_down() {
+        bounded(async {
+            let interval = Duration::from_millis(100);
+            let Cached {
+                home,
+                is,
+                ps,
+                client,
+            } = Cached::start(interval, cache::DEFAULT_CAPACITY).await;
+            std::fs::write(home.path().join("images/a.png"), b"kept").unwrap();
+            let (status, _, _) = get(&client, &ps.url("/is/image/a.png?wid=10")).await;
+            assert_eq!(status, StatusCode::OK);
+            let (_, shared) = is.stop().await;
+            let (status, headers, body) = get(&client, &ps.url("/is/image/a.png?WID=10")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body.as_ref(), b"kept");
+            assert!(headers.get(header::ETAG).is_some());
+            // After the interval the source is checked by `ps` itself: still served.
+            tokio::time::sleep(interval + Duration::from_millis(50)).await;
+            let (status, _, body) = get(&client, &ps.url("/is/image/a.png?wid=10")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body.as_ref(), b"kept");
+            // What is not cached is a quick 503.
+            let (status, _, _) = get(&client, &ps.url("/is/image/a.png?wid=11")).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(shared.seen.lock().unwrap().len(), 1);
+            let started = Instant::now();
+            let uses = loop {
+                let text =
+                    std::fs::read_to_string(home.path().join(access_log::FILE)).unwrap_or_default();
+                let uses: Vec<String> = text
+                    .lines()
+                    .map(|line| line.rsplit(' ').next().unwrap().to_owned())
+                    .collect();
+                if uses.len() >= 4 || started.elapsed() > Duration::from_secs(5) {
+                    break uses;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            assert_eq!(uses, ["miss", "hit", "revalidated", "miss"]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn with_the_real_image_server_a_changed_source_is_never_served_stale() {
+        bounded(async {
+            let home = tempfile::tempdir().unwrap();
+            let catalog = home.path().join("catalog");
+            std::fs::create_dir_all(&catalog).unwrap();
+            std::fs::write(catalog.join("default.ini"), "").unwrap();
+            // Catalogs edited long ago: entries are judged by their source only.
+            let long_ago = SystemTime::now() - Duration::from_secs(3600);
+            for path in [catalog.join("default.ini"), catalog.clone()] {
+                std::fs::File::open(&path)
+                    .unwrap()
+                    .set_modified(long_ago)
+                    .unwrap();
+            }
+            let images = home.path().join("images");
+            std::fs::create_dir_all(&images).unwrap();
+            let png = |size: u32| {
+                let mut out = std::io::Cursor::new(Vec::new());
+                image::RgbImage::from_pixel(size, size, image::Rgb([200, 10, 10]))
+                    .write_to(&mut out, image::ImageFormat::Png)
+                    .unwrap();
+                out.into_inner()
+            };
+            std::fs::write(images.join("tiny.png"), png(8)).unwrap();
+
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let is_addr = listener.local_addr().unwrap();
+            let (stop_is, is_stopped) = oneshot::channel::<()>();
+            let is = tokio::spawn(crate::servers::image_server::serve(
+                listener,
+                crate::servers::image_server::ImageServerConfig::new(home.path()),
+                async move {
+                    let _ = is_stopped.await;
+                },
+            ));
+            let interval = Duration::from_millis(150);
+            let ps = Ps::start_with(PlatformConfig {
+                home: Some(home.path().to_path_buf()),
+                cache_check: interval,
+                ..PlatformConfig::new(is_addr.to_string())
+            })
+            .await;
+            let client = client();
+
+            // `is` names the source of what it renders, and of nothing else.
+            let render = |request: ImageRequest| {
+                let client = client.clone();
+                async move {
+                    let request = Request::post(format!("http://{is_addr}/render"))
+                        .body(Full::new(Bytes::from(
+                            serde_json::to_vec(&request).unwrap(),
+                        )))
+                        .unwrap();
+                    client
+                        .request(request)
+                        .await
+                        .unwrap()
+                        .into_parts()
+                        .0
+                        .headers
+                }
+            };
+            let headers = render(ImageRequest {
+                object: "tiny.png".into(),
+                ..ImageRequest::default()
+            })
+            .await;
+            let stamp = SourceStamp::from_headers(&headers).expect("a source stamp");
+            assert_eq!(stamp.path, "tiny.png");
+            assert_eq!(stamp.size, png(8).len() as u64);
+            let headers = render(ImageRequest {
+                object: "tiny.png".into(),
+                req: Req::Exists(TextFormat::Text),
+                ..ImageRequest::default()
+            })
+            .await;
+            assert!(headers.get(cache::SOURCE_PATH_HEADER).is_none());
+
+            let url = ps.url("/is/image/tiny.png?fmt=png&wid=4");
+            let (status, headers, first) = get(&client, &url).await;
+            assert_eq!(status, StatusCode::OK);
+            let etag = header_of(&headers, header::ETAG).to_owned();
+            // `is` stops: the entry is still served, and still after a check of its source.
+            let _ = stop_is.send(());
+            is.await.unwrap().unwrap();
+            let (status, headers, body) = get(&client, &url).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body, first);
+            assert_eq!(header_of(&headers, header::ETAG), etag);
+            tokio::time::sleep(interval + Duration::from_millis(50)).await;
+            let (status, _, _) = get(&client, &url).await;
+            assert_eq!(status, StatusCode::OK);
+            // The source changes: once the interval has passed, never served again.
+            std::fs::write(images.join("tiny.png"), png(16)).unwrap();
+            tokio::time::sleep(interval + Duration::from_millis(50)).await;
+            let (status, _, _) = get(&client, &url).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_entries_are_evicted_by_bytes() {
+        bounded(async {
+            // Each entry costs about 1000 + 60 + 256 bytes: 12 fit in 16 KiB.
+            let t = Cached::start(HOUR, 16 * 1024).await;
+            for n in 0..20 {
+                t.put(&format!("{n}.png"), &[n as u8; 1000]);
+            }
+            for n in 0..20 {
+                t.get(&format!("/is/image/{n}.png")).await;
+            }
+            assert_eq!(t.renders(), 20);
+            // The newest are kept; keeping 19 fresh makes 10 the oldest.
+            t.get("/is/image/19.png").await;
+            assert_eq!(t.renders(), 20);
+            t.get("/is/image/10.png").await;
+            assert_eq!(t.renders(), 20);
+            t.get("/is/image/0.png").await;
+            assert_eq!(t.renders(), 21, "the oldest was evicted");
+            // 0 came back and pushed out the least recently used one: 11, not 10 or 19.
+            t.get("/is/image/10.png").await;
+            t.get("/is/image/19.png").await;
+            assert_eq!(t.renders(), 21);
+            t.get("/is/image/11.png").await;
+            assert_eq!(t.renders(), 22);
+            // Larger than an eighth of the capacity: never kept.
+            t.put("big.png", &[1u8; 3000]);
+            t.get("/is/image/big.png").await;
+            t.get("/is/image/big.png").await;
+            assert_eq!(t.renders(), 24);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn cache_off_bypasses_and_the_client_side_sets_cache_control() {
+        bounded(async {
+            let t = Cached::start(HOUR, cache::DEFAULT_CAPACITY).await;
+            t.put("a.png", b"bytes");
+            for _ in 0..2 {
+                let (status, headers, _) = t.get("/is/image/a.png?cache=off").await;
+                assert_eq!(status, StatusCode::OK);
+                assert_eq!(header_of(&headers, header::CACHE_CONTROL), "no-store");
+            }
+            assert_eq!(t.renders(), 2);
+            // `off` stored nothing.
+            t.get("/is/image/a.png").await;
+            assert_eq!(t.renders(), 3);
+            let (_, headers, _) = t.get("/is/image/a.png?cache=validate,on").await;
+            assert_eq!(header_of(&headers, header::CACHE_CONTROL), "no-cache");
+            let (_, headers, _) = t.get("/is/image/a.png?cache=off,on").await;
+            assert_eq!(header_of(&headers, header::CACHE_CONTROL), "no-store");
+            let (_, headers, _) = t.get("/is/image/a.png?cache=on,off").await;
+            assert!(header_of(&headers, header::CACHE_CONTROL).starts_with("public, max-age="));
+            assert_eq!(t.renders(), 4);
+            t.get("/healthz").await;
+            t.get("/is/image/a.png?wid=0").await;
+            assert_eq!(
+                t.cache_uses(8).await,
+                ["bypass", "bypass", "miss", "hit", "hit", "bypass", "-", "-"]
+            );
+        })
+        .await;
     }
 
     #[test]

@@ -183,7 +183,7 @@ fn killing_the_image_server_under_traffic_gives_fast_503s_then_200s_again() {
             while !stop.load(Ordering::Relaxed) {
                 match http::get(
                     ps,
-                    "/is/image/sample/photo?wid=120&fmt=jpeg",
+                    "/is/image/sample/photo?wid=120&fmt=jpeg&cache=off",
                     REQUEST_TIMEOUT,
                 ) {
                     Ok(a) => seen.push((Instant::now(), a.status, a.took)),
@@ -211,7 +211,7 @@ fn killing_the_image_server_under_traffic_gives_fast_503s_then_200s_again() {
     let back_at = Instant::now();
     // Traffic after the restart must succeed again.
     wait_for(SETTLE, "a 200 after the restart", || {
-        get(ps, "/is/image/sample/photo?wid=120&fmt=jpeg").status == 200
+        get(ps, "/is/image/sample/photo?wid=120&fmt=jpeg&cache=off").status == 200
     });
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -234,4 +234,76 @@ fn killing_the_image_server_under_traffic_gives_fast_503s_then_200s_again() {
         "200s again after the restart ({} requests after)",
         after.len()
     );
+}
+
+#[test]
+fn a_repeated_request_is_a_cache_hit_and_is_served_while_the_image_server_restarts() {
+    // A long check interval: the hit below must not depend on when the samples were written.
+    let ps = free_port();
+    let config = format!(
+        r#"{SUPERVISOR}
+[components.ps]
+command = ["@self", "component", "ps"]
+port = {ps}
+depends_on = ["is", "svg"]
+start_secs = "200ms"
+env = {{ IMAGESERVING_CACHE_CHECK = "1h" }}
+
+[components.is]
+command = ["@self", "component", "is"]
+port = {is}
+start_secs = "200ms"
+
+[components.svg]
+command = ["@self", "component", "svg"]
+port = {svg}
+start_secs = "200ms"
+"#,
+        is = free_port(),
+        svg = free_port(),
+    );
+    let home = TestHome::new(&config);
+    home.run(&["start"]).expect_code(0);
+    home.wait_running(&ALL);
+    let access_log = home.path().join("logs/access.log");
+    let cache_uses = || -> Vec<String> {
+        fs::read_to_string(&access_log)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| line.rsplit(' ').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+
+    let path = "/is/image/sample/photo?wid=120&fmt=png";
+    let first = get(ps, path);
+    assert_eq!(first.status, 200, "{}", first.text());
+    let etag = first.header("etag").expect("an ETag").to_owned();
+    let second = get(ps, "/is/image/sample/photo?FMT=png&.why=test&wid=120");
+    assert_eq!(second.status, 200);
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.header("etag"), Some(etag.as_str()));
+    wait_for(SETTLE, "the access log says miss, then hit", || {
+        cache_uses() == ["miss", "hit"]
+    });
+
+    let old = home.pid_of("is").expect("is runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 is");
+    // At once, while `is` is dead or restarting: answered from the cache.
+    let during = get(ps, path);
+    assert_eq!(during.status, 200, "{}", during.text());
+    assert_eq!(during.body, first.body);
+    wait_for(SETTLE, "a third hit in the access log", || {
+        cache_uses() == ["miss", "hit", "hit"]
+    });
+    wait_for(SETTLE, "is restarted", || {
+        home.pid_of("is").is_some_and(|p| p != old)
+    });
+    let line = fs::read_to_string(&access_log).unwrap();
+    let last: Vec<&str> = line.lines().last().unwrap().split(' ').collect();
+    assert_eq!(last.len(), 8, "{line}");
+    assert_eq!(&last[2..5], ["GET", path, "200"]);
 }

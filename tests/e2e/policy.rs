@@ -207,8 +207,13 @@ fn a_component_over_its_memory_limit_is_restarted_with_the_reason() {
     });
     assert!(last["restarts"].as_u64() >= Some(1), "{last}");
     assert_eq!(last["memory_limit_bytes"], 40 * 1024 * 1024);
-    let table = home.run(&["status"]);
-    assert!(table.stdout.contains("restarted: memory"), "{table}");
+    // The table says so too (while the hog runs again; it is soon stopped again, so wait for
+    // a moment where it shows its last exit).
+    wait_for(SETTLE, "the table showing the reason", || {
+        home.run(&["status"])
+            .stdout
+            .contains("last: restarted: memory")
+    });
     // The supervisor said so in the component's own log, with the reason.
     let log = fs::read_to_string(home.path().join("logs/hog.log")).unwrap_or_default();
     assert!(

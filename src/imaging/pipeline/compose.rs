@@ -5,6 +5,10 @@
 //! flip and rotation work on reply-sized pixels, and a crop reaching far past the source never
 //! allocates its empty part. When the resampled piece is the whole view (the common case), it
 //! becomes the reply as is: no canvas, no copy.
+//!
+//! Also here: the composite of a rotation by any angle, `extend` or `rgn`, built at source
+//! resolution before that step ([`build_composite`], with [`rotate_any`]), and the `rect` tile
+//! cut from the finished view ([`tile`]).
 
 use fast_image_resize::{FilterType, IntoImageView, ResizeAlg, ResizeOptions, Resizer};
 use image::{imageops, DynamicImage, ImageBuffer, Pixel, RgbImage, RgbaImage};
@@ -13,7 +17,7 @@ use crate::imaging::catalog::ResMode;
 use crate::imaging::ImageError;
 
 use super::decode::Decoded;
-use super::geometry::{Orientation, Placement, Rect};
+use super::geometry::{Composite, Orientation, Placement, Rect};
 use super::Plan;
 
 /// The reply's pixels: RGB for formats without alpha, RGBA for the others.
@@ -65,7 +69,7 @@ pub(crate) fn compose(
     colors: Colors,
     filter: FilterType,
 ) -> Result<Canvas, ImageError> {
-    let view = (plan.width, plan.height);
+    let view = plan.view;
     let piece = match (plan.placement(), decoded) {
         (Some(placement), Some(decoded)) => Some((
             piece(decoded, &placement, plan.orientation, colors, filter)?,
@@ -96,7 +100,7 @@ pub(crate) fn compose(
 
 /// The view with nothing of the source in it yet.
 fn background(plan: &Plan, colors: Colors) -> Canvas {
-    let (w, h) = (plan.width, plan.height);
+    let (w, h) = plan.view;
     if colors.alpha {
         let mut canvas = RgbaImage::from_pixel(w, h, image::Rgba(colors.view));
         if colors.outside_source != colors.view {
@@ -110,6 +114,140 @@ fn background(plan: &Plan, colors: Colors) -> Canvas {
     } else {
         let [r, g, b, _] = colors.view;
         Canvas::Rgb(RgbImage::from_pixel(w, h, image::Rgb([r, g, b])))
+    }
+}
+
+/// Builds the composite of a rotation by any angle, `extend` or `rgn` at source resolution, in
+/// RGBA (what the rotation and the margins uncover is transparent): crop, flip and quarter
+/// turns, rotation by the angle, then the window of the extended box cut to `rgn`. The result
+/// is scaled by the fast path as if it were the source.
+pub(crate) fn build_composite(
+    decoded: Decoded,
+    composite: &Composite,
+    filter: FilterType,
+) -> Result<Decoded, ImageError> {
+    let (sw, sh) = composite.source;
+    let image = if decoded.image.width() == sw && decoded.image.height() == sh {
+        decoded.image
+    } else {
+        // An SVG raster (or a decoder that disagrees with the plan): back to the planned size.
+        let bounds = Rect::sized(
+            f64::from(decoded.image.width()),
+            f64::from(decoded.image.height()),
+        );
+        resample(&decoded.image, bounds, (sw, sh), filter)?
+    };
+    let rgba = image.into_rgba8();
+    let cropped = window(&rgba, &composite.crop, &composite.crop);
+    drop(rgba);
+    let oriented = orient(cropped, composite.orientation);
+    let rotated = if composite.angle == 0.0 {
+        oriented
+    } else {
+        rotate_any(&oriented, composite.angle, composite.rotated)
+    };
+    let out = window(&rotated, &composite.window, &composite.clip);
+    Ok(Decoded {
+        image: DynamicImage::ImageRgba8(out),
+        scale: (1.0, 1.0),
+        shrink: decoded.shrink,
+    })
+}
+
+/// The `win` part of `img` (integer edges, in `img`'s pixels, may reach past it), showing `img`
+/// only inside `clip`: transparent elsewhere.
+fn window(img: &RgbaImage, win: &Rect, clip: &Rect) -> RgbaImage {
+    let (w, h) = (win.width().max(1.0) as u32, win.height().max(1.0) as u32);
+    let mut out = RgbaImage::new(w, h);
+    let bounds = Rect::sized(f64::from(img.width()), f64::from(img.height()));
+    let shown = win.intersect(clip).intersect(&bounds);
+    if shown.is_empty() {
+        return out;
+    }
+    let (x0, y0) = (shown.x0 as u32, shown.y0 as u32);
+    let piece = imageops::crop_imm(img, x0, y0, shown.width() as u32, shown.height() as u32);
+    // `shown` lies inside `win`, so the offsets are ≥ 0.
+    let (dx, dy) = ((shown.x0 - win.x0) as i64, (shown.y0 - win.y0) as i64);
+    imageops::replace(&mut out, &*piece, dx, dy);
+    out
+}
+
+/// Turns `img` clockwise by `degrees` about its centre into a `size` box (the grown box, centred
+/// on the same point): each output pixel samples the input bilinearly, alpha premultiplied, and
+/// what falls outside the input is transparent, so the edges are smooth.
+pub(crate) fn rotate_any(img: &RgbaImage, degrees: f64, size: (u32, u32)) -> RgbaImage {
+    let (w, h) = img.dimensions();
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    let mut out = RgbaImage::new(size.0, size.1);
+    let (cx_in, cy_in) = (f64::from(w) / 2.0, f64::from(h) / 2.0);
+    let (cx_out, cy_out) = (f64::from(size.0) / 2.0, f64::from(size.1) / 2.0);
+    let raw = img.as_raw();
+    // Premultiplied value of channel `c` at (x, y), transparent outside the image.
+    let at = |x: i64, y: i64| -> [f64; 4] {
+        if x < 0 || y < 0 || x >= i64::from(w) || y >= i64::from(h) {
+            return [0.0; 4];
+        }
+        let i = ((y as usize) * (w as usize) + x as usize) * 4;
+        let a = f64::from(raw[i + 3]) / 255.0;
+        [
+            f64::from(raw[i]) * a,
+            f64::from(raw[i + 1]) * a,
+            f64::from(raw[i + 2]) * a,
+            f64::from(raw[i + 3]),
+        ]
+    };
+    for (x, y, pixel) in out.enumerate_pixels_mut() {
+        let dx = f64::from(x) + 0.5 - cx_out;
+        let dy = f64::from(y) + 0.5 - cy_out;
+        // The inverse of a clockwise turn (y pointing down).
+        let sx = cx_in + dx * cos + dy * sin - 0.5;
+        let sy = cy_in - dx * sin + dy * cos - 0.5;
+        let (fx, fy) = (sx.floor(), sy.floor());
+        let (tx, ty) = (sx - fx, sy - fy);
+        let (ix, iy) = (fx as i64, fy as i64);
+        let (p00, p10, p01, p11) = (
+            at(ix, iy),
+            at(ix + 1, iy),
+            at(ix, iy + 1),
+            at(ix + 1, iy + 1),
+        );
+        let mut v = [0.0; 4];
+        for c in 0..4 {
+            let top = p00[c] * (1.0 - tx) + p10[c] * tx;
+            let bottom = p01[c] * (1.0 - tx) + p11[c] * tx;
+            v[c] = top * (1.0 - ty) + bottom * ty;
+        }
+        let alpha = v[3];
+        if alpha > 0.0 {
+            let k = 255.0 / alpha;
+            *pixel = image::Rgba([
+                (v[0] * k).round().clamp(0.0, 255.0) as u8,
+                (v[1] * k).round().clamp(0.0, 255.0) as u8,
+                (v[2] * k).round().clamp(0.0, 255.0) as u8,
+                alpha.round().clamp(0.0, 255.0) as u8,
+            ]);
+        }
+    }
+    out
+}
+
+/// The `rect` tile of a composed view: `rect` (integer edges, may reach past the view) cut out,
+/// the part past the view taking the view's fill.
+pub(crate) fn tile(canvas: Canvas, rect: &Rect, colors: Colors) -> Canvas {
+    let (w, h) = (rect.width() as u32, rect.height() as u32);
+    let (dx, dy) = (-(rect.x0 as i64), -(rect.y0 as i64));
+    match canvas {
+        Canvas::Rgb(view) => {
+            let [r, g, b, _] = colors.view;
+            let mut out = RgbImage::from_pixel(w, h, image::Rgb([r, g, b]));
+            imageops::replace(&mut out, &view, dx, dy);
+            Canvas::Rgb(out)
+        }
+        Canvas::Rgba(view) => {
+            let mut out = RgbaImage::from_pixel(w, h, image::Rgba(colors.view));
+            imageops::replace(&mut out, &view, dx, dy);
+            Canvas::Rgba(out)
+        }
     }
 }
 

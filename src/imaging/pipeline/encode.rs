@@ -1,14 +1,19 @@
 //! Encoding the reply's pixels in the asked format.
 //!
-//! JPEG, PNG and GIF through `image`; lossy WebP (with or without alpha) through libwebp, since
+//! JPEG, PNG, GIF and TIFF (uncompressed, the only kind `image` writes) through `image`; lossy WebP (with or without alpha) through libwebp, since
 //! `image` only writes lossless WebP. Each format's size limit is checked first, so that a
 //! reply too large for its format is a clear `too_large` rather than an encoder failure.
+//!
+//! JPEG chroma: `image`'s `JpegEncoder` always writes 4:4:4 (no chroma subsampling) and has no
+//! setting for it, so every JPEG reply is what `qlt=…,1` asks for; `qlt=…,0` (subsampling
+//! allowed) is accepted and gives the same 4:4:4 file.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use image::codecs::gif::GifEncoder;
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
+use image::codecs::tiff::TiffEncoder;
 use image::{ExtendedColorType, ImageEncoder};
 
 use crate::imaging::ImageError;
@@ -78,6 +83,12 @@ fn encode_inner(canvas: &Canvas, format: OutputFormat, quality: u8) -> Result<Ve
         OutputFormat::Gif => GifEncoder::new_with_speed(&mut out, GIF_SPEED)
             .encode(raw, w, h, color)
             .map_err(|e| e.to_string())?,
+        OutputFormat::Tif | OutputFormat::TifAlpha => {
+            let mut cursor = std::io::Cursor::new(&mut out);
+            TiffEncoder::new(&mut cursor)
+                .write_image(raw, w, h, color)
+                .map_err(|e| e.to_string())?;
+        }
         OutputFormat::Webp | OutputFormat::WebpAlpha => {
             let encoder = match canvas {
                 Canvas::Rgb(_) => webp::Encoder::from_rgb(raw, w, h),

@@ -1,5 +1,6 @@
-//! The geometry of a reply, from sizes alone: the crop box, its flip and rotation, the scale and
-//! the view, and which source region lands where.
+//! The geometry of a reply, from sizes alone: the crop box, its flip and rotation, the composite
+//! of a rotation by any angle, `extend` and `rgn` ([`Composite`]), the scale and the view, the
+//! `rect` tile, and which source region lands where.
 //!
 //! Nothing here touches pixels, so `req=props` and the SVG raster size cost no decode, and
 //! [`Plan::placement`] lets a render resample only the source pixels that stay visible.
@@ -8,7 +9,7 @@
 //! and no product overflows.
 
 use crate::imaging::catalog::Attributes;
-use crate::imaging::request::{Crop, FitMode, Flip, ImageRequest};
+use crate::imaging::request::{Crop, Extend, FitMode, Flip, ImageRequest};
 use crate::imaging::ImageError;
 
 use super::{OutputFormat, Plan};
@@ -20,6 +21,10 @@ pub(crate) const MAX_SIDE: f64 = (1u64 << 30) as f64;
 /// Largest reply in pixels whatever the catalog's `MaxPix` says, so that a misconfigured catalog
 /// cannot ask for a buffer that does not fit in memory.
 const MAX_VIEW_PIXELS: u64 = 1 << 30;
+
+/// Largest composite (and intermediate image) built at source resolution for a rotation by any
+/// angle, `extend` or `rgn`, whatever `MaxSourcePix` allows: 64 Mpx, 256 MiB in RGBA.
+pub(crate) const MAX_COMPOSITE_PIXELS: u64 = 1 << 26;
 
 /// A half-open rectangle `[x0, x1) × [y0, y1)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -116,26 +121,19 @@ pub(crate) struct Orientation {
 }
 
 impl Orientation {
-    /// From `flip=` and `rotate=`; a rotation that is not a multiple of 90° is refused.
-    pub(crate) fn new(flip: Option<Flip>, rotate: Option<u16>) -> Result<Self, ImageError> {
+    /// From `flip=` and a number of quarter turns clockwise (taken modulo 4).
+    pub(crate) fn new(flip: Option<Flip>, turns: u8) -> Self {
         let (flip_h, flip_v) = match flip {
             None => (false, false),
             Some(Flip::Lr) => (true, false),
             Some(Flip::Ud) => (false, true),
             Some(Flip::Lrud) => (true, true),
         };
-        let degrees = rotate.unwrap_or(0);
-        if degrees % 90 != 0 {
-            return Err(ImageError::unsupported(format!(
-                "rotate by {degrees} (multiples of 90 only)"
-            )));
-        }
-        let turns = u8::try_from((degrees / 90) % 4).unwrap_or(0);
-        Ok(Orientation {
+        Orientation {
             flip_h,
             flip_v,
-            turns,
-        })
+            turns: turns % 4,
+        }
     }
 
     /// Whether it changes nothing.
@@ -235,7 +233,7 @@ impl Plan {
         let (ox, oy) = (self.offset.0 as f64, self.offset.1 as f64);
         Rect::sized(f64::from(self.scaled.0), f64::from(self.scaled.1))
             .translate(ox, oy)
-            .intersect(&Rect::sized(f64::from(self.width), f64::from(self.height)))
+            .intersect(&Rect::sized(f64::from(self.view.0), f64::from(self.view.1)))
     }
 
     /// Which source pixels are resampled to which part of the view; `None` when no source pixel
@@ -253,7 +251,7 @@ impl Plan {
         let (kx, ky) = self.factors();
         let scaled = Rect::sized(f64::from(self.scaled.0), f64::from(self.scaled.1));
         let (ox, oy) = (self.offset.0 as f64, self.offset.1 as f64);
-        let visible = Rect::sized(f64::from(self.width), f64::from(self.height))
+        let visible = Rect::sized(f64::from(self.view.0), f64::from(self.view.1))
             .translate(-ox, -oy)
             .intersect(&scaled);
         // Rounded to whole reply pixels: a reply pixel is either the source's or the fill's.
@@ -286,6 +284,150 @@ impl Plan {
     }
 }
 
+/// The pre-scale part of a request that cannot be folded into the fast path (crop box, flip
+/// and quarter turns): a rotation by another angle, `extend`, or `rgn`. The render then builds
+/// this composite at source resolution, and the plan scales it as if it were the source.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Composite {
+    /// The source size the composite is planned for: the decoded pixels are resampled to it if
+    /// they differ (an SVG raster).
+    pub(crate) source: (u32, u32),
+    /// The crop box in source pixels (integer edges, may reach past the source).
+    pub(crate) crop: Rect,
+    /// The flip and quarter turns of the crop box.
+    pub(crate) orientation: Orientation,
+    /// A rotation by any other angle, degrees clockwise, after the orientation (0: none).
+    pub(crate) angle: f64,
+    /// The size of the rotated image (the grown box).
+    pub(crate) rotated: (u32, u32),
+    /// The composite, as a window on the rotated image's pixels: the extended box, cut to `rgn`.
+    /// Its size is the composite's.
+    pub(crate) window: Rect,
+    /// The extended box in the rotated image's pixels: the part of the window where the rotated
+    /// image shows (a negative margin cuts it); the rest of the window is transparent.
+    pub(crate) clip: Rect,
+}
+
+impl Composite {
+    /// The composite's size in pixels.
+    pub(crate) fn size(&self) -> (u32, u32) {
+        // The window has integer edges and sides of at least 1, bounded by MAX_SIDE.
+        (self.window.width() as u32, self.window.height() as u32)
+    }
+}
+
+/// The rotation of `rotate=`, split into quarter turns (done exactly, by the fast path) and any
+/// other angle (0 when the rotation is a multiple of 90°, else the whole angle, with no turns).
+pub(crate) fn split_rotation(rotate: Option<f64>) -> Result<(u8, f64), ImageError> {
+    let degrees = rotate.unwrap_or(0.0);
+    if !degrees.is_finite() {
+        return Err(ImageError::bad_value(
+            "rotate",
+            &degrees.to_string(),
+            "must be a finite number",
+        ));
+    }
+    let degrees = degrees.rem_euclid(360.0);
+    let turns = (degrees / 90.0).round();
+    if (degrees - turns * 90.0).abs() < 1e-9 {
+        // `turns` is 0–4 here.
+        Ok(((turns as u8) % 4, 0.0))
+    } else {
+        Ok((0, degrees))
+    }
+}
+
+/// The size of a `w`×`h` image turned by `degrees`: the box that holds its four corners, rounded
+/// up (a millionth of tolerance keeps an exact side exact), at least 1×1.
+pub(crate) fn rotated_size((w, h): (f64, f64), degrees: f64) -> (f64, f64) {
+    if degrees == 0.0 {
+        return (w, h);
+    }
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    let (sin, cos) = (sin.abs(), cos.abs());
+    let side = |v: f64| (v - 1e-6).ceil().max(1.0);
+    (side(w * cos + h * sin), side(w * sin + h * cos))
+}
+
+/// The composite of `req` for a source of `source` pixels, or `None` when the fast path does it
+/// all (no `extend`, no `rgn`, a rotation by a multiple of 90°). Each intermediate image is
+/// limited to `MaxSourcePix` pixels (and [`MAX_COMPOSITE_PIXELS`]).
+pub(crate) fn composite(
+    source: (u32, u32),
+    req: &ImageRequest,
+    attrs: &Attributes,
+) -> Result<Option<Composite>, ImageError> {
+    let (turns, angle) = split_rotation(req.rotate)?;
+    if angle == 0.0 && req.extend.is_none() && req.rgn.is_none() {
+        return Ok(None);
+    }
+    let limit = attrs.max_source_pix.min(MAX_COMPOSITE_PIXELS);
+    let check = |what: &str, (w, h): (f64, f64)| {
+        if w > MAX_SIDE || h > MAX_SIDE || w * h > limit as f64 {
+            return Err(ImageError::too_large(format!(
+                "{what} of {w}×{h} pixels (at most {limit} pixels before scaling)"
+            )));
+        }
+        Ok(())
+    };
+    let crop = crop_box(source, req)?;
+    let orientation = Orientation::new(req.flip, turns);
+    let oriented = orientation.oriented_size((crop.width(), crop.height()));
+    check("a crop", oriented)?;
+    let (rw, rh) = rotated_size(oriented, angle);
+    check("a rotated image", (rw, rh))?;
+
+    let clip = match req.extend {
+        None => Rect::sized(rw, rh),
+        Some(e) => extended_box((rw, rh), e)?,
+    };
+    let window = match req.rgn {
+        None => clip,
+        Some(rgn) => {
+            let (_, r) = region_box(rgn, ("rgn", "rgnN"), (clip.width(), clip.height()))?;
+            r.translate(clip.x0, clip.y0)
+        }
+    };
+    check("a composite", (window.width(), window.height()))?;
+    Ok(Some(Composite {
+        source,
+        crop,
+        orientation,
+        angle,
+        rotated: (rw as u32, rh as u32),
+        window,
+        clip,
+    }))
+}
+
+/// The box of `extend` around an image of `(w, h)`, in the image's pixels: integer edges, each
+/// margin rounded on its own. Refused when negative margins leave nothing.
+fn extended_box((w, h): (f64, f64), e: Extend) -> Result<Rect, ImageError> {
+    let name = if e.normalized { "extendN" } else { "extend" };
+    let shown = format!("{},{},{},{}", e.l, e.t, e.r, e.b);
+    if ![e.l, e.t, e.r, e.b].iter().all(|v| v.is_finite()) {
+        return Err(ImageError::bad_value(name, &shown, "needs finite numbers"));
+    }
+    let (l, t, r, b) = if e.normalized {
+        (e.l * w, e.t * h, e.r * w, e.b * h)
+    } else {
+        (e.l, e.t, e.r, e.b)
+    };
+    let (l, t, r, b) = (l.round(), t.round(), r.round(), b.round());
+    if [l, t, r, b].iter().any(|v| v.abs() > MAX_SIDE) {
+        return Err(ImageError::too_large(format!("{name}={shown}")));
+    }
+    let extended = Rect::new(-l, -t, w + r, h + b);
+    if extended.width() < 1.0 || extended.height() < 1.0 {
+        return Err(ImageError::bad_value(
+            name,
+            &shown,
+            "the negative margins leave no image",
+        ));
+    }
+    Ok(extended)
+}
+
 /// Computes the plan; see [`super::plan`].
 pub(super) fn plan(
     source: (u32, u32),
@@ -298,8 +440,23 @@ pub(super) fn plan(
             "the image has no pixels",
         ));
     }
-    let crop = crop_box(source, req)?;
-    let orientation = Orientation::new(req.flip, req.rotate)?;
+    let composite = composite(source, req, attrs)?;
+    // With a composite, the fast path scales it as it would a source: no crop, no orientation.
+    let (base, crop, orientation) = match &composite {
+        Some(c) => {
+            let size = c.size();
+            let whole = Rect::sized(f64::from(size.0), f64::from(size.1));
+            (size, whole, Orientation::default())
+        }
+        None => {
+            let (turns, _) = split_rotation(req.rotate)?;
+            (
+                source,
+                crop_box(source, req)?,
+                Orientation::new(req.flip, turns),
+            )
+        }
+    };
     let (sw, sh) = orientation.oriented_size((crop.width(), crop.height()));
     let Fitted { scaled, view } = fit(sw, sh, req, attrs)?;
 
@@ -312,6 +469,40 @@ pub(super) fn plan(
         ((view.1 - scaled.1) * (1.0 + av) / 2.0).round(),
     );
 
+    check_reply_size(view, attrs)?;
+    let rect = req.rect.map(|r| {
+        Rect::new(
+            f64::from(r.x),
+            f64::from(r.y),
+            f64::from(r.x) + f64::from(r.w.max(1)),
+            f64::from(r.y) + f64::from(r.h.max(1)),
+        )
+    });
+    let reply = rect.map_or(view, |r| (r.width(), r.height()));
+    if rect.is_some() {
+        check_reply_size(reply, attrs)?;
+    }
+
+    let format = req.fmt.unwrap_or(OutputFormat::Jpeg);
+    let quality = req.qlt.unwrap_or(attrs.jpeg_quality).clamp(1, 100);
+    Ok(Plan {
+        width: reply.0 as u32,
+        height: reply.1 as u32,
+        format,
+        quality,
+        source: base,
+        crop,
+        orientation,
+        scaled: (scaled.0 as u32, scaled.1 as u32),
+        offset: (offset.0 as i64, offset.1 as i64),
+        view: (view.0 as u32, view.1 as u32),
+        rect,
+        composite,
+    })
+}
+
+/// Refuses a view or reply larger than `MaxPix` (or than [`MAX_VIEW_PIXELS`]).
+fn check_reply_size(view: (f64, f64), attrs: &Attributes) -> Result<(), ImageError> {
     let (max_w, max_h) = attrs.max_pix;
     if view.0 > f64::from(max_w) || view.1 > f64::from(max_h) {
         return Err(ImageError::too_large(format!(
@@ -326,31 +517,29 @@ pub(super) fn plan(
             view.0, view.1
         )));
     }
-
-    let format = req.fmt.unwrap_or(OutputFormat::Jpeg);
-    let quality = req.qlt.unwrap_or(attrs.jpeg_quality).clamp(1, 100);
-    Ok(Plan {
-        width: view.0 as u32,
-        height: view.1 as u32,
-        format,
-        quality,
-        source,
-        crop,
-        orientation,
-        scaled: (scaled.0 as u32, scaled.1 as u32),
-        offset: (offset.0 as i64, offset.1 as i64),
-    })
+    Ok(())
 }
 
 /// The crop box in source pixels, integer edges, at least 1×1; the whole source without `crop`.
 fn crop_box((w, h): (u32, u32), req: &ImageRequest) -> Result<Rect, ImageError> {
     let (w, h) = (f64::from(w), f64::from(h));
-    let Some(crop) = req.crop else {
-        return Ok(Rect::sized(w, h));
-    };
-    let (name, [x, y, cw, ch]) = match crop {
-        Crop::Pixels { x, y, w, h } => ("crop", [x, y, w, h]),
-        Crop::Normalized { x, y, w, h } => ("cropN", [x, y, w, h]),
+    match req.crop {
+        None => Ok(Rect::sized(w, h)),
+        Some(crop) => region_box(crop, ("crop", "cropN"), (w, h)).map(|(_, r)| r),
+    }
+}
+
+/// A region `x,y,w,h` of an image of `(w, h)` pixels (in pixels, or in fractions of its size):
+/// integer edges, at least 1×1, may reach past the image. `names` are the commands' names, for
+/// messages: (pixels, fractions).
+fn region_box(
+    region: Crop,
+    names: (&'static str, &'static str),
+    (w, h): (f64, f64),
+) -> Result<(&'static str, Rect), ImageError> {
+    let (name, [x, y, cw, ch]) = match region {
+        Crop::Pixels { x, y, w, h } => (names.0, [x, y, w, h]),
+        Crop::Normalized { x, y, w, h } => (names.1, [x, y, w, h]),
     };
     if ![x, y, cw, ch].iter().all(|v| v.is_finite()) || cw <= 0.0 || ch <= 0.0 {
         return Err(ImageError::bad_value(
@@ -359,7 +548,7 @@ fn crop_box((w, h): (u32, u32), req: &ImageRequest) -> Result<Rect, ImageError> 
             "needs finite numbers and a positive size",
         ));
     }
-    let (x, y, cw, ch) = match crop {
+    let (x, y, cw, ch) = match region {
         Crop::Pixels { .. } => (x, y, cw, ch),
         Crop::Normalized { .. } => (x * w, y * h, cw * w, ch * h),
     };
@@ -370,14 +559,14 @@ fn crop_box((w, h): (u32, u32), req: &ImageRequest) -> Result<Rect, ImageError> 
     let within = |v: f64| v.abs() <= MAX_SIDE;
     if ![x0, y0, x1, y1].into_iter().all(within) || x1 - x0 > MAX_SIDE || y1 - y0 > MAX_SIDE {
         return Err(ImageError::too_large(format!(
-            "a crop of {}×{} at {},{}",
+            "a {name} of {}×{} at {},{}",
             x1 - x0,
             y1 - y0,
             x0,
             y0
         )));
     }
-    Ok(Rect::new(x0, y0, x1, y1))
+    Ok((name, Rect::new(x0, y0, x1, y1)))
 }
 
 /// The size of the scaled image and of the view, in whole pixels.
@@ -457,6 +646,32 @@ fn fit(sw: f64, sh: f64, req: &ImageRequest, attrs: &Attributes) -> Result<Fitte
                 let scaled = sized(k)?;
                 (scaled, (scaled.0.min(w), scaled.1.min(h)))
             }
+            FitMode::Wrap => {
+                let mut k = (w / sw).max(h / sh);
+                if !upscale {
+                    k = k.min(1.0);
+                }
+                let scaled = sized(k)?;
+                (scaled, scaled)
+            }
+            FitMode::Hfit | FitMode::Vfit => {
+                let asked = if mode == FitMode::Hfit {
+                    w / sw
+                } else {
+                    h / sh
+                };
+                let k = if upscale { asked } else { asked.min(1.0) };
+                let mut scaled = sized(k)?;
+                // The fitted side is exact, whatever the rounding of the factor.
+                if k == asked {
+                    if mode == FitMode::Hfit {
+                        scaled.0 = w;
+                    } else {
+                        scaled.1 = h;
+                    }
+                }
+                (scaled, (w, h))
+            }
             FitMode::Stretch => ((w, h), (w, h)),
         },
     };
@@ -512,7 +727,12 @@ pub(super) fn svg_raster_size(
 ) -> Result<(u32, u32), ImageError> {
     let source = svg_source_size(intrinsic, &req.object)?;
     let plan = plan(source, req, attrs)?;
-    let (ax, ay) = plan.source_factors();
+    // A composite is built at source resolution: the raster is the SVG at its intrinsic size.
+    let (ax, ay) = if plan.composite.is_some() {
+        (1.0, 1.0)
+    } else {
+        plan.source_factors()
+    };
     // Rounded up so that the raster never needs enlarging; the epsilon keeps 300.0000001 at 300.
     let side = |len: u32, k: f64| -> Result<u32, ImageError> {
         let v = (f64::from(len) * k - 1e-6).ceil().max(1.0);
@@ -544,8 +764,8 @@ mod tests {
         let r = Rect::new(1.0, 2.0, 4.0, 3.0);
         let box_size = (10.0, 6.0);
         for flip in [None, Some(Flip::Lr), Some(Flip::Ud), Some(Flip::Lrud)] {
-            for rotate in [0, 90, 180, 270] {
-                let o = Orientation::new(flip, Some(rotate)).unwrap();
+            for rotate in [0, 1, 2, 3] {
+                let o = Orientation::new(flip, rotate);
                 let f = o.forward(r, box_size);
                 assert_eq!(o.inverse(f, box_size), r, "{flip:?} {rotate}");
                 let oriented = o.oriented_size(box_size);
@@ -557,11 +777,11 @@ mod tests {
 
     #[test]
     fn rotation_90_moves_the_top_row_to_the_right_column() {
-        let o = Orientation::new(None, Some(90)).unwrap();
+        let o = Orientation::new(None, 1);
         // The top row of a 10×6 box becomes the right column of the 6×10 box.
         let top = Rect::new(0.0, 0.0, 10.0, 1.0);
         assert_eq!(o.forward(top, (10.0, 6.0)), Rect::new(5.0, 0.0, 6.0, 10.0));
-        let o = Orientation::new(None, Some(270)).unwrap();
+        let o = Orientation::new(None, 3);
         assert_eq!(o.forward(top, (10.0, 6.0)), Rect::new(0.0, 0.0, 1.0, 10.0));
     }
 
@@ -613,10 +833,17 @@ mod tests {
     }
 
     #[test]
-    fn rotation_must_be_a_multiple_of_90() {
-        let err = Orientation::new(None, Some(45)).unwrap_err();
-        assert_eq!(err.status, 403);
-        assert!(err.message.contains("rotate by 45"), "{err}");
-        assert_eq!(Orientation::new(None, Some(450)).unwrap().turns, 1);
+    fn rotations_split_into_quarter_turns_or_an_angle() {
+        assert_eq!(split_rotation(None).unwrap(), (0, 0.0));
+        assert_eq!(split_rotation(Some(90.0)).unwrap(), (1, 0.0));
+        assert_eq!(split_rotation(Some(450.0)).unwrap(), (1, 0.0));
+        assert_eq!(split_rotation(Some(-90.0)).unwrap(), (3, 0.0));
+        assert_eq!(split_rotation(Some(360.0)).unwrap(), (0, 0.0));
+        assert_eq!(split_rotation(Some(45.0)).unwrap(), (0, 45.0));
+        assert_eq!(split_rotation(Some(-30.0)).unwrap(), (0, 330.0));
+        assert_eq!(split_rotation(Some(f64::NAN)).unwrap_err().status, 403);
+        assert_eq!(rotated_size((100.0, 100.0), 45.0), (142.0, 142.0));
+        assert_eq!(rotated_size((100.0, 50.0), 0.0), (100.0, 50.0));
+        assert_eq!(rotated_size((100.0, 50.0), 90.0), (50.0, 100.0));
     }
 }

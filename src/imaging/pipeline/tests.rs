@@ -7,7 +7,9 @@ use image::{DynamicImage, GenericImageView, ImageFormat, Rgb, RgbImage, Rgba, Rg
 
 use super::*;
 use crate::imaging::catalog::ResMode;
-use crate::imaging::request::{Align, Crop, Fit, FitMode, Flip, OutputFormat, Rgba as Color};
+use crate::imaging::request::{
+    Align, Crop, Extend, Fit, FitMode, Flip, OutputFormat, Rgba as Color, Usm, ViewRect,
+};
 
 const RED: [u8; 3] = [255, 0, 0];
 const GREEN: [u8; 3] = [0, 255, 0];
@@ -410,7 +412,7 @@ fn plan_sizes_for_every_fit_mode_and_combination() {
         (
             "rotate swaps sides",
             ImageRequest {
-                rotate: Some(90),
+                rotate: Some(90.0),
                 wid: Some(100),
                 ..req()
             },
@@ -420,7 +422,7 @@ fn plan_sizes_for_every_fit_mode_and_combination() {
         (
             "rotate 180 keeps them",
             ImageRequest {
-                rotate: Some(180),
+                rotate: Some(180.0),
                 ..req()
             },
             (400, 200),
@@ -569,14 +571,14 @@ fn plan_refuses_what_it_must() {
     let err = plan(
         (400, 200),
         &ImageRequest {
-            rotate: Some(45),
+            rotate: Some(f64::INFINITY),
             ..req()
         },
         &attrs(),
     )
     .unwrap_err();
     assert_eq!(err.status, 403);
-    assert!(err.message.contains("multiples of 90"), "{err}");
+    assert!(err.message.contains("rotate"), "{err}");
 
     for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
         let err = plan(
@@ -698,7 +700,7 @@ fn svg_raster_size_is_the_whole_svg_at_the_plan_scale() {
     // Rotated 90° (50×100) to 100 wide: ×2 along the source's axes.
     assert_eq!(
         with(ImageRequest {
-            rotate: Some(90),
+            rotate: Some(90.0),
             wid: Some(100),
             ..req()
         })
@@ -865,7 +867,7 @@ fn rotate_90_turns_clockwise() {
     let img = render_image(
         &source,
         &ImageRequest {
-            rotate: Some(90),
+            rotate: Some(90.0),
             ..png_req()
         },
     );
@@ -875,7 +877,7 @@ fn rotate_90_turns_clockwise() {
     let img = render_image(
         &source,
         &ImageRequest {
-            rotate: Some(270),
+            rotate: Some(270.0),
             ..png_req()
         },
     );
@@ -883,21 +885,11 @@ fn rotate_90_turns_clockwise() {
     let img = render_image(
         &source,
         &ImageRequest {
-            rotate: Some(180),
+            rotate: Some(180.0),
             ..png_req()
         },
     );
     assert_eq!(px(&img, 50, 45), RED);
-    let err = render_bytes(
-        &source,
-        &ImageRequest {
-            rotate: Some(30),
-            ..png_req()
-        },
-        &attrs(),
-    )
-    .unwrap_err();
-    assert_eq!(err.status, 403);
 }
 
 #[test]
@@ -983,7 +975,7 @@ fn crop_past_the_edge_takes_the_fill() {
             w: 30.0,
             h: 20.0,
         }),
-        rotate: Some(90),
+        rotate: Some(90.0),
         ..png_req()
     };
     let img = render_image(&source, &request);
@@ -1034,7 +1026,7 @@ fn crop_then_flip_then_rotate_then_scale() {
             h: 50.0,
         }),
         flip: Some(Flip::Lr),
-        rotate: Some(90),
+        rotate: Some(90.0),
         wid: Some(25),
         ..png_req()
     };
@@ -1095,6 +1087,8 @@ fn every_output_format_round_trips() {
         OutputFormat::Webp,
         OutputFormat::WebpAlpha,
         OutputFormat::Gif,
+        OutputFormat::Tif,
+        OutputFormat::TifAlpha,
     ] {
         let request = ImageRequest {
             wid: Some(32),
@@ -1617,4 +1611,695 @@ fn source_props_name_the_format() {
             ("image.hasAlpha".into(), "0".into()),
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotation by any angle, extend, rgn, rect, the new fit modes, resMode, sharpening, TIFF
+
+/// A `w`×`h` source of one colour, as PNG.
+fn solid(w: u32, h: u32, c: [u8; 3]) -> Vec<u8> {
+    png_source(rgb(w, h, |_, _| c))
+}
+
+fn render_req(source: &[u8], request: ImageRequest) -> DynamicImage {
+    render_image(source, &request)
+}
+
+#[test]
+fn rotate_45_grows_the_box_and_fills_the_corners() {
+    let source = solid(100, 100, RED);
+    let clear = render_req(
+        &source,
+        ImageRequest {
+            rotate: Some(45.0),
+            fmt: Some(OutputFormat::PngAlpha),
+            ..req()
+        },
+    );
+    let (w, h) = clear.dimensions();
+    assert!(w.abs_diff(142) <= 1 && h.abs_diff(142) <= 1, "{w}×{h}");
+    // The corners are outside the turned square: transparent; its middle and its own corners,
+    // now at the middle of each side, are red.
+    for (x, y) in [(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1), (15, 15)] {
+        assert_eq!(alpha(&clear, x, y), 0, "({x}, {y})");
+    }
+    for (x, y) in [(w / 2, h / 2), (w / 2, 3), (3, h / 2), (w - 4, h / 2)] {
+        assert_eq!(clear.get_pixel(x, y).0, [255, 0, 0, 255], "({x}, {y})");
+    }
+    // Formats without alpha take bgc there.
+    let flat = render_req(
+        &source,
+        ImageRequest {
+            rotate: Some(-45.0),
+            bgc: Some(Color([0, 255, 0, 255])),
+            ..png_req()
+        },
+    );
+    assert_eq!(flat.dimensions(), (w, h));
+    assert_eq!(px(&flat, 0, 0), GREEN);
+    assert_eq!(px(&flat, w / 2, h / 2), RED);
+    // The edge is smooth: some pixel along the diagonal mixes the two.
+    let mixed = (0..w / 2)
+        .map(|i| px(&flat, i, h / 2 - i / 2))
+        .any(|p| p != RED && p != GREEN);
+    assert!(mixed);
+}
+
+#[test]
+fn rotate_by_any_angle_turns_clockwise_and_sizes_the_box() {
+    // Top half red, bottom half blue; turned by 30°, the reply is the box of the turned
+    // rectangle, and the red half is up-right of the centre.
+    let source = png_source(rgb(200, 100, |_, y| if y < 50 { RED } else { BLUE }));
+    let request = ImageRequest {
+        rotate: Some(30.0),
+        ..png_req()
+    };
+    let p = plan((200, 100), &request, &attrs()).unwrap();
+    let (s, c) = (0.5f64, 3f64.sqrt() / 2.0);
+    let expect = |v: f64| (v - 1e-6).ceil() as u32;
+    assert_eq!(
+        (p.width, p.height),
+        (expect(200.0 * c + 100.0 * s), expect(200.0 * s + 100.0 * c))
+    );
+    let img = render_req(&source, request);
+    let (w, h) = img.dimensions();
+    // Clockwise: the top edge's normal (pointing up) turns towards up-right.
+    assert_eq!(px(&img, w / 2 + 10, h / 2 - 20), RED);
+    assert_eq!(px(&img, w / 2 - 10, h / 2 + 20), BLUE);
+}
+
+#[test]
+fn extend_adds_margins_and_negative_margins_crop() {
+    let source = png_source(pattern(100, 50));
+    let grown = render_req(
+        &source,
+        ImageRequest {
+            extend: Some(Extend {
+                l: 10.0,
+                t: 20.0,
+                r: 30.0,
+                b: 40.0,
+                normalized: false,
+            }),
+            bgc: Some(Color([1, 2, 3, 255])),
+            ..png_req()
+        },
+    );
+    assert_eq!(grown.dimensions(), (140, 110));
+    assert_eq!(px(&grown, 5, 5), [1, 2, 3]);
+    assert_eq!(px(&grown, 139, 109), [1, 2, 3]);
+    assert_eq!(px(&grown, 10, 20), [0, 0, 0]);
+    assert_eq!(
+        px(&grown, 10 + 37, 20 + 11),
+        [37, 11, (37 * 7 + 11 * 13) as u8]
+    );
+    // Alpha formats leave the margins transparent.
+    let clear = render_req(
+        &source,
+        ImageRequest {
+            extend: Some(Extend {
+                l: 10.0,
+                t: 0.0,
+                r: 0.0,
+                b: 0.0,
+                normalized: false,
+            }),
+            fmt: Some(OutputFormat::PngAlpha),
+            ..req()
+        },
+    );
+    assert_eq!(clear.dimensions(), (110, 50));
+    assert_eq!(alpha(&clear, 5, 5), 0);
+    assert_eq!(alpha(&clear, 15, 5), 255);
+    // Negative margins crop.
+    let cut = render_req(
+        &source,
+        ImageRequest {
+            extend: Some(Extend {
+                l: -10.0,
+                t: -5.0,
+                r: -20.0,
+                b: 0.0,
+                normalized: false,
+            }),
+            ..png_req()
+        },
+    );
+    assert_eq!(cut.dimensions(), (70, 45));
+    assert_eq!(px(&cut, 0, 0), [10, 5, (10 * 7 + 5 * 13) as u8]);
+    // extendN: fractions of the image's width (l, r) and height (t, b).
+    let p = plan(
+        (100, 50),
+        &ImageRequest {
+            extend: Some(Extend {
+                l: 0.1,
+                t: 0.5,
+                r: 0.2,
+                b: -0.2,
+                normalized: true,
+            }),
+            ..req()
+        },
+        &attrs(),
+    )
+    .unwrap();
+    assert_eq!((p.width, p.height), (130, 65));
+    // Margins that leave nothing are refused.
+    let err = plan(
+        (100, 50),
+        &ImageRequest {
+            extend: Some(Extend {
+                l: -60.0,
+                t: 0.0,
+                r: -40.0,
+                b: 0.0,
+                normalized: false,
+            }),
+            ..req()
+        },
+        &attrs(),
+    )
+    .unwrap_err();
+    assert_eq!(err.status, 403);
+}
+
+#[test]
+fn rgn_is_a_region_of_the_composite() {
+    let source = png_source(pattern(100, 50));
+    // On a plain image, rgn is a crop.
+    let by_rgn = render_req(
+        &source,
+        ImageRequest {
+            rgn: Some(Crop::Pixels {
+                x: 10.0,
+                y: 5.0,
+                w: 30.0,
+                h: 20.0,
+            }),
+            ..png_req()
+        },
+    );
+    let by_crop = render_req(
+        &source,
+        ImageRequest {
+            crop: Some(Crop::Pixels {
+                x: 10.0,
+                y: 5.0,
+                w: 30.0,
+                h: 20.0,
+            }),
+            ..png_req()
+        },
+    );
+    assert_eq!(by_rgn.dimensions(), (30, 20));
+    assert_eq!(by_rgn.to_rgb8(), by_crop.to_rgb8());
+    // After rotate, its coordinates are the rotated image's (crop's stay the source's): the top
+    // 10 rows of the 50×100 turned image are the source's left 10 columns, bottom up.
+    let turned = render_req(
+        &source,
+        ImageRequest {
+            rotate: Some(90.0),
+            rgn: Some(Crop::Pixels {
+                x: 0.0,
+                y: 0.0,
+                w: 50.0,
+                h: 10.0,
+            }),
+            ..png_req()
+        },
+    );
+    assert_eq!(turned.dimensions(), (50, 10));
+    assert_eq!(px(&turned, 0, 0), [0, 49, (49 * 13) as u8]);
+    // rgnN is in fractions of the composite; a region past it takes the fill.
+    let past = render_req(
+        &source,
+        ImageRequest {
+            rgn: Some(Crop::Normalized {
+                x: 0.5,
+                y: 0.0,
+                w: 1.0,
+                h: 1.0,
+            }),
+            bgc: Some(Color([9, 9, 9, 255])),
+            ..png_req()
+        },
+    );
+    assert_eq!(past.dimensions(), (100, 50));
+    assert_eq!(px(&past, 0, 0), [50, 0, (50 * 7) as u8]);
+    assert_eq!(px(&past, 60, 10), [9, 9, 9]);
+}
+
+#[test]
+fn rect_replies_a_tile_of_the_scaled_view() {
+    let source = png_source(pattern(200, 100));
+    let request = |rect| ImageRequest {
+        scl: Some(1.0),
+        rect: Some(rect),
+        bgc: Some(Color([7, 7, 7, 255])),
+        ..png_req()
+    };
+    let tile = render_req(
+        &source,
+        request(ViewRect {
+            x: 10,
+            y: 20,
+            w: 30,
+            h: 40,
+        }),
+    );
+    assert_eq!(tile.dimensions(), (30, 40));
+    assert_eq!(px(&tile, 0, 0), [10, 20, (10 * 7 + 20 * 13) as u8]);
+    // Past the view: the fill.
+    let edge = render_req(
+        &source,
+        request(ViewRect {
+            x: 190,
+            y: 90,
+            w: 20,
+            h: 20,
+        }),
+    );
+    assert_eq!(edge.dimensions(), (20, 20));
+    assert_eq!(px(&edge, 0, 0), [190, 90, (190 * 7 + 90 * 13) as u8]);
+    assert_eq!(px(&edge, 15, 15), [7, 7, 7]);
+    // req=props reports the tile's size.
+    let p = plan(
+        (200, 100),
+        &ImageRequest {
+            wid: Some(100),
+            rect: Some(ViewRect {
+                x: 0,
+                y: 0,
+                w: 25,
+                h: 10,
+            }),
+            ..req()
+        },
+        &attrs(),
+    )
+    .unwrap();
+    assert_eq!((p.width, p.height), (25, 10));
+}
+
+#[test]
+fn tiles_of_a_sharpened_view_reassemble_into_the_view() {
+    // Sharpening happens before rect: a tile is exactly that part of the whole view.
+    let source = png_source(noise(64, 48, 3));
+    let base = ImageRequest {
+        wid: Some(40),
+        op_usm: Some(Usm {
+            amount: 2.0,
+            radius: 1.5,
+            threshold: 0,
+            mono: false,
+        }),
+        ..png_req()
+    };
+    let whole = render_req(&source, base.clone()).to_rgb8();
+    let tile = render_req(
+        &source,
+        ImageRequest {
+            rect: Some(ViewRect {
+                x: 13,
+                y: 7,
+                w: 20,
+                h: 15,
+            }),
+            ..base
+        },
+    )
+    .to_rgb8();
+    for (x, y, p) in tile.enumerate_pixels() {
+        assert_eq!(*p, *whole.get_pixel(x + 13, y + 7), "({x}, {y})");
+    }
+}
+
+#[test]
+fn wrap_hfit_and_vfit_sizes() {
+    let sizes = |mode, upscale, wid, hei| {
+        let p = plan(
+            (400, 200),
+            &ImageRequest {
+                wid: Some(wid),
+                hei: Some(hei),
+                fit: fit(mode, upscale),
+                ..req()
+            },
+            &attrs(),
+        )
+        .unwrap();
+        ((p.width, p.height), p.scaled)
+    };
+    // wrap covers the box and the reply grows to the scaled image.
+    assert_eq!(
+        sizes(FitMode::Wrap, false, 100, 100),
+        ((200, 100), (200, 100))
+    );
+    assert_eq!(
+        sizes(FitMode::Wrap, false, 1000, 1000),
+        ((400, 200), (400, 200))
+    );
+    assert_eq!(
+        sizes(FitMode::Wrap, true, 1000, 1000),
+        ((2000, 1000), (2000, 1000))
+    );
+    // hfit: exactly wid wide, the height filled or cut; vfit likewise vertically.
+    assert_eq!(
+        sizes(FitMode::Hfit, false, 100, 100),
+        ((100, 100), (100, 50))
+    );
+    assert_eq!(sizes(FitMode::Hfit, false, 100, 20), ((100, 20), (100, 50)));
+    assert_eq!(
+        sizes(FitMode::Hfit, false, 800, 100),
+        ((800, 100), (400, 200))
+    );
+    assert_eq!(
+        sizes(FitMode::Hfit, true, 800, 100),
+        ((800, 100), (800, 400))
+    );
+    assert_eq!(
+        sizes(FitMode::Vfit, false, 100, 100),
+        ((100, 100), (200, 100))
+    );
+    assert_eq!(
+        sizes(FitMode::Vfit, true, 100, 300),
+        ((100, 300), (600, 300))
+    );
+    // Pixels: vfit of red | blue into 100×100 keeps the middle (align 0), both colours.
+    let source = png_source(halves(400, 200, RED, BLUE));
+    let img = render_req(
+        &source,
+        ImageRequest {
+            wid: Some(100),
+            hei: Some(100),
+            fit: fit(FitMode::Vfit, false),
+            ..png_req()
+        },
+    );
+    assert_eq!(img.dimensions(), (100, 100));
+    assert_eq!(px(&img, 10, 50), RED);
+    assert_eq!(px(&img, 90, 50), BLUE);
+}
+
+#[test]
+fn res_mode_of_the_request_overrides_the_catalog() {
+    let source = png_source(noise(97, 89, 5));
+    let with = |mode: Option<ResMode>, catalog: ResMode| {
+        let attrs = Attributes {
+            res_mode: catalog,
+            ..attrs()
+        };
+        let request = ImageRequest {
+            wid: Some(41),
+            res_mode: mode,
+            ..png_req()
+        };
+        let (rendered, _) = render_bytes(&source, &request, &attrs).unwrap();
+        image::load_from_memory(&rendered.bytes).unwrap().to_rgb8()
+    };
+    let bilin = with(Some(ResMode::Bilin), ResMode::Sharp2);
+    let sharp2 = with(Some(ResMode::Sharp2), ResMode::Bilin);
+    assert_ne!(bilin, sharp2);
+    assert_eq!(bilin, with(None, ResMode::Bilin));
+    assert_eq!(sharp2, with(None, ResMode::Sharp2));
+    assert_ne!(with(Some(ResMode::Bicub), ResMode::Bilin), bilin);
+    assert_ne!(with(Some(ResMode::Bisharp), ResMode::Bilin), bilin);
+}
+
+#[test]
+fn unsharp_masks_raise_edge_contrast() {
+    let dark = [100, 100, 100];
+    let light = [150, 150, 150];
+    let source = png_source(halves(40, 10, dark, light));
+    let with = |sharpen: Option<bool>, usm: Option<Usm>| {
+        render_req(
+            &source,
+            ImageRequest {
+                op_sharpen: sharpen,
+                op_usm: usm,
+                ..png_req()
+            },
+        )
+    };
+    let usm = |amount, radius, threshold, mono| {
+        Some(Usm {
+            amount,
+            radius,
+            threshold,
+            mono,
+        })
+    };
+    let plain = with(None, None);
+    assert_eq!((px(&plain, 19, 5), px(&plain, 20, 5)), (dark, light));
+    for mono in [false, true] {
+        let sharp = with(None, usm(2.0, 2.0, 0, mono));
+        let (l, r) = (px(&sharp, 19, 5)[0], px(&sharp, 20, 5)[0]);
+        assert!(l < 100 && r > 150, "mono {mono}: {l} {r}");
+        // Far from the edge, nothing changes.
+        assert_eq!(px(&sharp, 2, 5), dark);
+    }
+    // A threshold above the edge's contrast leaves it alone; so does op_sharpen=0.
+    assert_eq!(
+        with(None, usm(2.0, 2.0, 60, false)).to_rgb8(),
+        plain.to_rgb8()
+    );
+    assert_eq!(with(Some(false), None).to_rgb8(), plain.to_rgb8());
+    // op_sharpen=1 is milder than a strong mask, but sharpens.
+    let mild = with(Some(true), None);
+    let strong = with(None, usm(5.0, 1.0, 0, false));
+    let (ml, sl) = (px(&mild, 19, 5)[0], px(&strong, 19, 5)[0]);
+    assert!(ml < 100 && sl < ml, "{ml} {sl}");
+    // Mono sharpens the luminance: a colour edge of equal luminance is left alone.
+    let iso = png_source(halves(40, 10, [200, 0, 0], [0, 102, 0]));
+    let mono = render_req(
+        &iso,
+        ImageRequest {
+            op_usm: usm(3.0, 2.0, 0, true),
+            ..png_req()
+        },
+    );
+    let colour = render_req(
+        &iso,
+        ImageRequest {
+            op_usm: usm(3.0, 2.0, 0, false),
+            ..png_req()
+        },
+    );
+    assert!(
+        close(px(&mono, 19, 5), [200, 0, 0], 2),
+        "{:?}",
+        px(&mono, 19, 5)
+    );
+    assert_ne!(px(&colour, 19, 5), [200, 0, 0]);
+}
+
+#[test]
+fn tif_replies_round_trip_with_alpha() {
+    let src = RgbaImage::from_fn(20, 10, |x, _| {
+        if x < 10 {
+            Rgba([0, 0, 0, 0])
+        } else {
+            Rgba([255, 0, 0, 255])
+        }
+    });
+    let png = encoded(&DynamicImage::ImageRgba8(src), ImageFormat::Png);
+    let (rendered, _) = render_bytes(
+        &png,
+        &ImageRequest {
+            fmt: Some(OutputFormat::TifAlpha),
+            ..req()
+        },
+        &attrs(),
+    )
+    .unwrap();
+    assert_eq!(rendered.mime, "image/tiff");
+    assert_eq!(
+        image::guess_format(&rendered.bytes).unwrap(),
+        ImageFormat::Tiff
+    );
+    let back = image::load_from_memory(&rendered.bytes).unwrap();
+    assert!(back.color().has_alpha());
+    assert_eq!(back.get_pixel(2, 2).0, [0, 0, 0, 0]);
+    assert_eq!(back.get_pixel(15, 2).0, [255, 0, 0, 255]);
+    // fmt=tif has no alpha: flattened on bgc, exact (uncompressed).
+    let flat = render_req(
+        &png,
+        ImageRequest {
+            fmt: Some(OutputFormat::Tif),
+            bgc: Some(Color([0, 0, 255, 255])),
+            ..req()
+        },
+    );
+    assert!(!flat.color().has_alpha());
+    assert_eq!(px(&flat, 2, 2), BLUE);
+    assert_eq!(px(&flat, 15, 2), RED);
+}
+
+#[test]
+fn svg_composites_are_rasterised_at_their_intrinsic_size() {
+    let request = ImageRequest {
+        rotate: Some(45.0),
+        wid: Some(50),
+        ..req()
+    };
+    assert_eq!(
+        svg_raster_size((100.0, 80.0), &request, &attrs()).unwrap(),
+        (100, 80)
+    );
+    let pixels = RgbaImage::from_pixel(100, 80, Rgba([255, 0, 0, 255]));
+    let (rendered, _) = render_traced(
+        Source::Svg {
+            pixels,
+            intrinsic: (100.0, 80.0),
+        },
+        &request,
+        &attrs(),
+    )
+    .unwrap();
+    assert_eq!(rendered.width, 50);
+}
+
+#[test]
+fn composites_are_bounded_before_decoding() {
+    let request = ImageRequest {
+        extend: Some(Extend {
+            l: 0.0,
+            t: 0.0,
+            r: 100_000.0,
+            b: 100_000.0,
+            normalized: false,
+        }),
+        wid: Some(100),
+        ..req()
+    };
+    let err = plan((100, 100), &request, &attrs()).unwrap_err();
+    assert_eq!(err.status, 403);
+    assert!(err.message.contains("composite"), "{err}");
+}
+
+#[test]
+fn each_step_of_the_view_transform_has_its_place() {
+    // Quadrants: red | green over blue | yellow.
+    let quadrants = |w: u32, h: u32| {
+        png_source(rgb(w, h, move |x, y| match (x < w / 2, y < h / 2) {
+            (true, true) => RED,
+            (false, true) => GREEN,
+            (true, false) => BLUE,
+            (false, false) => YELLOW,
+        }))
+    };
+    let source = quadrants(100, 100);
+    let grey = Color([9, 9, 9, 255]);
+    let margin = |l: f64| {
+        Some(Extend {
+            l,
+            t: 0.0,
+            r: 0.0,
+            b: 0.0,
+            normalized: false,
+        })
+    };
+
+    // crop → flip → rotate on the composite path too (a zero extend forces it): green over red.
+    let img = render_req(
+        &source,
+        ImageRequest {
+            crop: Some(Crop::Pixels {
+                x: 0.0,
+                y: 0.0,
+                w: 100.0,
+                h: 50.0,
+            }),
+            flip: Some(Flip::Lr),
+            rotate: Some(90.0),
+            extend: margin(0.0),
+            ..png_req()
+        },
+    );
+    assert_eq!(img.dimensions(), (50, 100));
+    assert_eq!((px(&img, 25, 10), px(&img, 25, 90)), (GREEN, RED));
+
+    // rotate → extend: the margin is on the left of the turned 50×100 image (extending first
+    // would give 50×110).
+    let img = render_req(
+        &quadrants(100, 50),
+        ImageRequest {
+            rotate: Some(90.0),
+            extend: margin(10.0),
+            bgc: Some(grey),
+            ..png_req()
+        },
+    );
+    assert_eq!(img.dimensions(), (60, 100));
+    assert_eq!(px(&img, 5, 50), [9, 9, 9]);
+    // Turned clockwise, the source's bottom-left (blue) is at the top-left.
+    assert_eq!(px(&img, 15, 10), BLUE);
+
+    // extend → rgn: the region is the margin (taken first, it would be red pixels).
+    let img = render_req(
+        &source,
+        ImageRequest {
+            extend: margin(10.0),
+            rgn: Some(Crop::Pixels {
+                x: 0.0,
+                y: 0.0,
+                w: 10.0,
+                h: 50.0,
+            }),
+            bgc: Some(grey),
+            ..png_req()
+        },
+    );
+    assert_eq!(img.dimensions(), (10, 50));
+    assert_eq!(px(&img, 5, 25), [9, 9, 9]);
+
+    // rgn → scale: the top-left quadrant scaled to 25×25 is all red (scaling first would show
+    // all four colours).
+    let img = render_req(
+        &source,
+        ImageRequest {
+            rgn: Some(Crop::Pixels {
+                x: 0.0,
+                y: 0.0,
+                w: 50.0,
+                h: 50.0,
+            }),
+            wid: Some(25),
+            ..png_req()
+        },
+    );
+    assert_eq!(img.dimensions(), (25, 25));
+    for (x, y) in [(1, 1), (23, 1), (1, 23), (23, 23)] {
+        assert_eq!(px(&img, x, y), RED, "({x}, {y})");
+    }
+
+    // scale → MaxPix → rect: the whole view is checked against MaxPix, even for a small tile.
+    let small = Attributes {
+        max_pix: (1000, 1000),
+        ..attrs()
+    };
+    let tile = |wid| ImageRequest {
+        wid: Some(wid),
+        rect: Some(ViewRect {
+            x: 25,
+            y: 0,
+            w: 25,
+            h: 25,
+        }),
+        ..png_req()
+    };
+    let err = plan((100, 100), &tile(2000), &small).unwrap_err();
+    assert!(err.message.contains("MaxPix"), "{err}");
+    // scale → rect: the tile is of the 50×50 view: all green (a tile of the source, scaled,
+    // would be 13×13 and half red).
+    let img = render_req(&source, tile(50));
+    assert_eq!(img.dimensions(), (25, 25));
+    for (x, y) in [(1, 1), (23, 1), (1, 23), (23, 23)] {
+        assert_eq!(px(&img, x, y), GREEN, "({x}, {y})");
+    }
+
+    // scale → sharpen → rect: `tiles_of_a_sharpened_view_reassemble_into_the_view`.
+    // … → fill: what the rotation uncovers takes bgc in a format without alpha, and the part of
+    // a rect past the view too: `rotate_45_grows_the_box_and_fills_the_corners`,
+    // `rect_replies_a_tile_of_the_scaled_view`.
 }
