@@ -133,11 +133,24 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// Every request allocates a few large buffers (decoded pixels, the reply): glibc would map and
+/// unmap each one, and the process would pay a page fault per touched page every time. Keep
+/// freed memory in the heap for reuse instead; the peak is bounded by the worker pool.
+fn keep_freed_memory() {
+    const KEEP: libc::c_int = 256 * 1024 * 1024;
+    // SAFETY: mallopt only adjusts the allocator's tunables; called before the workers start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, KEEP);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP);
+    }
+}
+
 /// Runs `is` configured from the environment ([`ENV_LISTEN`], [`ENV_HOME`], [`ENV_SVG_ADDR`])
 /// until `shutdown` completes.
 pub async fn run_from_env(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    keep_freed_memory();
     let listen = std::env::var(ENV_LISTEN).with_context(|| {
         format!("is: {ENV_LISTEN} is not set; the supervisor passes it as host:port")
     })?;
