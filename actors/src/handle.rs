@@ -46,17 +46,7 @@ impl SupervisorHandle {
     /// Validates `spec` and spawns its tree (nothing starts until [`Self::start`]). The join
     /// handle completes when the root actor has stopped.
     pub async fn spawn(spec: TreeSpec) -> Result<(Self, JoinHandle<()>), TreeError> {
-        spec.validate()?;
-        let tree_id: Arc<str> = spec.tree_id.as_str().into();
-        let (tx, rx) = watch::channel(None);
-        let args = SupervisorArgs {
-            spec,
-            escalation: tx,
-        };
-        let (actor, join) = Actor::spawn(None, ServerSupervisor, args)
-            .await
-            .map_err(|e| TreeError::Spawn(e.to_string()))?;
-        Ok((SupervisorHandle::new(actor, tree_id, rx), join))
+        Self::spawn_with(spec, None).await
     }
 
     /// Like [`Self::spawn`], with the root actor linked under `parent` (a host app's own
@@ -65,6 +55,13 @@ impl SupervisorHandle {
         spec: TreeSpec,
         parent: ActorCell,
     ) -> Result<(Self, JoinHandle<()>), TreeError> {
+        Self::spawn_with(spec, Some(parent)).await
+    }
+
+    async fn spawn_with(
+        spec: TreeSpec,
+        parent: Option<ActorCell>,
+    ) -> Result<(Self, JoinHandle<()>), TreeError> {
         spec.validate()?;
         let tree_id: Arc<str> = spec.tree_id.as_str().into();
         let (tx, rx) = watch::channel(None);
@@ -72,9 +69,11 @@ impl SupervisorHandle {
             spec,
             escalation: tx,
         };
-        let (actor, join) = Actor::spawn_linked(None, ServerSupervisor, args, parent)
-            .await
-            .map_err(|e| TreeError::Spawn(e.to_string()))?;
+        let spawned = match parent {
+            None => Actor::spawn(None, ServerSupervisor, args).await,
+            Some(parent) => Actor::spawn_linked(None, ServerSupervisor, args, parent).await,
+        };
+        let (actor, join) = spawned.map_err(|e| TreeError::Spawn(e.to_string()))?;
         Ok((SupervisorHandle::new(actor, tree_id, rx), join))
     }
 

@@ -14,6 +14,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A home running the real stack on ephemeral ports; returns it with the port of `ps`.
 fn stack() -> (TestHome, u16) {
+    stack_with_ps("")
+}
+
+/// [`stack`], with `ps_extra` TOML lines in the table of `ps`.
+fn stack_with_ps(ps_extra: &str) -> (TestHome, u16) {
     let ps = free_port();
     let config = format!(
         r#"{SUPERVISOR}
@@ -22,6 +27,7 @@ command = ["@self", "component", "ps"]
 port = {ps}
 depends_on = ["is", "svg"]
 start_secs = "200ms"
+{ps_extra}
 
 [components.is]
 command = ["@self", "component", "is"]
@@ -239,32 +245,7 @@ fn killing_the_image_server_under_traffic_gives_fast_503s_then_200s_again() {
 #[test]
 fn a_repeated_request_is_a_cache_hit_and_is_served_while_the_image_server_restarts() {
     // A long check interval: the hit below must not depend on when the samples were written.
-    let ps = free_port();
-    let config = format!(
-        r#"{SUPERVISOR}
-[components.ps]
-command = ["@self", "component", "ps"]
-port = {ps}
-depends_on = ["is", "svg"]
-start_secs = "200ms"
-env = {{ IMAGESERVING_CACHE_CHECK = "1h" }}
-
-[components.is]
-command = ["@self", "component", "is"]
-port = {is}
-start_secs = "200ms"
-
-[components.svg]
-command = ["@self", "component", "svg"]
-port = {svg}
-start_secs = "200ms"
-"#,
-        is = free_port(),
-        svg = free_port(),
-    );
-    let home = TestHome::new(&config);
-    home.run(&["start"]).expect_code(0);
-    home.wait_running(&ALL);
+    let (home, ps) = stack_with_ps(r#"env = { IMAGESERVING_CACHE_CHECK = "1h" }"#);
     let access_log = home.path().join("logs/access.log");
     let cache_uses = || -> Vec<String> {
         fs::read_to_string(&access_log)
