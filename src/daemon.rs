@@ -62,6 +62,7 @@ fn run_daemon(home: &Home, detached: bool) -> anyhow::Result<u8> {
     let config =
         config::load(home, &exe).map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()))?;
     let _lock = lock(home, detached)?;
+    raise_open_file_limit();
     sweep_leftovers(home);
     provision_samples(home);
     write_pid_file(home)?;
@@ -165,6 +166,28 @@ fn provision_samples(home: &Home) {
         }
         Ok(_) => {}
         Err(e) => warn!(error = %e, "could not create the sample catalog and images"),
+    }
+}
+
+/// Many control clients at once, and a log file and pipes per component, need descriptors:
+/// raise the soft limit to the hard one (what a service manager would grant anyway).
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let wanted = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                warn!("could not raise the open-file limit");
+            }
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use crate::protocol::{
 
 /// How long a client may take to send one request.
 const READ_DEADLINE: Duration = Duration::from_secs(5);
-/// Connections served at once; more wait in the listen backlog.
+/// Connections served at once; more wait for a slot.
 const MAX_CONNECTIONS: usize = 512;
 
 /// The bridge between the control socket and the tree.
@@ -83,13 +83,13 @@ impl Bridge {
     }
 
     /// Serves one connection in its own task.
+    /// Past [`MAX_CONNECTIONS`] at once, a connection waits for a slot rather than being
+    /// refused: a burst of clients is served in turn, none is dropped.
     pub fn accept(self: Arc<Self>, stream: UnixStream) {
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            warn!("too many control connections; refusing one");
-            return;
-        };
         tokio::spawn(async move {
-            let _permit = permit;
+            let Ok(_permit) = self.slots.clone().acquire_owned().await else {
+                return;
+            };
             if let Err(e) = self.serve(stream).await {
                 debug!(error = %e, "control connection ended with an error");
             }
