@@ -25,8 +25,11 @@ use crate::protocol::{
 
 /// How long a client may take to send one request.
 const READ_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a client may take to read one answer; one that stops reading loses its connection
+/// (and its slot), so it can never block the others.
+const WRITE_DEADLINE: Duration = Duration::from_secs(2);
 /// Connections served at once; more wait for a slot.
-const MAX_CONNECTIONS: usize = 512;
+const MAX_CONNECTIONS: usize = 2048;
 
 /// The bridge between the control socket and the tree.
 pub struct Bridge {
@@ -107,39 +110,35 @@ impl Bridge {
                 kind: ErrorKind::Forbidden,
                 message: denied.to_string(),
             };
-            return protocol::write_frame(&mut write, &protocol::encode(&answer)).await;
+            return send(&mut write, &protocol::encode(&answer)).await;
         }
         loop {
-            let frame =
-                match tokio::time::timeout(READ_DEADLINE, protocol::read_frame(&mut read)).await {
-                    Err(_) => {
-                        let answer = Response::Error {
-                            kind: ErrorKind::Timeout,
-                            message: format!(
-                                "no complete request within {}",
-                                format::duration(READ_DEADLINE)
-                            ),
-                        };
-                        return protocol::write_frame(&mut write, &protocol::encode(&answer)).await;
-                    }
-                    Ok(Ok(None)) => return Ok(()),
-                    Ok(Ok(Some(frame))) => frame,
-                    Ok(Err(e)) => {
-                        warn!(peer_uid, peer_pid, error = %e, "unreadable control request");
-                        let _ = protocol::write_frame(
-                            &mut write,
-                            &protocol::encode(&Response::from_error(&e)),
-                        )
-                        .await;
-                        return Err(e);
-                    }
-                };
+            let frame = match tokio::time::timeout(READ_DEADLINE, protocol::read_frame(&mut read))
+                .await
+            {
+                Err(_) => {
+                    let answer = Response::Error {
+                        kind: ErrorKind::Timeout,
+                        message: format!(
+                            "no complete request within {}",
+                            format::duration(READ_DEADLINE)
+                        ),
+                    };
+                    return send(&mut write, &protocol::encode(&answer)).await;
+                }
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Ok(Some(frame))) => frame,
+                Ok(Err(e)) => {
+                    warn!(peer_uid, peer_pid, error = %e, "unreadable control request");
+                    let _ = send(&mut write, &protocol::encode(&Response::from_error(&e))).await;
+                    return Err(e);
+                }
+            };
             let request = match protocol::decode_request(&frame) {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(peer_uid, peer_pid, error = %e, "invalid control request");
-                    protocol::write_frame(&mut write, &protocol::encode(&Response::from_error(&e)))
-                        .await?;
+                    send(&mut write, &protocol::encode(&Response::from_error(&e))).await?;
                     if e.is_fatal_to_connection() {
                         return Err(e);
                     }
@@ -149,7 +148,7 @@ impl Bridge {
             let is_shutdown = matches!(request, Request::Shutdown);
             let answer = self.answer(request, peer_uid, peer_pid).await;
             let shutdown_done = is_shutdown && matches!(answer, Response::ShuttingDown { .. });
-            let written = protocol::write_frame(&mut write, &protocol::encode(&answer)).await;
+            let written = send(&mut write, &protocol::encode(&answer)).await;
             if shutdown_done {
                 let _ = self.shutdown_done.send(true);
                 return written;
@@ -296,6 +295,20 @@ impl Bridge {
             },
             components,
         }
+    }
+}
+
+/// Writes one answer within [`WRITE_DEADLINE`].
+async fn send<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    frame: &[u8],
+) -> Result<(), ProtocolError> {
+    match tokio::time::timeout(WRITE_DEADLINE, protocol::write_frame(w, frame)).await {
+        Ok(written) => written,
+        Err(_) => Err(ProtocolError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not read its answer in time",
+        ))),
     }
 }
 
