@@ -374,6 +374,9 @@ pub struct ComponentStatus {
     /// Its memory limit in bytes, `null` for none.
     #[serde(default)]
     pub memory_limit_bytes: Option<u64>,
+    /// Bytes of its output dropped because its log could not be written (a full disk).
+    #[serde(default)]
+    pub log_dropped_bytes: u64,
 }
 
 /// The lifecycle state of a component, serialized and displayed in `SCREAMING_SNAKE_CASE`
@@ -642,6 +645,7 @@ mod tests {
             restart: "permanent".into(),
             critical: false,
             memory_limit_bytes: None,
+            log_dropped_bytes: 0,
         }
     }
 
@@ -676,6 +680,7 @@ mod tests {
                     restart: "transient".into(),
                     critical: true,
                     memory_limit_bytes: Some(536_870_912),
+                    log_dropped_bytes: 0,
                 },
                 sample_component(),
             ],
@@ -785,7 +790,7 @@ mod tests {
                 r#""restarts":3,"info":"exited with status 1; retry in 4s","#,
                 r#""last_exit":"exited with status 1","next_retry_unix_ms":1764192182004,"#,
                 r#""fatal_reason":null,"depends_on":["is","svg"],"restart":"permanent","#,
-                r#""critical":false,"memory_limit_bytes":null}"#
+                r#""critical":false,"memory_limit_bytes":null,"log_dropped_bytes":0}"#
             )
         );
     }

@@ -239,13 +239,18 @@ fn arb_component() -> impl Strategy<Value = ComponentStatus> {
         option::of(any::<String>()),
         vec(any_name(), 0..3),
     );
-    let policy = (any_name(), any::<bool>(), option::of(any::<u64>()));
+    let policy = (
+        any_name(),
+        any::<bool>(),
+        option::of(any::<u64>()),
+        any::<u64>(),
+    );
     (identity, process, outcome, policy).prop_map(
         |(
             (name, state, since, since_unix_ms),
             (pid, uptime_ms, memory_bytes, restarts, info),
             (last_exit, next_retry_unix_ms, fatal_reason, depends_on),
-            (restart, critical, memory_limit_bytes),
+            (restart, critical, memory_limit_bytes, log_dropped_bytes),
         )| ComponentStatus {
             name,
             state,
@@ -263,6 +268,7 @@ fn arb_component() -> impl Strategy<Value = ComponentStatus> {
             restart,
             critical,
             memory_limit_bytes,
+            log_dropped_bytes,
         },
     )
 }

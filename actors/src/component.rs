@@ -44,6 +44,8 @@ pub struct ComponentArgs {
     pub supervisor: ActorRef<SupervisorMessage>,
     /// Set when this actor replaces one that failed.
     pub inherited: Option<Inherited>,
+    /// The component's log, owned by the supervisor so that it outlives any one actor.
+    pub log: Arc<ComponentLog>,
 }
 
 /// What a replacement actor takes over from the one that failed.
@@ -223,7 +225,7 @@ impl Actor for ComponentActor {
             }))?;
         }
         Ok(ComponentState {
-            log: Arc::new(ComponentLog::new(&args.spec.log, &args.spec.name)),
+            log: args.log,
             guard: ProcessGuard {
                 tree_id: args.tree_id,
                 component: args.spec.name.clone(),

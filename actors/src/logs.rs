@@ -28,11 +28,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::spec::LogSpec;
 
@@ -444,6 +444,10 @@ struct FileSink {
     file: Mutex<RotatingFile>,
     /// Set while writes fail, so that a full disk warns once, not once per line.
     failing: AtomicBool,
+    /// Bytes of output dropped because the file could not be written, ever.
+    dropped: AtomicU64,
+    /// Bytes dropped in the current outage, reported once writes work again.
+    dropped_now: AtomicU64,
 }
 
 impl FileSink {
@@ -451,30 +455,50 @@ impl FileSink {
         Arc::new(FileSink {
             file: Mutex::new(RotatingFile::new(path, spec.max_bytes, spec.backups)),
             failing: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            dropped_now: AtomicU64::new(0),
         })
     }
 
     fn write(&self, component: &str, lines: &[u8]) {
-        self.attempt(component, |file| file.write_lines(lines));
+        if !self.attempt(component, |file| file.write_lines(lines)) {
+            // Counted whole: a failed write may have kept a part, never more.
+            let n = lines.len() as u64;
+            self.dropped.fetch_add(n, Ordering::Relaxed);
+            self.dropped_now.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
-    /// Runs `op` on the file, warning on the first failure and noting the recovery.
-    fn attempt(&self, component: &str, op: impl FnOnce(&mut RotatingFile) -> io::Result<()>) {
+    /// Runs `op` on the file, warning on the first failure and reporting, on recovery, how
+    /// much was dropped meanwhile. Whether `op` succeeded.
+    fn attempt(
+        &self,
+        component: &str,
+        op: impl FnOnce(&mut RotatingFile) -> io::Result<()>,
+    ) -> bool {
         let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
         match op(&mut file) {
             Ok(()) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
-                    info!(component, path = %file.path().display(), "log file writable again");
+                    let dropped = self.dropped_now.swap(0, Ordering::Relaxed);
+                    warn!(
+                        component,
+                        path = %file.path().display(),
+                        dropped_bytes = dropped,
+                        "log file writable again; {dropped} bytes of output were dropped while it was not"
+                    );
                 }
+                true
             }
             Err(e) => {
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     warn!(
                         component,
                         error = %e,
-                        "cannot write the log; dropping output until it works again"
+                        "cannot write the log; dropping output (and counting it) until it works again"
                     );
                 }
+                false
             }
         }
     }
@@ -532,6 +556,24 @@ impl ComponentLog {
         &self.component
     }
 
+    /// Bytes of output dropped so far because a log file could not be written (a full disk).
+    pub fn dropped_bytes(&self) -> u64 {
+        match &self.target {
+            Target::Files { stdout, stderr } => {
+                let out = stdout
+                    .as_ref()
+                    .map_or(0, |s| s.dropped.load(Ordering::Relaxed));
+                let err = match (stdout, stderr) {
+                    (Some(o), Some(e)) if Arc::ptr_eq(o, e) => 0,
+                    (_, Some(e)) => e.dropped.load(Ordering::Relaxed),
+                    _ => 0,
+                };
+                out + err
+            }
+            Target::Discard | Target::Supervisor(_) => 0,
+        }
+    }
+
     /// Whether output of `stream` is kept at all (if not, it is read and dropped).
     pub fn keeps(&self, stream: Stream) -> bool {
         match &self.target {
@@ -549,7 +591,7 @@ impl ComponentLog {
     pub fn open_files(&self) {
         if let Target::Files { stdout, stderr } = &self.target {
             for sink in [stdout, stderr].into_iter().flatten() {
-                sink.attempt(&self.component, RotatingFile::ensure_open);
+                let _ = sink.attempt(&self.component, RotatingFile::ensure_open);
             }
         }
     }

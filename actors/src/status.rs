@@ -56,6 +56,8 @@ pub struct ComponentStatus {
     pub critical: bool,
     /// Its memory limit, in bytes.
     pub memory_limit: Option<u64>,
+    /// Bytes of its output dropped because its log could not be written (a full disk).
+    pub log_dropped_bytes: u64,
 }
 
 impl ComponentStatus {

@@ -28,6 +28,7 @@
 //! stopping is still alive.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
@@ -39,6 +40,7 @@ use crate::component::{
     Command, ComponentActor, ComponentArgs, ComponentMessage, ComponentSnapshot, Inherited,
 };
 use crate::lifecycle::State;
+use crate::logs::ComponentLog;
 use crate::process;
 use crate::spec::{ComponentSpec, RestartType, Strategy, TreeSpec};
 use crate::status::{wall, ComponentStatus, TreeStatus};
@@ -100,6 +102,8 @@ pub enum SupervisorMessage {
 /// One component as the supervisor sees it.
 struct Entry {
     spec: ComponentSpec,
+    /// The component's log, shared by every actor that owns the component in turn.
+    log: Arc<ComponentLog>,
     actor: Option<ActorRef<ComponentMessage>>,
     snapshot: ComponentSnapshot,
     /// Asked to run (by start or restart), and not since asked to stop.
@@ -169,6 +173,7 @@ impl Actor for ServerSupervisor {
             entries: order
                 .into_iter()
                 .map(|spec| Entry {
+                    log: Arc::new(ComponentLog::new(&spec.log, &spec.name)),
                     spec,
                     actor: None,
                     snapshot: ComponentSnapshot::initial(now),
@@ -337,6 +342,7 @@ impl SupervisorState {
             tree_id: self.tree_id.clone(),
             supervisor: myself.clone(),
             inherited,
+            log: Arc::clone(&self.entries[i].log),
         };
         let (actor, _) = Actor::spawn_linked(None, ComponentActor, args, myself.get_cell()).await?;
         self.entries[i].actor = Some(actor);
@@ -722,6 +728,7 @@ impl SupervisorState {
                     restart: e.spec.policy.restart,
                     critical: e.spec.critical,
                     memory_limit: e.spec.memory_limit,
+                    log_dropped_bytes: e.log.dropped_bytes(),
                 }
             })
             .collect();

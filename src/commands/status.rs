@@ -71,7 +71,7 @@ pub fn table(report: &StatusReport) -> String {
                 memory(c.memory_bytes, c.memory_limit_bytes),
                 c.restarts.to_string(),
                 policy(c),
-                c.info.clone(),
+                info(c),
             ]
         })
         .collect();
@@ -115,5 +115,18 @@ fn policy(c: &crate::protocol::ComponentStatus) -> String {
         format!("{} critical", c.restart)
     } else {
         c.restart.clone()
+    }
+}
+
+/// The info column, with the output lost to a full disk when there was some.
+fn info(c: &crate::protocol::ComponentStatus) -> String {
+    if c.log_dropped_bytes == 0 {
+        return c.info.clone();
+    }
+    let lost = format!("log: {} dropped", format::bytes(c.log_dropped_bytes));
+    if c.info.is_empty() {
+        lost
+    } else {
+        format!("{}; {lost}", c.info)
     }
 }

@@ -275,6 +275,7 @@ impl Bridge {
                 restart: c.restart.as_str().to_string(),
                 critical: c.critical,
                 memory_limit_bytes: c.memory_limit,
+                log_dropped_bytes: c.log_dropped_bytes,
                 name: c.name,
             })
             .collect();

@@ -407,3 +407,52 @@ fn a_memory_spike_of_two_seconds_is_caught_with_the_default_interval() {
             .is_some_and(|l| l.starts_with("restarted: memory "))
     });
 }
+
+#[test]
+fn a_full_disk_drops_and_counts_log_output_and_the_component_keeps_running() {
+    let config = format!(
+        "{SUPERVISOR}{}",
+        component(
+            "chatty",
+            &[
+                "sh",
+                "-c",
+                "while :; do echo a line of output; sleep 0.005; done"
+            ],
+            ""
+        ),
+    );
+    let home = TestHome::new(&config);
+    // The component's log is a full disk: every write fails with ENOSPC.
+    let logs = home.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    std::os::unix::fs::symlink("/dev/full", logs.join("chatty.log")).unwrap();
+    home.run(&["start"]).expect_code(0);
+    let mut last = Value::Null;
+    wait_for(SETTLE, "output dropped and counted", || {
+        last = state(&home, "chatty");
+        last["log_dropped_bytes"].as_u64() > Some(1000)
+    });
+    assert_eq!(
+        last["state"], "RUNNING",
+        "never blocked on its output: {last}"
+    );
+    assert_eq!(last["restarts"], 0, "{last}");
+    let table = home.run(&["status"]);
+    assert!(table.stdout.contains("dropped"), "{table}");
+
+    // Space returns: the count goes into the supervisor's log, and lines into the file.
+    fs::remove_file(logs.join("chatty.log")).unwrap();
+    wait_for(SETTLE, "the log written again", || {
+        fs::read_to_string(logs.join("chatty.log")).is_ok_and(|t| t.contains("a line of output"))
+    });
+    wait_for(
+        SETTLE,
+        "the dropped bytes reported in the supervisor's log",
+        || {
+            fs::read_to_string(logs.join("supervisor.log"))
+                .is_ok_and(|t| t.contains("bytes of output were dropped while it was not"))
+        },
+    );
+    assert_eq!(state(&home, "chatty")["state"], "RUNNING");
+}
