@@ -302,7 +302,8 @@ impl ComponentState {
             }
         }
         if let Event::Unhealthy { generation, reason } = &event {
-            if *generation == self.lc.generation() && self.lc.state().is_live() {
+            let acts = matches!(self.lc.state(), State::Starting | State::Running);
+            if *generation == self.lc.generation() && acts {
                 self.log.marker(&format!("stopping to restart: {reason}"));
                 warn!(component = %self.spec.name, %reason, "restarting an unhealthy component");
             }
