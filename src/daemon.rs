@@ -16,7 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use imageserving_actors::{process, SupervisorHandle};
@@ -131,20 +131,9 @@ fn sweep_leftovers(home: &Home) {
             Err(e) => warn!(path = %path.display(), error = %e, "could not remove a stale file"),
         }
     }
-    let tree = home.tree_id();
-    let until = Instant::now() + SWEEP_DEADLINE;
-    let mut total = 0;
-    loop {
-        let killed = process::kill_marked(&tree, None);
-        total += killed;
-        if killed == 0 && process::find_marked(&tree, None).is_empty() {
-            break;
-        }
-        if Instant::now() >= until {
-            warn!("some leftover processes of an earlier supervisor survived SIGKILL");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let (total, survivors) = process::sweep_marked(&home.tree_id(), None, SWEEP_DEADLINE);
+    if survivors {
+        warn!("some leftover processes of an earlier supervisor survived SIGKILL");
     }
     if total > 0 {
         warn!(

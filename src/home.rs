@@ -182,6 +182,12 @@ impl Home {
         self.logs_dir().join("supervisor.log")
     }
 
+    /// The detached daemon's standard error, `logs/supervisor.stderr`: only what bypasses its
+    /// log (a crash message, the reason of an escalation).
+    pub fn supervisor_stderr(&self) -> PathBuf {
+        self.logs_dir().join("supervisor.stderr")
+    }
+
     /// The log of component `name`, `logs/<name>.log`.
     pub fn component_log(&self, name: &str) -> PathBuf {
         self.logs_dir().join(format!("{name}.log"))

@@ -185,7 +185,8 @@ pub struct ComponentState {
     spec: ComponentSpec,
     lc: Lifecycle,
     timers: HashMap<Timer, JoinHandle<()>>,
-    probe: Option<JoinHandle<()>>,
+    /// The readiness probe of the starting generation.
+    probe: Option<AbortOnDrop>,
     /// The liveness watcher of the running generation.
     health: Option<(u64, AbortOnDrop)>,
     /// The memory watcher of the live generation.
@@ -284,9 +285,7 @@ impl Actor for ComponentActor {
         for (_, t) in state.timers.drain() {
             t.abort();
         }
-        if let Some(p) = state.probe.take() {
-            p.abort();
-        }
+        state.probe = None;
         state.health = None;
         state.memory = None;
         Ok(())
@@ -336,15 +335,9 @@ impl ComponentState {
                             }));
                     }
                 });
-                if let Some(old) = self.probe.replace(task) {
-                    old.abort();
-                }
+                self.probe = Some(AbortOnDrop(task));
             }
-            Action::CancelProbe => {
-                if let Some(p) = self.probe.take() {
-                    p.abort();
-                }
-            }
+            Action::CancelProbe => self.probe = None,
             Action::Signal { pgid, signal } => {
                 info!(component = %self.spec.name, pgid, signal = %crate::lifecycle::signal_name(signal), "signalling process group");
                 if let Err(e) = process::signal_group(pgid, signal) {
@@ -594,16 +587,12 @@ fn marker_text(before: State, snap: &ComponentSnapshot) -> String {
 
 /// Kills every marked process of the component and waits until none is left.
 async fn sweep(tree_id: &str, component: &str) {
-    let until = Instant::now() + LEFTOVER_DEADLINE;
-    loop {
-        let killed = process::kill_marked(tree_id, Some(component));
-        if killed == 0 && process::find_marked(tree_id, Some(component)).is_empty() {
-            return;
-        }
-        if Instant::now() >= until {
-            warn!(%component, "leftover processes of an earlier run survive SIGKILL");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let (tree_id, name) = (tree_id.to_owned(), component.to_owned());
+    let swept = tokio::task::spawn_blocking(move || {
+        process::sweep_marked(&tree_id, Some(&name), LEFTOVER_DEADLINE)
+    })
+    .await;
+    if let Ok((_, true)) = swept {
+        warn!(%component, "leftover processes of an earlier run survive SIGKILL");
     }
 }

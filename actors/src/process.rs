@@ -202,6 +202,26 @@ pub fn kill_marked(tree_id: &str, component: Option<&str>) -> usize {
         .count()
 }
 
+/// Kills every process marked with `tree_id` (and `component`, when given) and waits, up to
+/// `deadline`, until none is left. Returns how many were killed and whether some survived.
+/// Blocking (it polls `/proc`): the daemon calls it before its runtime starts, an actor from
+/// the blocking pool.
+pub fn sweep_marked(tree_id: &str, component: Option<&str>, deadline: Duration) -> (usize, bool) {
+    let until = Instant::now() + deadline;
+    let mut total = 0;
+    loop {
+        let killed = kill_marked(tree_id, component);
+        total += killed;
+        if killed == 0 && find_marked(tree_id, component).is_empty() {
+            return (total, false);
+        }
+        if Instant::now() >= until {
+            return (total, true);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 /// Like [`kill_marked`], for the processes of one spawn attempt only.
 pub fn kill_attempt(tree_id: &str, component: &str, attempt: &str) -> usize {
     let marker = Marker::for_attempt(tree_id, component, attempt);
@@ -272,24 +292,8 @@ pub async fn kill_leftovers(
     }
 }
 
-/// Resident memory in bytes of the process tree rooted at each of `roots` (the root and all its
-/// descendants, threads counted once). Missing roots are absent from the answer.
-///
-/// Blocking: it reads `/proc/*/stat` to find the descendants, then asks sysinfo for the memory
-/// of those processes only.
-pub fn tree_memory(roots: &[u32]) -> HashMap<u32, u64> {
-    let tree = ProcessTree::take();
-    let subtrees: Vec<(u32, HashSet<u32>)> = roots.iter().map(|&r| (r, tree.subtree(r))).collect();
-    let memory = memory_of(subtrees.iter().flat_map(|(_, pids)| pids.iter().copied()));
-    subtrees
-        .into_iter()
-        .filter(|(root, _)| memory.contains_key(root))
-        .map(|(root, pids)| (root, pids.iter().filter_map(|p| memory.get(p)).sum()))
-        .collect()
-}
-
-/// Resident memory in bytes of each component, given its name and main pid: its process tree as
-/// in [`tree_memory`], plus every live process marked with `tree_id` and that component (and
+/// Resident memory in bytes of each component, given its name and main pid: its process tree
+/// (the main process and all its descendants, threads counted once), plus every live process marked with `tree_id` and that component (and
 /// their descendants) that escaped the tree, e.g. by a daemonizing double fork. Each process is
 /// counted once per component. A component with no live process is absent from the answer.
 ///
@@ -1119,8 +1123,9 @@ mod tests {
     #[tokio::test]
     async fn memory_counts_the_tree_and_marked_escapees() {
         let me = std::process::id();
-        assert!(tree_memory(&[me]).get(&me).is_some_and(|&m| m > 0));
-        assert!(tree_memory(&[u32::MAX]).is_empty());
+        let me_only = component_memory("no-such-tree", &[("me".to_owned(), me)]);
+        assert!(me_only.get("me").is_some_and(|&m| m > 0));
+        assert!(component_memory("no-such-tree", &[("x".to_owned(), u32::MAX)]).is_empty());
 
         let tree = unique_tree("memory");
         let _reaper = Reaper(tree.clone());
@@ -1135,7 +1140,11 @@ mod tests {
         };
         assert!(wait_for(orphaned).await);
 
-        let in_tree = tree_memory(&[pid]).get(&pid).copied().unwrap_or_default();
+        // Under another tree id nothing is marked: the process tree alone.
+        let in_tree = component_memory("no-such-tree", &[("web".to_owned(), pid)])
+            .get("web")
+            .copied()
+            .unwrap_or_default();
         let roots = [("web".to_owned(), pid), ("absent".to_owned(), u32::MAX)];
         let by_component = component_memory(&tree, &roots);
         assert!(in_tree > 0);

@@ -103,7 +103,7 @@ pub fn failure(c: &ComponentStatus, wait: Duration) -> String {
 /// error go to `logs/supervisor.stderr` (appended, not rotated), which only receives what
 /// bypasses its log: a panic's message, the error it exits with.
 fn spawn_daemon(home: &Home) -> anyhow::Result<Client> {
-    let stderr_path = crate::daemon::log::stderr_file(home);
+    let stderr_path = home.supervisor_stderr();
     let stderr = OpenOptions::new()
         .create(true)
         .append(true)
@@ -200,7 +200,7 @@ fn daemon_failed(
         home.supervisor_log().display(),
         last_lines(&log, 5)
     );
-    let stderr_path = crate::daemon::log::stderr_file(home);
+    let stderr_path = home.supervisor_stderr();
     let stderr = read_from(&stderr_path, stderr_start);
     if !stderr.trim().is_empty() {
         message.push_str(&format!(

@@ -13,7 +13,6 @@
 
 use std::cell::Cell;
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -27,11 +26,6 @@ use crate::home::Home;
 pub const MAX_BYTES: u64 = logs::DEFAULT_MAX_BYTES;
 /// Rotated `supervisor.log` files kept (`supervisor.log.1` newest).
 pub const BACKUPS: u32 = logs::DEFAULT_BACKUPS;
-
-/// The detached daemon's standard error, `logs/supervisor.stderr`.
-pub fn stderr_file(home: &Home) -> PathBuf {
-    home.logs_dir().join("supervisor.stderr")
-}
 
 thread_local! {
     /// Set while this thread writes an event: a panic there must not log through the writer
@@ -184,15 +178,5 @@ mod tests {
                 "{line}"
             );
         }
-    }
-
-    #[test]
-    fn the_stderr_file_is_beside_the_log() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let home = Home::new(dir.path()).expect("home");
-        assert_eq!(
-            stderr_file(&home),
-            home.supervisor_log().with_extension("stderr")
-        );
     }
 }
