@@ -22,6 +22,35 @@ BINARY = os.environ.get("IMAGESERVING_BIN", os.path.join(ROOT, "target", "releas
 STATUS_REQUEST = b'{"v":1,"request":{"type":"status","component":null}}\n'
 
 
+# --------------------------------------------------------------------------- results
+
+class Result:
+    """What one scenario reports: a summary row and its detailed figures."""
+
+    def __init__(self, name, number):
+        self.name = name
+        self.number = number
+        self.load = ""
+        self.faults = ""
+        self.failures = []   # goal violations, in words
+        self.lost = ""
+        self.rows = []       # (figure, value, goal)
+
+    def add(self, figure, value, goal=""):
+        self.rows.append((figure, str(value), goal))
+
+    def fail(self, what):
+        self.failures.append(what)
+
+    def table(self):
+        out = [f"### {self.number}. {self.name}", "", "| figure | value | goal |", "|---|---|---|"]
+        for f, v, g in self.rows:
+            out.append(f"| {f} | {v} | {g} |")
+        out.append("")
+        out.append("Failures: " + ("none" if not self.failures else "; ".join(self.failures)))
+        return "\n".join(out)
+
+
 # --------------------------------------------------------------------------- homes and the CLI
 
 class Home:

@@ -26,36 +26,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (BINARY, STATUS_REQUEST, Home, children_of, components, control_call,  # noqa: E402
+from common import (BINARY, STATUS_REQUEST, Home, Result, children_of, components, control_call,  # noqa: E402
                     env_of, field, free_ports, read_cmdline, marked_pids, ms, parse_log, pct, pid_alive,
                     proc_stat, timed_status, vm_rss_kib, wait_for)
-
-
-class Result:
-    """What one scenario reports: a summary row and its detailed figures."""
-
-    def __init__(self, name, number):
-        self.name = name
-        self.number = number
-        self.load = ""
-        self.faults = ""
-        self.failures = []   # goal violations, in words
-        self.lost = ""
-        self.rows = []       # (figure, value, goal)
-
-    def add(self, figure, value, goal=""):
-        self.rows.append((figure, str(value), goal))
-
-    def fail(self, what):
-        self.failures.append(what)
-
-    def table(self):
-        out = [f"### {self.number}. {self.name}", "", "| figure | value | goal |", "|---|---|---|"]
-        for f, v, g in self.rows:
-            out.append(f"| {f} | {v} | {g} |")
-        out.append("")
-        out.append("Failures: " + ("none" if not self.failures else "; ".join(self.failures)))
-        return "\n".join(out)
 
 
 # =========================================================================== 1. crash storm
