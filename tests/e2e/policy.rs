@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::fs;
 
 use crate::harness::{
-    component, component_of, free_port, pids, wait_for, TestHome, SETTLE, SUPERVISOR,
+    component, component_of, free_port, pids, require_root, run_command, wait_for, TestHome,
+    COMMAND_TIMEOUT, SETTLE, SUPERVISOR,
 };
 
 /// A component that runs until it is stopped.
@@ -455,4 +456,125 @@ fn a_full_disk_drops_and_counts_log_output_and_the_component_keeps_running() {
         },
     );
     assert_eq!(state(&home, "chatty")["state"], "RUNNING");
+}
+
+/// The same as above on a real filesystem that fills up: the home's `logs/` is a 512 KiB tmpfs
+/// mounted in a private mount namespace (`unshare -m`), so nobody else sees it. The daemon and
+/// its components live in that namespace; the test reaches their view of `logs/` through
+/// `/proc/<daemon>/root`. The supervisor's own log is on the same full filesystem.
+#[test]
+fn a_full_tmpfs_drops_and_counts_log_output_and_the_supervisor_keeps_supervising() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    if !require_root(
+        "a_full_tmpfs_drops_and_counts_log_output_and_the_supervisor_keeps_supervising",
+    ) {
+        return;
+    }
+    let config = format!(
+        "{SUPERVISOR}{}{}",
+        component(
+            "chatty",
+            &[
+                "sh",
+                "-c",
+                "while :; do echo a line of output; sleep 0.005; done"
+            ],
+            ""
+        ),
+        component("quiet", SLEEPER, ""),
+    );
+    let home = TestHome::new(&config);
+    let logs = home.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    fs::set_permissions(&logs, fs::Permissions::from_mode(0o755)).unwrap();
+
+    // `start` runs inside a new mount namespace whose `logs/` is a small tmpfs; the daemon it
+    // forks, and every component, inherit the namespace.
+    let mut start = std::process::Command::new("unshare");
+    start
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"logs=$1; shift; mount -t tmpfs -o size=512k,mode=0755 is-e2e-logs "$logs" && exec "$@""#)
+        .arg("sh")
+        .arg(&logs)
+        .arg(crate::harness::BIN)
+        .arg("--home")
+        .arg(home.path())
+        .arg("start")
+        .env_remove("IMAGESERVING_HOME")
+        .env_remove("IMAGESERVING_LOG")
+        .env_remove(crate::harness::TREE_ENV);
+    run_command(start, "unshare -m ... start".into(), COMMAND_TIMEOUT)
+        .unwrap_or_else(|out| panic!("start timed out\n{out}"))
+        .expect_code(0);
+    let daemon = home.supervisor_pid();
+    let inside = std::path::PathBuf::from(format!("/proc/{daemon}/root")).join(
+        logs.strip_prefix("/")
+            .expect("the home is an absolute path"),
+    );
+    wait_for(SETTLE, "chatty's log written on the tmpfs", || {
+        fs::read_to_string(inside.join("chatty.log")).is_ok_and(|t| t.contains("a line of output"))
+    });
+    assert!(
+        !logs.join("chatty.log").exists(),
+        "the tmpfs is visible outside the daemon's mount namespace"
+    );
+
+    // Fill the filesystem to the last byte.
+    let filler = inside.join("filler");
+    let mut file = fs::File::create(&filler).expect("creating the filler");
+    let block = vec![b'x'; 4096];
+    let mut tail = false;
+    loop {
+        match file.write(if tail { &block[..1] } else { &block }) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && !tail => tail = true,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling the tmpfs: {e}"),
+        }
+    }
+    drop(file);
+
+    let mut last = Value::Null;
+    wait_for(SETTLE, "output dropped and counted", || {
+        last = state(&home, "chatty");
+        last["log_dropped_bytes"].as_u64() > Some(1000)
+    });
+    assert_eq!(
+        last["state"], "RUNNING",
+        "never blocked on its output: {last}"
+    );
+    assert_eq!(last["restarts"], 0, "{last}");
+
+    // The supervisor keeps supervising with its own log on the full disk: a crash is noticed
+    // and repaired, and the operator's commands work.
+    let quiet = home.pid_of("quiet").expect("quiet's pid");
+    kill(quiet);
+    wait_for(SETTLE, "quiet restarted", || {
+        let s = state(&home, "quiet");
+        s["state"] == "RUNNING"
+            && s["restarts"] == 1
+            && crate::harness::pid(&s["pid"]) != Some(quiet)
+    });
+    home.run(&["restart", "quiet"]).expect_code(0);
+    assert!(home.run(&["status"]).stdout.contains("dropped"));
+
+    // Space returns: lines reach the file again, and the count goes into the supervisor's log.
+    let before = fs::metadata(inside.join("chatty.log")).unwrap().len();
+    fs::remove_file(&filler).unwrap();
+    wait_for(SETTLE, "the log written again", || {
+        fs::metadata(inside.join("chatty.log")).is_ok_and(|m| m.len() > before + 100)
+    });
+    wait_for(
+        SETTLE,
+        "the dropped bytes reported in the supervisor's log",
+        || {
+            fs::read_to_string(inside.join("supervisor.log"))
+                .is_ok_and(|t| t.contains("bytes of output were dropped while it was not"))
+        },
+    );
+    assert_eq!(state(&home, "chatty")["state"], "RUNNING");
+    home.run(&["stop"]).expect_code(0);
 }
