@@ -25,7 +25,7 @@
 //!
 //! | status | when |
 //! |---|---|
-//! | 403 | the source does not parse (the parser's message), or its intrinsic size is absurd (more than [`MAX_INTRINSIC_SIDE`] a side); `width` or `height` missing, not a whole number, or 0; W×H more than `max_svg_pix`; DTD entities expanding past `max_svg_bytes`; a render needing more than [`OFFSCREEN_FACTOR`] × `max_svg_pix` pixels of intermediate buffers, or too complex to even estimate |
+//! | 403 | the source does not parse (the parser's message), an `<image>` links outside the document, or its intrinsic size is absurd (more than [`MAX_INTRINSIC_SIDE`] a side); `width` or `height` missing, not a whole number, or 0; W×H more than `max_svg_pix`; DTD entities expanding past `max_svg_bytes`; a render needing more than [`OFFSCREEN_FACTOR`] × `max_svg_pix` pixels of intermediate buffers, or too complex to even estimate |
 //! | 408 | the request body arrived too slowly (10 s) |
 //! | 413 | the body is larger than `max_svg_bytes` |
 //! | 415 | the body is gzip-compressed (svgz) or has a `Content-Encoding` |
@@ -48,8 +48,11 @@
 //! Sources come from the image catalog, which may hold uploads, so every document is treated
 //! as hostile:
 //!
-//! - Nothing outside the document is ever read: `<image>` references (file paths, `file:`,
-//!   `http:` and `data:` URLs alike) are all refused, and no font is loaded.
+//! - Nothing outside the document is ever read, and no font is loaded. An `<image>` (or
+//!   `<feImage>`) that links outside the document (a file path, a `file:` or `http:` URL) makes
+//!   the document invalid (403, naming the link) rather than drawn without it; an embedded
+//!   `data:` image is not drawn. `<use>` and paint servers follow links inside the document
+//!   only; external DTDs and entities are never loaded.
 //! - Size: the body limit above; DTD entities are measured before parsing, so a
 //!   "billion laughs" document is refused instead of expanding to gigabytes; usvg refuses more
 //!   than a million elements once `<use>` is expanded, and roxmltree more than 1024 levels of
@@ -64,7 +67,8 @@
 //! # Not supported
 //!
 //! - Text: no font is loaded, so `<text>` renders nothing.
-//! - Images: no `<image>` is drawn, neither external files and URLs nor embedded `data:` URLs.
+//! - Images: no `<image>` is drawn. One that links to a file or URL is refused (403); one
+//!   embedded as a `data:` URL is left out.
 //! - svgz: gzip-compressed sources are refused with 415 (their decompressed size would escape
 //!   `max_svg_bytes`); `is` sends the SVG uncompressed.
 //! - What resvg itself does not do: scripts, animation, `<foreignObject>`.
@@ -72,7 +76,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -184,16 +188,42 @@ fn invalid_svg(why: impl std::fmt::Display) -> ImageError {
 /// and both `<image>` resolvers refuse everything, so neither `href="file:///etc/passwd"`, nor a
 /// relative path (which usvg would otherwise resolve against the working directory), nor a
 /// `data:` URL is loaded. No font database is filled, so text renders nothing.
-fn parse_options() -> usvg::Options<'static> {
+///
+/// The first external reference (anything but a `data:` URL) met while parsing is written to
+/// `external`, so that [`parse_svg`] can refuse the document with a clear error instead of
+/// drawing it without the referenced image.
+fn parse_options(external: Arc<Mutex<Option<String>>>) -> usvg::Options<'static> {
     usvg::Options {
         resources_dir: None,
         image_href_resolver: usvg::ImageHrefResolver {
             resolve_data: Box::new(|_, _, _| None),
-            resolve_string: Box::new(|_, _| None),
+            resolve_string: Box::new(move |href, _| {
+                let mut first = external.lock().unwrap_or_else(PoisonError::into_inner);
+                first.get_or_insert_with(|| shown(href));
+                None
+            }),
         },
         style_sheet: None,
         ..usvg::Options::default()
     }
+}
+
+/// `value` as it may appear in a message: at most 64 characters, control characters escaped.
+fn shown(value: &str) -> String {
+    const MAX: usize = 64;
+    let mut out = String::new();
+    for (n, c) in value.chars().enumerate() {
+        if n == MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Whether `data` starts like a gzip stream (an `.svgz` file).
@@ -307,7 +337,17 @@ fn parse_svg(data: &[u8], max_svg_bytes: usize) -> Result<usvg::Tree, ImageError
     }
     let text = std::str::from_utf8(data).map_err(|_| invalid_svg("the source is not UTF-8"))?;
     check_entity_expansion(text, max_svg_bytes)?;
-    let tree = usvg::Tree::from_str(text, &parse_options()).map_err(invalid_svg)?;
+    let external = Arc::new(Mutex::new(None));
+    let tree = usvg::Tree::from_str(text, &parse_options(external.clone())).map_err(invalid_svg)?;
+    let external = external
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(href) = external {
+        return Err(invalid_svg(format!(
+            "an image links to `{href}` outside the document; external references are refused"
+        )));
+    }
     let size = tree.size();
     let (width, height) = (f64::from(size.width()), f64::from(size.height()));
     let sane = |side: f64| side.is_finite() && side > 0.0 && side <= MAX_INTRINSIC_SIDE;
@@ -1369,23 +1409,48 @@ mod tests {
 
             let server = TestServer::start(SvgConfig::default()).await;
             let client = server.client();
-            let data_url = "data:image/svg+xml;utf8,%3Csvg xmlns='http://www.w3.org/2000/svg' width='10' height='10'%3E%3Crect width='10' height='10' fill='red'/%3E%3C/svg%3E";
+            // A link outside the document: refused, naming the link, at once.
             for href in [
                 secret.as_str(),
                 &format!("file://{secret}"),
                 "file:///etc/passwd",
                 "/etc/hostname",
                 "Cargo.toml",
+                "../../secret.svg",
                 "http://127.0.0.1:9/evil.svg",
-                data_url,
             ] {
                 let svg = Bytes::from(referencing(href));
-                let image = client.render(svg, 10, 10).await.unwrap();
-                assert!(
-                    image.pixels().all(|p| p.0 == [0, 0, 0, 0]),
-                    "{href} was drawn"
-                );
+                for error in [
+                    client.size(svg.clone()).await.unwrap_err(),
+                    client.render(svg, 10, 10).await.unwrap_err(),
+                ] {
+                    assert_eq!(error.status, 403, "{href}: {error}");
+                    assert!(
+                        error.message.starts_with("invalid SVG: an image links to `")
+                            && error.message.contains(href)
+                            && error.message.contains("external references are refused"),
+                        "{href}: {error}"
+                    );
+                }
             }
+            // An embedded image is left out.
+            let data_url = "data:image/svg+xml;utf8,%3Csvg xmlns='http://www.w3.org/2000/svg' width='10' height='10'%3E%3Crect width='10' height='10' fill='red'/%3E%3C/svg%3E";
+            let image = client
+                .render(Bytes::from(referencing(data_url)), 10, 10)
+                .await
+                .unwrap();
+            assert!(
+                image.pixels().all(|p| p.0 == [0, 0, 0, 0]),
+                "the data: URL was drawn"
+            );
+            // A long link is cut in the message.
+            let long = format!("file:///{}", "a".repeat(500));
+            let error = client
+                .size(Bytes::from(referencing(&long)))
+                .await
+                .unwrap_err();
+            assert!(error.message.contains("aaa…`"), "{error}");
+            assert!(error.message.len() < 200, "{error}");
         })
         .await;
     }
