@@ -520,8 +520,11 @@ impl ComponentState {
                     .marker(&format!("started pid {pid} (attempt {})", snap.generation));
             }
         }
+        // A restart the lifecycle counts is a failure's, even from STOPPING (an unhealthy or
+        // over-limit process it had to stop first); any other STOPPING -> STARTING was asked for.
+        let failed = snap.budget.restarts > self.reported.budget.restarts;
         if before != after {
-            self.log.marker(&marker_text(before, &snap));
+            self.log.marker(&marker_text(before, &snap, failed));
         }
         if before != after {
             match after {
@@ -542,6 +545,11 @@ impl ComponentState {
                         "{before} -> BACKOFF"
                     )
                 }
+                State::Starting if failed => info!(
+                    component = %name,
+                    last_exit = snap.last_exit.as_deref().unwrap_or(""),
+                    "{before} -> STARTING (restart after a failure)"
+                ),
                 _ => info!(component = %name, pid = snap.pid, "{before} -> {after}"),
             }
         }
@@ -555,14 +563,17 @@ impl ComponentState {
     }
 }
 
-/// The supervisor's line in a component's log for a change of state, with the reason.
-fn marker_text(before: State, snap: &ComponentSnapshot) -> String {
+/// The supervisor's line in a component's log for a change of state, with the reason;
+/// `failed`: the change is an automatic restart after a failure.
+fn marker_text(before: State, snap: &ComponentSnapshot, failed: bool) -> String {
     let last = snap.last_exit.as_deref().unwrap_or("");
     match snap.state {
         State::Starting if matches!(before, State::Stopped | State::Exited | State::Fatal) => {
             "starting".to_string()
         }
-        State::Starting if before == State::Stopping => "restarting (requested)".to_string(),
+        State::Starting if before == State::Stopping && !failed => {
+            "restarting (requested)".to_string()
+        }
         State::Starting => format!("restarting after a failure: {last}"),
         State::Running => "running".to_string(),
         State::Backoff => {

@@ -219,7 +219,10 @@ fn a_component_over_its_memory_limit_is_restarted_with_the_reason() {
     let log = fs::read_to_string(home.path().join("logs/hog.log")).unwrap_or_default();
     assert!(
         log.contains("[imageserving] stopping to restart: restarted: memory")
-            && log.contains("[imageserving] started pid "),
+            && log.contains("[imageserving] started pid ")
+            && !log.contains("restarting (requested)")
+            && (log.contains("[imageserving] restarting after a failure: restarted: memory")
+                || log.contains("[imageserving] restarting in ")),
         "{log}"
     );
 }
