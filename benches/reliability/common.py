@@ -12,6 +12,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -25,7 +26,13 @@ STATUS_REQUEST = b'{"v":1,"request":{"type":"status","component":null}}\n'
 # --------------------------------------------------------------------------- results
 
 class Result:
-    """What one scenario reports: a summary row and its detailed figures."""
+    """What one scenario reports: a summary row and its detailed figures.
+
+    A scenario that runs the same checks against another supervisor (supervisord) fills `other`
+    (its name), gives each row a second value, and describes that run in `other_failures` (goals
+    it missed, in words) and `other_lost`. Those are shown beside ours and never count as our
+    failures: only `failures` decides the exit code.
+    """
 
     def __init__(self, name, number):
         self.name = name
@@ -34,21 +41,43 @@ class Result:
         self.faults = ""
         self.failures = []   # goal violations, in words
         self.lost = ""
-        self.rows = []       # (figure, value, goal)
+        self.rows = []       # (figure, value, goal, other value or None)
+        self.other = None    # e.g. "supervisord 4.3.0"
+        self.other_failures = []
+        self.other_lost = ""
+        self.notes = []      # lines printed after the table
 
-    def add(self, figure, value, goal=""):
-        self.rows.append((figure, str(value), goal))
+    def add(self, figure, value, goal="", other=None):
+        self.rows.append((figure, str(value), goal, None if other is None else str(other)))
 
     def fail(self, what):
         self.failures.append(what)
 
     def table(self):
-        out = [f"### {self.number}. {self.name}", "", "| figure | value | goal |", "|---|---|---|"]
-        for f, v, g in self.rows:
-            out.append(f"| {f} | {v} | {g} |")
+        out = [f"### {self.number}. {self.name}", ""]
+        if self.other:
+            out += [f"| figure | imageserving | {self.other} | goal |", "|---|---|---|---|"]
+            for f, v, g, o in self.rows:
+                out.append(f"| {f} | {v} | {'' if o is None else o} | {g} |")
+        else:
+            out += ["| figure | value | goal |", "|---|---|---|"]
+            for f, v, g, _ in self.rows:
+                out.append(f"| {f} | {v} | {g} |")
         out.append("")
         out.append("Failures: " + ("none" if not self.failures else "; ".join(self.failures)))
+        if self.other:
+            out.append(f"{self.other} (not counted): goals missed: "
+                       + ("none" if not self.other_failures else "; ".join(self.other_failures)))
+        for n in self.notes:
+            out.append(n)
         return "\n".join(out)
+
+
+# Options of the whole run (set by run.py's main): whether to run the supervisord comparison.
+SETTINGS = {"supervisord": True}
+
+# The interpreter running this script, resolved (python3 may be a shim that adds a process).
+PYTHON = os.path.realpath(sys.executable)
 
 
 # --------------------------------------------------------------------------- homes and the CLI
@@ -238,6 +267,51 @@ def children_of(ppid):
         if st and st[1] == ppid and st[0] not in ("Z", "X"):
             out.append((pid, st[2]))
     return out
+
+
+def descendants_of(root):
+    """Every live descendant pid of root (by ppid)."""
+    kids = {}
+    for pid in all_pids():
+        st = proc_stat(pid)
+        if st and st[0] not in ("Z", "X"):
+            kids.setdefault(st[1], []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        for c in kids.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def pids_with_env(key, value):
+    """Live (non-zombie) pids whose environment holds exactly KEY=value."""
+    entry = f"{key}={value}".encode()
+    return [pid for pid in all_pids() if entry in read_environ(pid) and pid_alive(pid)]
+
+
+def with_start(pids):
+    """[(pid, starttime)] of the given pids still alive: a pid plus its start time names one process."""
+    out = []
+    for p in pids:
+        st = proc_stat(p)
+        if st and st[0] not in ("Z", "X"):
+            out.append((p, st[2]))
+    return out
+
+
+def still_alive(pairs):
+    """The (pid, starttime) pairs whose process is still alive."""
+    return [(p, st) for p, st in pairs if pid_alive(p, st)]
+
+
+def kill_pids(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def vm_rss_kib(pid):

@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """The reliability campaign of imageserving: fault injection against the release binary.
 
-    python3 benches/reliability/run.py [scenario ...] [--quick] [--keep]
+    python3 benches/reliability/run.py [scenario ...] [--quick] [--keep] [--no-supervisord]
 
-Scenarios: crash_storm (1), supervisor_kill (2), restart_loops (3), control_channel (5).
-Without a name, all run in that order. Each prints its own Markdown table, then a summary table.
+Scenarios: crash_storm (1), supervisor_kill (2), restart_loops (3), misbehaving (4),
+control_channel (5), image_inputs (7). Without a name, all run in that order. Each prints its own Markdown table,
+then a summary table. Scenarios 2 and 4 also run the same checks against supervisord (installed
+from PyPI into a throw-away virtual environment; see supervisord.py) and show its figures beside
+ours; its misses never count as ours. `--no-supervisord` skips that comparison.
 Every scenario uses a temporary home and ephemeral loopback ports, is bounded in time, and in a
 `finally` runs `imageserving --home H stop` and SIGKILLs whatever still carries the home's marker.
 Build first: `cargo build --release`. Run as root (scenario 5 switches a child to uid 65534).
+Scenario 6 is `tests/fuzz.rs` and `fuzz/`; scenario 8 is the e2e tests named `a_full_*` in
+`tests/e2e/policy.rs`.
 """
 
 import argparse
@@ -26,9 +31,12 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (BINARY, STATUS_REQUEST, Home, Result, children_of, components, control_call,  # noqa: E402
-                    env_of, field, free_ports, read_cmdline, marked_pids, ms, parse_log, pct, pid_alive,
-                    proc_stat, timed_status, vm_rss_kib, wait_for)
+import supervisord as sd  # noqa: E402
+from common import (BINARY, SETTINGS, STATUS_REQUEST, Home, Result, children_of, components,  # noqa: E402
+                    control_call, env_of, field, free_ports, read_cmdline, ms, parse_log, pct, pid_alive,
+                    proc_stat, still_alive, timed_status, vm_rss_kib, wait_for, with_start)
+from image_inputs import image_inputs  # noqa: E402
+from misbehaving import misbehaving  # noqa: E402
 
 
 # =========================================================================== 1. crash storm
@@ -249,22 +257,6 @@ max_window = "60s"
 SLEEPERS = ("s1", "s2", "s3", "fork")
 
 
-def descendants_of(root):
-    """Every live descendant pid of root (by ppid)."""
-    kids = {}
-    for pid in [int(d) for d in os.listdir("/proc") if d.isdigit()]:
-        st = proc_stat(pid)
-        if st and st[0] not in ("Z", "X"):
-            kids.setdefault(st[1], []).append(pid)
-    out, todo = [], [root]
-    while todo:
-        p = todo.pop()
-        for c in kids.get(p, []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 def setsid_grandchildren(home):
     """The `setsid sleep 1000` escapees of the fork component: marked, not in the main's group."""
     out = []
@@ -286,7 +278,7 @@ def supervisor_kill(quick, keep):
     lookalike = subprocess.Popen(["sleep", "1000"], env=env)
     la_start = proc_stat(lookalike.pid)[2]
     figures = {"children_alive_after_2s": 0, "escaped_after_kill": 0, "escaped_after_start": 0,
-               "clean_starts": 0, "lookalike_ok": 0, "start_rc": {}}
+               "clean_starts": 0, "lookalike_ok": 0, "start_rc": {}, "old_mains_after_start": 0}
     modes = []
     failed = True
     try:
@@ -340,6 +332,7 @@ def supervisor_kill(quick, keep):
             figures["start_rc"][rc] = figures["start_rc"].get(rc, 0) + 1
             stray = [(p, read_cmdline(p)) for p, st in escaped if pid_alive(p, st)]
             stray_old = [p for p, st in prev_escapees if pid_alive(p, st)]
+            figures["old_mains_after_start"] += len(still_alive(kids))
             figures["escaped_after_start"] += len(stray)
             if stray or stray_old:
                 r.fail(f"round {i + 1} ({mode}): after start, marked processes not of the new supervisor: "
@@ -354,17 +347,45 @@ def supervisor_kill(quick, keep):
                 figures["lookalike_ok"] += 1
             else:
                 r.fail(f"round {i + 1} ({mode}): the look-alike `sleep 1000` (pid {lookalike.pid}) was killed")
+        # The same rounds against supervisord (not counted as our failures).
+        o = None
+        if SETTINGS.get("supervisord", True):
+            try:
+                o = supervisord_kill_rounds(rounds, lookalike, la_start, keep)
+            except Exception as e:  # noqa: BLE001 - supervisord's trouble is reported, never ours
+                o = {"error": f"{type(e).__name__}: {e}"}
+            r.other = sd.NAME
+            r.other_failures = list(o.get("missed", [])) + ([f"the run itself failed: {o['error']}"] if "error" in o else [])
+            r.other_lost = "nothing (no data in this scenario)"
+
+        def other(key, fmt=str):
+            if o is None:
+                return None
+            return fmt(o[key]) if key in o else "—"
+
         r.load = f"{rounds} rounds (modes: {', '.join(sorted(set(modes)))}); 5 components (3 sleepers, 1 setsid forker, 1 crash-looper)"
         r.faults = f"{rounds} × SIGKILL of the supervisor (while starting, stopping, in BACKOFF)"
-        r.add("rounds", f"{rounds} ({modes.count('starting')} starting, {modes.count('stopping')} stopping, {modes.count('backoff')} backoff)")
-        r.add("direct children alive 2 s after the kill", figures["children_alive_after_2s"], "0 (PDEATHSIG)")
+        r.add("settings", "start_secs 300ms, stop_timeout 2s; crash-looper backoff 300ms–1s, max_restarts 100000", "",
+              other("settings"))
+        r.add("rounds", f"{rounds} ({modes.count('starting')} starting, {modes.count('stopping')} stopping, {modes.count('backoff')} backoff)",
+              "", other("rounds"))
+        r.add("direct children alive 2 s after the kill", figures["children_alive_after_2s"], "0 (PDEATHSIG)",
+              other("children_alive_after_2s", lambda v: f"{v} of {o['children']}"))
         r.add("escaped descendants found after the kill (marked, alive after 2 s)", figures["escaped_after_kill"],
-              "expected: the setsid grandchildren")
-        r.add("escaped descendants found after the next start", figures["escaped_after_start"], "0")
-        r.add("clean starts (rc 0/1, s1 s2 s3 fork RUNNING)", f"{figures['clean_starts']} / {rounds}", f"{rounds}")
+              "expected: the setsid grandchildren", other("escaped_after_kill"))
+        r.add("escaped descendants found after the next start", figures["escaped_after_start"], "0",
+              other("escaped_after_start"))
+        r.add("the killed supervisor's direct children still running beside the new ones after the next start",
+              figures["old_mains_after_start"], "0", other("old_mains_after_start"))
+        r.add("clean starts (s1 s2 s3 fork RUNNING; for imageserving also rc 0 or 1)", f"{figures['clean_starts']} / {rounds}", f"{rounds}",
+              other("clean_starts", lambda v: f"{v} / {rounds}"))
         r.add("start exit codes", ", ".join(f"{k}: {v}" for k, v in sorted(figures["start_rc"].items())),
-              "1 (crash-looper never runs)")
-        r.add("look-alike `sleep 1000` survived", f"{figures['lookalike_ok']} / {rounds}", f"{rounds}")
+              "1 (crash-looper never runs)", other("start_rc"))
+        r.add("look-alike `sleep 1000` survived", f"{figures['lookalike_ok']} / {rounds}", f"{rounds}",
+              other("lookalike_ok", lambda v: f"{v} / {rounds}"))
+        if o is not None and "leftovers" in o:
+            r.add("processes left by the supervisor that the script had to kill after the round", 0, "",
+                  other("leftovers"))
         r.lost = "nothing" if not r.failures else "see failures"
         failed = bool(r.failures)
     finally:
@@ -372,6 +393,93 @@ def supervisor_kill(quick, keep):
         lookalike.kill()
         lookalike.wait()
     return r
+
+
+def supervisord_kill_rounds(rounds, lookalike, la_start, keep):
+    """Scenario 2's rounds against supervisord: the same programs, moments and checks.
+
+    supervisord runs as `supervisord -n` in the background. "start" is starting supervisord (its
+    programs start with it) and waiting until s1, s2, s3 and fork are RUNNING; "stop" is its
+    `shutdown`. After each round's checks, the script kills what the kill left behind, so that
+    the rounds stay independent and the processes do not pile up.
+    """
+    base = {"startsecs": 1, "stopwaitsecs": 2, "stopasgroup": True, "killasgroup": True, "autorestart": True}
+    progs = {
+        "s1": {"command": "sleep 1000", **base},
+        "s2": {"command": "sleep 1000", **base},
+        "s3": {"command": "sh -c \"trap '' TERM; exec sleep 1000\"", **base},
+        "fork": {"command": "sh -c \"setsid sleep 1000 & exec sleep 1000\"", **base},
+        "crash": {"command": "sh -c \"sleep 0.2; exit 1\"", **base, "startretries": 100000},
+    }
+    rng = random.Random(3)
+    out = {"settings": "startsecs=1 (its minimum: whole seconds), stopwaitsecs=2, stopasgroup=true, killasgroup=true, "
+                       "autorestart=true; crash-looper startretries=100000 (its backoff: 1 s more per retry)",
+           "children": 0, "children_alive_after_2s": 0, "escaped_after_kill": 0, "escaped_after_start": 0,
+           "clean_starts": 0, "lookalike_ok": 0, "leftovers": 0, "old_mains_after_start": 0, "missed": []}
+    modes = []
+    sv = sd.Supervisord(progs, keep)
+    try:
+        sv.start()
+        if not sv.wait_ready(15):
+            raise RuntimeError("supervisord did not answer within 15 s")
+        sv.wait_states(SLEEPERS, "RUNNING", 15)
+        for i in range(rounds):
+            mode = ["starting", "stopping", "backoff"][i % 3]
+            modes.append(mode)
+            if mode == "starting":
+                sv.shutdown()
+                if not sv.wait_exit(15):
+                    sv.kill()
+                pid = sv.start()
+                wait_for(lambda: sv.pidfile_pid() == pid, 5, 0.005)
+                time.sleep(rng.uniform(0.0, 0.8))
+            elif mode == "stopping":
+                pid = sv.pid()
+                sv.shutdown()
+                time.sleep(rng.uniform(0.05, 1.5))
+            else:
+                pid = sv.pid()
+                wait_for(lambda: sv.states().get("crash") == "BACKOFF", 10, 0.01)
+                time.sleep(rng.uniform(0.0, 0.1))
+            kids = children_of(pid) if pid else []
+            out["children"] += len(kids)
+            sv.kill()
+            time.sleep(2.0)
+            alive_kids = still_alive(kids)
+            out["children_alive_after_2s"] += len(alive_kids)
+            escaped = with_start(sv.marked())
+            out["escaped_after_kill"] += len(escaped)
+            sv.start()
+            ok = sv.wait_ready(10)
+            st = sv.wait_states(SLEEPERS, "RUNNING", 10) if ok else {}
+            clean = ok and all(st.get(n) == "RUNNING" for n in SLEEPERS)
+            out["clean_starts"] += clean
+            stray = still_alive(escaped)
+            out["escaped_after_start"] += len(stray)
+            out["old_mains_after_start"] += len(still_alive(kids))
+            if pid_alive(lookalike.pid, la_start):
+                out["lookalike_ok"] += 1
+            # Clean up what the kill left behind (the new supervisord's programs are not touched).
+            out["leftovers"] += len(stray)
+            for p, _ in stray:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            wait_for(lambda: not still_alive(stray), 5, 0.01)
+            if not clean:
+                out["missed"].append(f"round {i + 1} ({mode}): start not clean: {st}")
+        out["rounds"] = f"{rounds} ({modes.count('starting')} starting, {modes.count('stopping')} stopping, {modes.count('backoff')} backoff)"
+        out["start_rc"] = "— (supervisord -n in the background)"
+        if out["children_alive_after_2s"]:
+            out["missed"].append(f"{out['children_alive_after_2s']} of {out['children']} direct children alive 2 s after the kill")
+        if out["escaped_after_start"]:
+            out["missed"].append(f"{out['escaped_after_start']} escaped processes alive after the next start")
+        if out["lookalike_ok"] != rounds:
+            out["missed"].append(f"the look-alike was killed ({out['lookalike_ok']} / {rounds})")
+    finally:
+        sv.close()
+    return out
 
 
 # =========================================================================== 3. restart loops
@@ -767,7 +875,9 @@ SCENARIOS = {
     "crash_storm": crash_storm,
     "supervisor_kill": supervisor_kill,
     "restart_loops": restart_loops,
+    "misbehaving": misbehaving,
     "control_channel": control_channel,
+    "image_inputs": image_inputs,
 }
 
 
@@ -790,7 +900,10 @@ def main():
     ap.add_argument("scenario", nargs="*", help=f"scenarios to run, among {', '.join(SCENARIOS)} (default: all)")
     ap.add_argument("--quick", action="store_true", help="shorter runs")
     ap.add_argument("--keep", action="store_true", help="keep the temporary homes")
+    ap.add_argument("--no-supervisord", action="store_true",
+                    help="skip the comparison with supervisord in scenarios 2 and 4")
     args = ap.parse_args()
+    SETTINGS["supervisord"] = not args.no_supervisord
     if not os.access(BINARY, os.X_OK):
         sys.exit(f"{BINARY} not found: run `cargo build --release` first")
     names = args.scenario or list(SCENARIOS)
@@ -816,6 +929,10 @@ def main():
     for res in results:
         fails = "none" if not res.failures else f"{len(res.failures)}: " + "; ".join(res.failures)
         print(f"| {res.number}. {res.name} | {res.load} | {res.faults} | {fails} | {res.lost} |")
+        if res.other:
+            misses = "none" if not res.other_failures else f"{len(res.other_failures)}: " + "; ".join(res.other_failures)
+            print(f"| {res.number}. {res.name}, {res.other} (comparison, not counted) | same | same | {misses} | "
+                  f"{res.other_lost} |")
     sys.exit(1 if any(res.failures for res in results) else 0)
 
 
