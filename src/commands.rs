@@ -33,7 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             wait,
         } => restart::one(&home, &name, wait.wait),
         Command::Status { component, json } => status::run(&home, component.as_deref(), json),
-        Command::Supervisor { detached } => crate::daemon::run(&home, detached),
+        Command::Supervisor { detached } => supervisor(&home, detached, &cli.global),
         Command::Component { name } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -42,6 +42,35 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             runtime.block_on(crate::servers::run(&name))?;
             Ok(exit::OK)
         }
+    }
+}
+
+/// `supervisor`: the daemon, as `imageserving-supervisor` where it is installed (exec'd, so the
+/// pid a service manager or a container runtime knows stays the daemon's), else in this process.
+fn supervisor(home: &Home, detached: bool, global: &crate::cli::GlobalArgs) -> anyhow::Result<u8> {
+    use std::os::unix::process::CommandExt;
+    provision_samples(home);
+    if crate::daemon::program().is_some() {
+        let err = crate::daemon::command(home, detached, global.verbose, global.quiet)?.exec();
+        return Err(anyhow::Error::from(err).context("running imageserving-supervisor"));
+    }
+    let exe = std::env::current_exe()?;
+    crate::daemon::run(home, detached, &exe)
+}
+
+/// Creates the sample catalog and images in a home that lacks them (files that exist, even
+/// edited or emptied, are left alone). Done by the command that starts a daemon, not by the
+/// daemon, which links no image encoder.
+pub(crate) fn provision_samples(home: &Home) {
+    match crate::imaging::samples::provision(home.root()) {
+        Ok(created) if !created.is_empty() => {
+            tracing::info!(
+                files = created.len(),
+                "created the sample catalog and images"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not create the sample catalog and images"),
     }
 }
 

@@ -9,12 +9,15 @@
 //! Detached (started by `start`), the daemon logs to `logs/supervisor.log`, rotated (see
 //! [`log`]); in the foreground, to standard error.
 
+pub mod args;
 mod bridge;
 pub mod log;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -38,12 +41,14 @@ const SWEEP_DEADLINE: Duration = Duration::from_secs(5);
 /// Detached, tracing already writes `logs/supervisor.log` (set up by `init_tracing`), while
 /// standard error is `logs/supervisor.stderr`: a panic and the error the daemon ends with are
 /// logged there too, so that `supervisor.log` tells the whole story.
-pub fn run(home: &Home, detached: bool) -> anyhow::Result<u8> {
+///
+/// `self_exe` is the program `@self` names in the configuration.
+pub fn run(home: &Home, detached: bool, self_exe: &Path) -> anyhow::Result<u8> {
     if !detached {
-        return run_daemon(home, detached);
+        return run_daemon(home, detached, self_exe);
     }
     log::install_panic_hook();
-    let result = run_daemon(home, detached);
+    let result = run_daemon(home, detached, self_exe);
     if let Err(e) = &result {
         if exit::code_of(e) == exit::LOCKED {
             // Another `start` won the race: its daemon runs; this one was never needed.
@@ -55,18 +60,63 @@ pub fn run(home: &Home, detached: bool) -> anyhow::Result<u8> {
     result
 }
 
-fn run_daemon(home: &Home, detached: bool) -> anyhow::Result<u8> {
+/// The daemon's own program, `imageserving-supervisor`, when it is installed beside this one.
+/// Without it (`cargo run` builds only the binary it runs), this program runs the daemon
+/// itself, the same code with more of it mapped.
+pub fn program() -> Option<PathBuf> {
+    let path = args::sibling("imageserving-supervisor");
+    let meta = std::fs::metadata(&path).ok()?;
+    (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(path)
+}
+
+/// The command that runs the daemon on `home`: `imageserving-supervisor` if installed, else
+/// this program's `supervisor` command. `@self` stays this program either way.
+pub fn command(home: &Home, detached: bool, verbose: u8, quiet: bool) -> anyhow::Result<Command> {
+    let exe = std::env::current_exe().context("finding this program's path")?;
+    let cmd = match program() {
+        Some(program) => {
+            let args = args::SupervisorArgs {
+                home: Some(home.root().to_path_buf()),
+                detached,
+                exe,
+                verbose,
+                quiet,
+            };
+            let mut cmd = Command::new(program);
+            cmd.args(args.to_args());
+            cmd
+        }
+        None => {
+            let mut cmd = Command::new(exe);
+            cmd.arg("--home").arg(home.root()).arg("supervisor");
+            if detached {
+                cmd.arg("--detached");
+            }
+            if quiet {
+                cmd.arg("-q");
+            }
+            for _ in 0..verbose {
+                cmd.arg("-v");
+            }
+            cmd
+        }
+    };
+    Ok(cmd)
+}
+
+fn run_daemon(home: &Home, detached: bool, exe: &Path) -> anyhow::Result<u8> {
     home.ensure_layout()?;
     home.check_socket_path()?;
-    let exe = std::env::current_exe().context("finding this program's path")?;
-    let config =
-        config::load(home, &exe).map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()))?;
+    let config = config::load(home, exe).map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()))?;
     let _lock = lock(home, detached)?;
     raise_open_file_limit();
     sweep_leftovers(home);
-    provision_samples(home);
     write_pid_file(home)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread runs every actor and the control socket: their handlers only compute and
+    // send messages; what blocks (/proc scans, log writes, kills and waits) goes to the
+    // blocking pool, and spawning to the spawner thread. Supervising needs no parallelism,
+    // and one thread maps less (no work-stealing scheduler, no per-worker state).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("supervisor")
         .build()
@@ -140,21 +190,6 @@ fn sweep_leftovers(home: &Home) {
             killed = total,
             "killed leftover processes of an earlier supervisor"
         );
-    }
-}
-
-/// A fresh home gets the sample catalog and images, so the first request of the README works.
-/// Existing files are never overwritten; a failure is logged and changes nothing else.
-fn provision_samples(home: &Home) {
-    match crate::imaging::samples::provision(home.root()) {
-        Ok(created) if !created.is_empty() => {
-            info!(
-                files = created.len(),
-                "created the sample catalog and images"
-            )
-        }
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "could not create the sample catalog and images"),
     }
 }
 

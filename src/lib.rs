@@ -29,14 +29,52 @@ use clap::Parser;
 /// The whole program: parse, set up logging, run, map the outcome to an exit code.
 pub fn main_entry() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_tracing(&cli);
-    let quiet_errors = matches!(cli.command, cli::Command::Component { .. });
-    match commands::run(cli) {
+    let mode = match cli.command {
+        cli::Command::Supervisor { detached } => LogMode::Supervisor { detached },
+        cli::Command::Component { .. } => LogMode::Component,
+        _ => LogMode::Cli,
+    };
+    init_tracing(mode, &cli.global);
+    let quiet_errors = mode == LogMode::Component;
+    finish(commands::run(cli), quiet_errors)
+}
+
+/// The entry point of `imageserving-supervisor`, the daemon's own program (see
+/// [`daemon::program`]). Its arguments are few and fixed, so they are read by hand: linking
+/// clap here would map its code into the one process meant to stay small.
+pub fn supervisor_entry() -> ExitCode {
+    let args = match daemon::args::SupervisorArgs::parse(std::env::args_os().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("imageserving-supervisor: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let global = cli::GlobalArgs {
+        home: args.home.clone(),
+        verbose: args.verbose,
+        quiet: args.quiet,
+    };
+    init_tracing(
+        LogMode::Supervisor {
+            detached: args.detached,
+        },
+        &global,
+    );
+    let result = home::Home::resolve(args.home)
+        .map_err(anyhow::Error::from)
+        .and_then(|home| daemon::run(&home, args.detached, &args.exe));
+    finish(result, false)
+}
+
+/// Maps a command's outcome to the exit code, printing the error unless `quiet`.
+fn finish(result: anyhow::Result<u8>, quiet: bool) -> ExitCode {
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             let code = exit::code_of(&err);
             let message = format!("{err:#}");
-            if !message.is_empty() && !quiet_errors {
+            if !message.is_empty() && !quiet {
                 eprintln!("imageserving: {message}");
             }
             ExitCode::from(code)
@@ -44,18 +82,25 @@ pub fn main_entry() -> ExitCode {
     }
 }
 
+/// Who is logging: the CLI, a component server, or the Server Supervisor.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LogMode {
+    Cli,
+    Component,
+    Supervisor { detached: bool },
+}
+
 /// Sets up the one tracing subscriber. Diagnostics go to standard error (the foreground
 /// supervisor's and the component servers' log; the CLI's stays quiet unless asked), except in
 /// the detached daemon, which writes its own log, `logs/supervisor.log`, rotated by size (see
 /// [`daemon::log`]); should that file not open, it logs to standard error
 /// (`logs/supervisor.stderr`).
-fn init_tracing(cli: &cli::Cli) {
-    use tracing_subscriber::EnvFilter;
-    let daemon = matches!(
-        cli.command,
-        cli::Command::Supervisor { .. } | cli::Command::Component { .. }
-    );
-    let level = match (cli.global.quiet, cli.global.verbose) {
+fn init_tracing(mode: LogMode, global: &cli::GlobalArgs) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let daemon = mode != LogMode::Cli;
+    let level = match (global.quiet, global.verbose) {
         (true, _) => "error",
         (false, 0) if daemon => "info",
         (false, 0) => "warn",
@@ -64,37 +109,57 @@ fn init_tracing(cli: &cli::Cli) {
     };
     // ractor wraps every handler in a span carrying the sender's actor id, which misleads more
     // than it helps here: every line names its component instead.
-    let filter = EnvFilter::try_from_env("IMAGESERVING_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},ractor=warn")));
+    // `IMAGESERVING_LOG` takes `level` and `target=level` directives, e.g. `debug,ractor=info`
+    // (tracing-subscriber's `Targets`: no regex engine mapped into the daemon).
+    let default = || format!("{level},ractor=warn").parse::<Targets>();
+    let filter = match std::env::var("IMAGESERVING_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => spec.parse::<Targets>().or_else(|e| {
+            eprintln!(
+                "imageserving: IMAGESERVING_LOG=`{spec}` is not a filter ({e}); using `{level}`"
+            );
+            default()
+        }),
+        _ => default(),
+    }
+    .unwrap_or_default();
     let ansi = !daemon && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let builder = tracing_subscriber::fmt().with_target(false);
     // An unusable home fails the command itself, with the reason, right after this.
-    let own_log = match cli.command {
-        cli::Command::Supervisor { detached: true } => home::Home::resolve(cli.global.home.clone())
+    let own_log = match mode {
+        LogMode::Supervisor { detached: true } => home::Home::resolve(global.home.clone())
             .ok()
             .map(|home| daemon::log::SupervisorLog::open(&home)),
         _ => None,
     };
     let _ = match own_log {
-        Some(Ok(log)) => builder.with_writer(log).with_ansi(false).try_init(),
+        Some(Ok(log)) => builder
+            .with_writer(log)
+            .with_ansi(false)
+            .finish()
+            .with(filter)
+            .try_init(),
         Some(Err(e)) => {
             eprintln!("imageserving: {e}; logging to standard error");
             builder
                 .with_writer(std::io::stderr)
                 .with_ansi(false)
+                .finish()
+                .with(filter)
                 .try_init()
         }
         // A component server's standard error is timestamped line by line by the supervisor.
-        None if matches!(cli.command, cli::Command::Component { .. }) => builder
+        None if mode == LogMode::Component => builder
             .without_time()
             .with_writer(std::io::stderr)
             .with_ansi(false)
+            .finish()
+            .with(filter)
             .try_init(),
         None => builder
             .with_writer(std::io::stderr)
             .with_ansi(ansi)
+            .finish()
+            .with(filter)
             .try_init(),
     };
 }

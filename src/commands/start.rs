@@ -4,7 +4,7 @@ use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -96,13 +96,15 @@ pub fn failure(c: &ComponentStatus, wait: Duration) -> String {
 }
 
 /// Starts the daemon in a new session, detached from the terminal, and waits until its
-/// control socket answers. The daemon is this same program, re-executed: we never fork a
+/// control socket answers. The daemon is `imageserving-supervisor` (or, where that is not
+/// installed, this same program re-executed; see [`crate::daemon::program`]): we never fork a
 /// process that runs an async runtime.
 ///
 /// The daemon opens its own log, `logs/supervisor.log` (rotated); its standard output and
 /// error go to `logs/supervisor.stderr` (appended, not rotated), which only receives what
 /// bypasses its log: a panic's message, the error it exits with.
 fn spawn_daemon(home: &Home) -> anyhow::Result<Client> {
+    super::provision_samples(home);
     let stderr_path = home.supervisor_stderr();
     let stderr = OpenOptions::new()
         .create(true)
@@ -111,12 +113,8 @@ fn spawn_daemon(home: &Home) -> anyhow::Result<Client> {
         .with_context(|| format!("opening {}", stderr_path.display()))?;
     // What the daemon writes there from now on is shown if it fails to start.
     let stderr_start = stderr.metadata().map(|m| m.len()).unwrap_or(0);
-    let exe = std::env::current_exe().context("finding this program's path")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("--home")
-        .arg(home.root())
-        .args(["supervisor", "--detached"])
-        .env(TREE_ENV, home.tree_id())
+    let mut cmd = crate::daemon::command(home, true, 0, false)?;
+    cmd.env(TREE_ENV, home.tree_id())
         .stdin(Stdio::null())
         .stdout(stderr.try_clone()?)
         .stderr(stderr);

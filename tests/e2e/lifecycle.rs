@@ -347,3 +347,74 @@ fn home_may_be_given_by_environment_and_through_a_symlink() {
     via_env(&["stop"]).expect_code(0);
     home.assert_nothing_runs();
 }
+
+/// The daemon runs as `imageserving-supervisor` when that program is installed beside
+/// `imageserving` (as cargo builds them), and `@self` still names `imageserving`; without it
+/// (`cargo run` builds only the program it runs), `imageserving` runs the daemon itself.
+#[test]
+fn the_daemon_is_its_own_program_and_this_one_stands_in_without_it() {
+    use std::path::PathBuf;
+
+    let config = format!(
+        "{SUPERVISOR}[components.me]\ncommand = [\"@self\", \"component\", \"svg\"]\nport = {}\n",
+        crate::harness::free_port()
+    );
+    let exe_of = |pid: u32| fs_read_link(format!("/proc/{pid}/exe"));
+
+    let home = TestHome::new(&config);
+    home.run(&["start"]).expect_code(0);
+    let status = home.wait_running(&["me"]);
+    let daemon = pid(&status["supervisor"]["pid"]).expect("the daemon's pid");
+    let bin_dir = PathBuf::from(crate::harness::BIN)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    assert_eq!(exe_of(daemon), bin_dir.join("imageserving-supervisor"));
+    let me = pid(&component_of(&status, "me")["pid"]).expect("me's pid");
+    assert_eq!(exe_of(me), PathBuf::from(crate::harness::BIN), "@self");
+    home.run(&["stop"]).expect_code(0);
+
+    // `imageserving` alone in a directory: it is the daemon too.
+    let alone = tempfile::tempdir().expect("a directory for the program alone");
+    let copy = alone.path().join("imageserving");
+    if std::fs::hard_link(crate::harness::BIN, &copy).is_err() {
+        std::fs::copy(crate::harness::BIN, &copy).expect("copying the program");
+    }
+    let home = TestHome::new(&config);
+    let mut start = std::process::Command::new(&copy);
+    start
+        .arg("--home")
+        .arg(home.path())
+        .arg("start")
+        .env_remove("IMAGESERVING_HOME")
+        .env_remove("IMAGESERVING_LOG")
+        .env_remove(crate::harness::TREE_ENV);
+    crate::harness::run_command(
+        start,
+        "start (alone)".into(),
+        crate::harness::COMMAND_TIMEOUT,
+    )
+    .unwrap_or_else(|out| panic!("start timed out\n{out}"))
+    .expect_code(0);
+    let status = home.wait_running(&["me"]);
+    let daemon = pid(&status["supervisor"]["pid"]).expect("the daemon's pid");
+    let copy = std::fs::canonicalize(&copy).unwrap();
+    assert_eq!(exe_of(daemon), copy);
+    let cmdline = std::fs::read(format!("/proc/{daemon}/cmdline")).unwrap();
+    assert!(
+        cmdline.split(|b| *b == 0).any(|arg| arg == b"supervisor"),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    let me = pid(&component_of(&status, "me")["pid"]).expect("me's pid");
+    assert_eq!(
+        exe_of(me),
+        copy,
+        "@self is the program that started the daemon"
+    );
+    home.run(&["stop"]).expect_code(0);
+}
+
+fn fs_read_link(path: String) -> std::path::PathBuf {
+    std::fs::read_link(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
