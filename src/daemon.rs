@@ -224,6 +224,11 @@ fn write_pid_file(home: &Home) -> anyhow::Result<()> {
 
 async fn serve(home: &Home, config: Config, detached: bool) -> anyhow::Result<u8> {
     let started_at = SystemTime::now();
+    // Descendants that leave their component's process group stay below us, so a component's
+    // leftovers are found without reading all of /proc (see `process::adopt_orphans`).
+    if let Err(e) = process::adopt_orphans() {
+        warn!(error = %e, "cannot become a child subreaper; leftovers are found by scanning /proc");
+    }
     let (handle, mut tree_done) = SupervisorHandle::spawn(config.tree.clone())
         .await
         .context("spawning the supervision tree")?;

@@ -453,7 +453,9 @@ impl ComponentState {
                     }
                     let mut child = spawned.child;
                     let drained = spawned.drained;
-                    let reason = match child.wait().await {
+                    let waited = child.wait().await;
+                    process::forget_child(pid);
+                    let reason = match waited {
                         Ok(status) => ExitReason::from_status(status),
                         Err(e) => {
                             warn!(%component, pid, error = %e, "waiting for the process failed");

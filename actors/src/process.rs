@@ -31,13 +31,13 @@
 //! into marked pieces), so memory stays bounded, and hand them, each stream tagged, to the
 //! component's [`ComponentLog`], which stamps, rotates and routes them (see [`crate::logs`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -142,11 +142,11 @@ pub async fn spawn(req: SpawnRequest) -> io::Result<Spawned> {
     })?;
     let (reply, answer) = oneshot::channel();
     spawner()?
-        .send(SpawnJob {
+        .send(Job::Spawn(SpawnJob {
             req,
             runtime,
             reply,
-        })
+        }))
         .map_err(|_| io::Error::other("spawning: the spawner thread is gone"))?;
     answer
         .await
@@ -171,6 +171,110 @@ pub fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
         err.kind(),
         format!("sending signal {signal} to process group {pgid}: {err}"),
     ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adopting orphans.
+
+/// Whether this process is a child subreaper (see [`adopt_orphans`]).
+static ADOPTING: AtomicBool = AtomicBool::new(false);
+
+/// The children a [`Spawned::child`] handle waits for: registered by the spawner thread right
+/// after the fork, forgotten by [`forget_child`] once reaped. The orphan reaper leaves them to
+/// their handles.
+static WAITED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+fn waited() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
+    WAITED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Makes this process a child subreaper (`PR_SET_CHILD_SUBREAPER`), so that a descendant whose
+/// parent dies (a double fork, a `setsid` daemon) is re-parented to us instead of to init, and
+/// reaps those adopted orphans when they die. From then on the cleanup after a component's
+/// exit walks our own subtree for its leftovers, instead of reading every process of the
+/// machine: a restart costs microseconds, not a scan of /proc.
+///
+/// Process-wide: the daemon calls it once, inside its runtime, before spawning anything. An
+/// application embedding the tree may call it too, if it reaps no children of its own with
+/// `waitpid(-1)` (this reaper reaps only adopted processes, never a child it did not adopt).
+pub fn adopt_orphans() -> io::Result<()> {
+    let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let jobs = spawner()?;
+    ADOPTING.store(true, Ordering::Relaxed);
+    tokio::spawn(async move {
+        while sigchld.recv().await.is_some() {
+            if jobs.send(Job::ReapAdopted).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Tells the orphan reaper that the child `pid`, spawned by [`spawn`], has been reaped through
+/// its handle.
+pub fn forget_child(pid: u32) {
+    waited().remove(&pid);
+}
+
+/// Reaps every zombie child that no handle waits for: adopted orphans. Runs on the spawner
+/// thread, so no child is between its fork and its registration.
+fn reap_adopted() {
+    let me = std::process::id();
+    let zombies: Vec<u32> = {
+        let waited = waited();
+        children_of(me)
+            .into_iter()
+            .filter(|pid| !waited.contains(pid))
+            .filter(|&pid| read_stat(pid).is_some_and(|s| s.state == 'Z'))
+            .collect()
+    };
+    for pid in zombies {
+        // SAFETY: waitpid on a specific pid with a null status pointer.
+        unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) };
+    }
+}
+
+/// The children of `pid`, from every thread's `children` list.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks.filter_map(Result::ok) {
+        let Ok(list) = fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        out.extend(
+            list.split_ascii_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+/// Live processes of this user below this one.
+fn own_live_descendants() -> Vec<OwnProcess> {
+    let uid = geteuid().as_raw();
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut next = children_of(std::process::id());
+    while let Some(pid) = next.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        next.extend(children_of(pid));
+        if let Some(stat) = read_stat(pid).filter(ProcStat::is_alive) {
+            if read_real_uid(pid) == Some(uid) {
+                out.push(OwnProcess { pid, stat });
+            }
+        }
+    }
+    out
 }
 
 /// Pids of live (non-zombie) processes of this user whose environment carries
@@ -336,13 +440,20 @@ struct SpawnJob {
     reply: oneshot::Sender<io::Result<Spawned>>,
 }
 
+/// What the spawner thread does: spawn, or reap the adopted orphans that died. Both on the
+/// one thread, so that a reap never runs between a fork and the registration of its child.
+enum Job {
+    Spawn(SpawnJob),
+    ReapAdopted,
+}
+
 /// The spawner thread's mailbox. The sender lives forever, so the thread never sees its channel
 /// close and never exits.
-static SPAWNER: OnceLock<mpsc::Sender<SpawnJob>> = OnceLock::new();
+static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
 /// Serializes the start of the spawner thread, so that a failed start can be retried.
 static SPAWNER_START: Mutex<()> = Mutex::new(());
 
-fn spawner() -> io::Result<&'static mpsc::Sender<SpawnJob>> {
+fn spawner() -> io::Result<&'static mpsc::Sender<Job>> {
     if let Some(sender) = SPAWNER.get() {
         return Ok(sender);
     }
@@ -358,13 +469,19 @@ fn spawner() -> io::Result<&'static mpsc::Sender<SpawnJob>> {
     Ok(SPAWNER.get_or_init(|| sender))
 }
 
-fn spawner_loop(jobs: &mpsc::Receiver<SpawnJob>) {
-    while let Ok(SpawnJob {
-        req,
-        runtime,
-        reply,
-    }) = jobs.recv()
-    {
+fn spawner_loop(jobs: &mpsc::Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        let SpawnJob {
+            req,
+            runtime,
+            reply,
+        } = match job {
+            Job::Spawn(job) => job,
+            Job::ReapAdopted => {
+                reap_adopted();
+                continue;
+            }
+        };
         let program = req.command.first().cloned().unwrap_or_default();
         let _entered = runtime.enter();
         // If this thread died, every component it forked would get SIGKILL: survive any panic.
@@ -462,6 +579,7 @@ fn spawn_here(req: SpawnRequest, runtime: &Handle) -> io::Result<Spawned> {
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other(format!("spawning {program:?}: no pid")))?;
+    waited().insert(pid);
     let mut pumps = Vec::with_capacity(2);
     if let Some(stdout) = child.stdout.take() {
         pumps.push(runtime.spawn(pump(stdout, Arc::clone(&req.log), Stream::Stdout)));
@@ -743,7 +861,13 @@ struct Leftovers {
 
 /// One round of [`kill_leftovers`]: find what is left, and SIGKILL it.
 fn sweep(pgid: u32, marker: &Marker, first: bool) -> io::Result<Leftovers> {
-    let processes = own_live_processes()?;
+    // Adopting orphans, every process a component started is still below us: walk that
+    // subtree instead of reading every process of the machine.
+    let processes = if ADOPTING.load(Ordering::Relaxed) {
+        own_live_descendants()
+    } else {
+        own_live_processes()?
+    };
     // Our leader has exited; a live process now leading a group under its number is not ours
     // unless it carries our marker. Its environment is read without the uid filter, so that a
     // foreign user's process (killable by a root daemon) is never mistaken for ours.

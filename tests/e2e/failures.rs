@@ -245,3 +245,74 @@ fn killed_supervisor_takes_its_components_along_and_next_start_sweeps_escapees()
     assert_eq!(left.len(), 1, "{}", describe(&left));
     assert_ne!(left[0], escapee);
 }
+
+/// The daemon is a child subreaper: a descendant that leaves its group and loses its parent is
+/// adopted by the daemon (not by init), reaped when it dies on its own, and killed with its
+/// component; a restart does not have to read all of /proc to find it.
+#[test]
+fn orphans_are_adopted_by_the_daemon_reaped_and_killed_with_their_component() {
+    let config = format!(
+        "{SUPERVISOR}{}",
+        component(
+            "escaper",
+            &[
+                "sh",
+                "-c",
+                "(setsid sleep 0.3 &); (setsid sleep 1000 &); exec sleep 1000",
+            ],
+            "",
+        )
+    );
+    let home = TestHome::new(&config);
+    home.run(&["start"]).expect_code(0);
+    let status = home.wait_running(&["escaper"]);
+    let daemon = pid(&status["supervisor"]["pid"]).expect("the daemon's pid");
+    let main = pid(&component_of(&status, "escaper")["pid"]).expect("a pid");
+    let children = || -> Vec<(u32, procs::Stat)> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{daemon}/task")).unwrap() {
+            let list =
+                std::fs::read_to_string(task.unwrap().path().join("children")).unwrap_or_default();
+            for pid in list.split_whitespace().filter_map(|p| p.parse().ok()) {
+                if let Some(stat) = procs::Stat::read(pid) {
+                    out.push((pid, stat));
+                }
+            }
+        }
+        out
+    };
+    // The long sleeper is adopted; the short one, once it exits, is reaped: no zombie stays.
+    let mut seen = Vec::new();
+    wait_for(SETTLE, "the escapee adopted and the other reaped", || {
+        seen = children();
+        let adopted = seen
+            .iter()
+            .filter(|(pid, s)| *pid != main && s.comm == "sleep" && s.is_alive())
+            .count();
+        let zombies = seen.iter().filter(|(_, s)| !s.is_alive()).count();
+        adopted == 1 && zombies == 0 && seen.len() == 2
+    });
+    let escapee = seen
+        .iter()
+        .find(|(pid, _)| *pid != main)
+        .map(|(pid, _)| ProcId::of(*pid).expect("the escapee"))
+        .unwrap();
+
+    // A crash of the component takes its adopted escapee with it, and leaves no zombie.
+    assert!(procs::kill(ProcId::of(main).expect("main runs")));
+    wait_for(SETTLE, "escaper restarted", || {
+        home.try_status_json().is_some_and(|s| {
+            let c = component_of(&s, "escaper");
+            c["state"] == "RUNNING" && pid(&c["pid"]).is_some_and(|p| p != main)
+        })
+    });
+    assert!(
+        !escapee.is_alive(),
+        "the old attempt's escapee survived the restart"
+    );
+    wait_for(SETTLE, "no zombie child of the daemon", || {
+        children().iter().all(|(_, s)| s.is_alive())
+    });
+    home.run(&["stop"]).expect_code(0);
+    home.assert_nothing_runs();
+}
