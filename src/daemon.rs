@@ -32,8 +32,8 @@ use crate::config::{self, Config};
 use crate::exit::{self, Exit};
 use crate::home::Home;
 
-/// How long the sweep of a killed supervisor's leftovers may take.
-const SWEEP_DEADLINE: Duration = Duration::from_secs(5);
+/// The blocking pool's size (tokio's default is 512).
+const BLOCKING_THREADS: usize = 8;
 
 /// Runs the daemon until it is told to stop. `detached`: started by `start`, which asks for
 /// the components itself; in the foreground every component starts at once.
@@ -118,6 +118,9 @@ fn run_daemon(home: &Home, detached: bool, exe: &Path) -> anyhow::Result<u8> {
     // and one thread maps less (no work-stealing scheduler, no per-worker state).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // /proc scans and log writes wait their turn rather than each take a thread: with a
+        // thousand components starting, an unbounded pool would hold hundreds of threads.
+        .max_blocking_threads(BLOCKING_THREADS)
         .thread_name("supervisor")
         .build()
         .context("starting the async runtime")?;
@@ -181,16 +184,8 @@ fn sweep_leftovers(home: &Home) {
             Err(e) => warn!(path = %path.display(), error = %e, "could not remove a stale file"),
         }
     }
-    let (total, survivors) = process::sweep_marked(&home.tree_id(), None, SWEEP_DEADLINE);
-    if survivors {
-        warn!("some leftover processes of an earlier supervisor survived SIGKILL");
-    }
-    if total > 0 {
-        warn!(
-            killed = total,
-            "killed leftover processes of an earlier supervisor"
-        );
-    }
+    // The processes an earlier daemon left are swept by the tree itself, before it starts
+    // anything (`ServerSupervisor::pre_start`).
 }
 
 /// Many control clients at once, and a log file and pipes per component, need descriptors:

@@ -216,6 +216,7 @@ impl Actor for ComponentActor {
         let has_probe = args.spec.probe.is_some() || matches!(args.spec.ready, Ready::File(_));
         let mut lc = Lifecycle::new(args.spec.policy.clone(), has_probe, now);
         let mut seq = 0;
+        let replacing = args.inherited.is_some();
         if let Some(inh) = args.inherited {
             lc.inherit(inh.budget, inh.last_exit);
             seq = inh.seq;
@@ -240,7 +241,9 @@ impl Actor for ComponentActor {
             health: None,
             memory: None,
             jitter: XorShift::from_entropy(),
-            sweep_first: true,
+            // The tree swept every marked process before its first actor started; a
+            // replacement actor sweeps its component's, which its predecessor may have left.
+            sweep_first: replacing,
             supervisor: args.supervisor,
         })
     }

@@ -283,17 +283,30 @@ fn own_live_descendants() -> Vec<OwnProcess> {
 /// If `/proc` cannot be listed, logs an error and returns nothing.
 pub fn find_marked(tree_id: &str, component: Option<&str>) -> Vec<u32> {
     let marker = Marker::new(tree_id, component);
-    match own_live_processes() {
-        Ok(processes) => processes
-            .iter()
-            .filter(|p| marker.matches_pid(p.pid))
-            .map(|p| p.pid)
-            .collect(),
+    match marked_processes(&marker) {
+        Ok(pids) => pids,
         Err(e) => {
             error!(error = %e, tree_id, "cannot scan /proc for marked processes");
             Vec::new()
         }
     }
+}
+
+/// Live processes of this user carrying `marker`. The environment is read first: one read per
+/// process of the machine, and the state and owner only of the few that match.
+fn marked_processes(marker: &Marker) -> io::Result<Vec<u32>> {
+    let me = std::process::id();
+    let uid = geteuid().as_raw();
+    let entries = fs::read_dir("/proc")
+        .map_err(|e| io::Error::new(e.kind(), format!("listing /proc: {e}")))?;
+    Ok(entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me && marker.matches_pid(pid))
+        .filter(|&pid| {
+            read_stat(pid).is_some_and(|s| s.is_alive()) && read_real_uid(pid) == Some(uid)
+        })
+        .collect())
 }
 
 /// Sends SIGKILL to every process [`find_marked`] finds (verified again through a pidfd, so a
@@ -313,12 +326,17 @@ pub fn kill_marked(tree_id: &str, component: Option<&str>) -> usize {
 pub fn sweep_marked(tree_id: &str, component: Option<&str>, deadline: Duration) -> (usize, bool) {
     let until = Instant::now() + deadline;
     let mut total = 0;
+    let marker = Marker::new(tree_id, component);
     loop {
-        let killed = kill_marked(tree_id, component);
-        total += killed;
-        if killed == 0 && find_marked(tree_id, component).is_empty() {
+        // One scan when nothing is left (the usual case), a last one after each round of kills.
+        let found = find_marked(tree_id, component);
+        if found.is_empty() {
             return (total, false);
         }
+        total += found
+            .into_iter()
+            .filter(|&pid| kill_verified(pid, &marker))
+            .count();
         if Instant::now() >= until {
             return (total, true);
         }
@@ -624,10 +642,14 @@ fn kill_stray_child(pid: u32, marker: &Marker) {
 /// Reading never stops before the end, whatever happens to the log.
 async fn pump<R: AsyncRead + Unpin>(mut pipe: R, log: Arc<ComponentLog>, stream: Stream) {
     let keep = log.keeps(stream);
-    let mut buf = vec![0; READ_CHUNK];
+    // Filled by `read_buf` without zeroing first: until output arrives, no page of it is
+    // touched, so a quiet component costs no resident memory here (a thousand of them would
+    // otherwise hold 32 MiB of zeroes).
+    let mut buf = Vec::with_capacity(READ_CHUNK);
     let mut lines = log.line_buffer();
     loop {
-        let n = match pipe.read(&mut buf).await {
+        buf.clear();
+        let n = match pipe.read_buf(&mut buf).await {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

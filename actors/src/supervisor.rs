@@ -50,6 +50,9 @@ use crate::TreeError;
 /// blocks, so this only matters when it is dying.
 const COMMAND_TIMEOUT_MS: u64 = 2_000;
 
+/// How long the sweep of an earlier run's leftovers may take before the tree starts anyway.
+const LEFTOVER_SWEEP_DEADLINE: Duration = Duration::from_secs(5);
+
 /// The root actor. Stateless: everything lives in [`SupervisorState`].
 pub struct ServerSupervisor;
 
@@ -166,6 +169,23 @@ impl Actor for ServerSupervisor {
         SupervisorArgs { spec, escalation }: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         spec.validate()?;
+        // Before any process of this tree starts: what an earlier run left (a daemon or a host
+        // application killed outright) goes, so that no component ever runs twice.
+        let tree_id = spec.tree_id.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            process::sweep_marked(&tree_id, None, LEFTOVER_SWEEP_DEADLINE)
+        })
+        .await?;
+        match swept {
+            (0, _) => {}
+            (killed, false) => warn!(killed, "killed leftover processes of an earlier run"),
+            (killed, true) => {
+                warn!(
+                    killed,
+                    "leftover processes of an earlier run survive SIGKILL"
+                )
+            }
+        }
         let now = Instant::now();
         let order: Vec<ComponentSpec> = spec.start_order()?.into_iter().cloned().collect();
         let mut state = SupervisorState {
