@@ -134,6 +134,43 @@ batch=$( { /usr/bin/time -f "%U %S %e" vipsthumbnail "$work"/batch/p*.jpg -s 300
 vips_batch_cpu_ms=$(python3 -c "u,s,e='$batch'.split(); print(f'{(float(u)+float(s))*1000/$VIPS_RUNS:.2f}')")
 vips_batch_wall_ms=$(python3 -c "u,s,e='$batch'.split(); print(f'{float(e)*1000/$VIPS_RUNS:.2f}')")
 
+# 5. The first request after an `is` restart: (a) `restart is` returned (is RUNNING again):
+# the first request's latency, cold caches and all; (b) `is` killed with SIGKILL: time until ps
+# answers 200 again, polling every 5 ms (ps answers 503 meanwhile).
+read -r first_p50 first_max down_p50 down_max < <(python3 - "$BIN" "$home" "$URL&cache=off" <<'PY'
+import json, os, signal, statistics, subprocess, sys, time, urllib.request, urllib.error
+bin_, home, url = sys.argv[1:4]
+def get():
+    t = time.perf_counter()
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            r.read(); code = r.status
+    except urllib.error.HTTPError as e:
+        code = e.code
+    return code, (time.perf_counter() - t) * 1000
+def is_pid():
+    s = json.loads(subprocess.run([bin_, "--home", home, "status", "--json"], capture_output=True, text=True).stdout)
+    return next(c["pid"] for c in s["components"] if c["name"] == "is")
+first, down = [], []
+for _ in range(5):
+    subprocess.run([bin_, "--home", home, "restart", "is"], check=True, capture_output=True)
+    code, ms = get()
+    assert code == 200, code
+    first.append(ms)
+    pid = is_pid()
+    t0 = time.perf_counter()
+    os.kill(pid, signal.SIGKILL)
+    while True:
+        code, _ = get()
+        if code == 200:
+            break
+        time.sleep(0.005)
+    down.append((time.perf_counter() - t0) * 1000)
+    time.sleep(0.5)
+print(f"{statistics.median(first):.1f} {max(first):.1f} {statistics.median(down):.1f} {max(down):.1f}")
+PY
+)
+
 cores=$(nproc)
 ratio_cpu=$(python3 -c "print(f'{$vips_batch_cpu_ms/$off_cpu_ms:.2f}')")
 ratio_hit=$(python3 -c "print(f'{$static_rps/$hit_rps:.2f}')")
@@ -152,4 +189,6 @@ wrk: $THREADS threads, $CONNECTIONS connections, ${DURATION}s per run, on loopba
 
 - Cache off vs libvips (one process for all images), CPU per image: libvips / imageserving = $ratio_cpu (goal: >= 1, at least as fast per core).
 - Cache hits vs static files, throughput: nginx / imageserving = $ratio_hit (goal: <= 1.5).
+- First request after \`restart is\` returned (5 rounds): median $first_p50 ms, worst $first_max ms (steady state, cache off: p50 $off_p50 ms).
+- \`is\` killed with SIGKILL -> ps answers 200 again (polling every 5 ms; 503 meanwhile), 5 rounds: median $down_p50 ms, worst $down_max ms.
 EOF
