@@ -13,6 +13,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use imageserving_actors::process::{COMPONENT_ENV, TREE_ENV};
@@ -734,17 +735,16 @@ impl Builder<'_> {
         built: &mut [ComponentSpec],
     ) -> Result<(), ConfigError> {
         let mut addrs: Vec<(String, String)> = Vec::new();
+        let mut owners: HashMap<String, String> = HashMap::new();
         for spec in built.iter() {
             let Some(probe) = spec.probe else { continue };
             let var = addr_env(&spec.name);
-            if let Some(other) = built
-                .iter()
-                .find(|o| o.name != spec.name && o.probe.is_some() && addr_env(&o.name) == var)
-            {
-                return Err(self.err(&spec.name, "", format!("its address variable {var} is also that of component `{}`; rename one of them", other.name)));
+            if let Some(other) = owners.insert(var.clone(), spec.name.clone()) {
+                return Err(self.err(&spec.name, "", format!("its address variable {var} is also that of component `{other}`; rename one of them")));
             }
             addrs.push((var, loopback_if_unspecified(probe).to_string()));
         }
+        let shared: Arc<[(String, String)]> = Arc::from(addrs);
         let home = self.home.tree_id();
         for ((name, raw), spec) in components.iter().zip(built.iter_mut()) {
             let mut env = Vec::new();
@@ -758,7 +758,7 @@ impl Builder<'_> {
                 }
                 let reserved = [HOME_ENV, LISTEN_ENV, TREE_ENV, COMPONENT_ENV]
                     .contains(&var.as_str())
-                    || addrs.iter().any(|(a, _)| a == var);
+                    || owners.contains_key(var);
                 if reserved {
                     return Err(self.err(
                         name,
@@ -772,8 +772,8 @@ impl Builder<'_> {
             if let Some(listen) = spec.probe {
                 env.push((LISTEN_ENV.to_string(), listen.to_string()));
             }
-            env.extend(addrs.iter().cloned());
             spec.env = env;
+            spec.shared_env = Arc::clone(&shared);
         }
         Ok(())
     }
@@ -997,6 +997,7 @@ mod tests {
     fn env<'a>(c: &'a ComponentSpec, var: &str) -> Option<&'a str> {
         c.env
             .iter()
+            .chain(c.shared_env.iter())
             .find(|(k, _)| k == var)
             .map(|(_, v)| v.as_str())
     }

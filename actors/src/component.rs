@@ -428,6 +428,7 @@ impl ComponentState {
         let req = SpawnRequest {
             command: self.spec.command.clone(),
             env: self.spec.env.clone(),
+            shared_env: Arc::clone(&self.spec.shared_env),
             cwd: self.spec.cwd.clone(),
             tree_id: self.guard.tree_id.clone(),
             component: self.spec.name.clone(),

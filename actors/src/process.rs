@@ -77,6 +77,8 @@ pub struct SpawnRequest {
     pub command: Vec<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// Environment shared with other components; `env` overrides it.
+    pub shared_env: Arc<[(String, String)]>,
     /// Working directory.
     pub cwd: Option<PathBuf>,
     /// Tree id, exported as [`TREE_ENV`].
@@ -537,6 +539,7 @@ fn spawn_here(req: SpawnRequest, runtime: &Handle) -> io::Result<Spawned> {
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
+        .envs(req.shared_env.iter().map(|(k, v)| (k, v)))
         .envs(req.env.iter().map(|(k, v)| (k, v)))
         // Last, so that `req.env` cannot override the markers.
         .env(TREE_ENV, &req.tree_id)
@@ -1065,6 +1068,7 @@ mod tests {
         SpawnRequest {
             command: vec!["sh".into(), "-c".into(), script.into()],
             env: vec![("EXTRA_TEST_VAR".into(), "yes".into())],
+            shared_env: Arc::from(Vec::new()),
             cwd: None,
             tree_id: tree.into(),
             component: "web".into(),

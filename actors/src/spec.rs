@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Everything one supervision tree runs.
@@ -148,8 +149,13 @@ pub struct ComponentSpec {
     pub name: String,
     /// Program and arguments; run directly, never through a shell.
     pub command: Vec<String>,
-    /// Extra environment variables, on top of the supervisor's environment.
+    /// Extra environment variables, on top of the supervisor's environment and
+    /// `shared_env`.
     pub env: Vec<(String, String)>,
+    /// Environment shared by many components (the configuration file puts every component's
+    /// address here): one allocation for the whole tree, not one copy per component, which at
+    /// a thousand components with ports would be a million strings. `env` overrides it.
+    pub shared_env: Arc<[(String, String)]>,
     /// Working directory; the supervisor's own when `None`.
     pub cwd: Option<PathBuf>,
     /// The component's address (its `port`): the readiness probe connects to it (and `ready`
@@ -181,6 +187,7 @@ impl ComponentSpec {
             name: name.into(),
             command,
             env: Vec::new(),
+            shared_env: Arc::from(Vec::new()),
             cwd: None,
             probe: None,
             ready: Ready::Port,
