@@ -20,8 +20,10 @@ use crate::TreeError;
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a memory sample serves `status` calls for the same processes.
 const MEMORY_SAMPLE_TTL: Duration = Duration::from_millis(200);
-/// How often `wait_settled` looks at the tree.
-const SETTLE_POLL: Duration = Duration::from_millis(20);
+/// How often `wait_settled` looks at the tree: first after 1 ms, then twice as long each time,
+/// up to this. A restart settles within a few milliseconds; a fixed 20 ms poll made every
+/// `start` and `restart` answer up to 20 ms late.
+const SETTLE_POLL_MAX: Duration = Duration::from_millis(20);
 
 /// A cloneable handle on a running supervision tree.
 #[derive(Clone)]
@@ -126,6 +128,7 @@ impl SupervisorHandle {
         timeout: Duration,
     ) -> Result<TreeStatus, TreeError> {
         let until = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
         loop {
             let status = self.status_without_memory().await?;
             let settled = status
@@ -136,7 +139,8 @@ impl SupervisorHandle {
             if settled || Instant::now() >= until {
                 return Ok(self.with_memory(status).await);
             }
-            tokio::time::sleep(SETTLE_POLL).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(SETTLE_POLL_MAX);
         }
     }
 

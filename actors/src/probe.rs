@@ -13,7 +13,9 @@ use crate::format;
 use crate::process;
 use crate::spec::{Health, Ready};
 
-/// Pause between two readiness checks.
+/// The longest pause between two readiness checks. The first retry comes after 1 ms and the
+/// pause doubles from there: a server usually listens a few milliseconds after its exec, and a
+/// fixed 50 ms pause made it count as RUNNING 50 ms late.
 pub const READY_INTERVAL: Duration = Duration::from_millis(50);
 /// How long one readiness check may take.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -88,14 +90,17 @@ async fn http_2xx(addr: SocketAddr, path: &str) -> Result<(), String> {
     }
 }
 
-/// Checks readiness every [`READY_INTERVAL`] until it passes (true) or `deadline` passes.
+/// Checks readiness, with pauses from 1 ms growing to [`READY_INTERVAL`], until it passes
+/// (true) or `deadline` passes.
 pub async fn until_ready(ready: &Ready, addr: Option<SocketAddr>, deadline: Duration) -> bool {
     let until = Instant::now() + deadline;
+    let mut pause = Duration::from_millis(1);
     while Instant::now() < until {
         if check(ready, addr, READY_TIMEOUT).await.is_ok() {
             return true;
         }
-        tokio::time::sleep(READY_INTERVAL).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(READY_INTERVAL);
     }
     false
 }
