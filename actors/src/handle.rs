@@ -20,9 +20,9 @@ use crate::TreeError;
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a memory sample serves `status` calls for the same processes.
 const MEMORY_SAMPLE_TTL: Duration = Duration::from_millis(200);
-/// How often `wait_settled` looks at the tree: first after 1 ms, then twice as long each time,
-/// up to this. A restart settles within a few milliseconds; a fixed 20 ms poll made every
-/// `start` and `restart` answer up to 20 ms late.
+/// How often `wait_settled` looks at the tree: every millisecond for its first 100 ms (a
+/// restart settles within a few; a fixed 20 ms poll made every `start` and `restart` answer up
+/// to 20 ms late), then every 20 ms. A look is one message to the supervisor actor.
 const SETTLE_POLL_MAX: Duration = Duration::from_millis(20);
 
 /// A cloneable handle on a running supervision tree.
@@ -128,7 +128,7 @@ impl SupervisorHandle {
         timeout: Duration,
     ) -> Result<TreeStatus, TreeError> {
         let until = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(1);
+        let started = Instant::now();
         loop {
             let status = self.status_without_memory().await?;
             let settled = status
@@ -139,8 +139,12 @@ impl SupervisorHandle {
             if settled || Instant::now() >= until {
                 return Ok(self.with_memory(status).await);
             }
+            let pause = if started.elapsed() < Duration::from_millis(100) {
+                Duration::from_millis(1)
+            } else {
+                SETTLE_POLL_MAX
+            };
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(SETTLE_POLL_MAX);
         }
     }
 

@@ -1076,6 +1076,11 @@ mod tests {
         }
     }
 
+    /// Whether `pid` now runs `comm` (its exec is over).
+    fn exec_done(pid: u32, comm: &str) -> bool {
+        fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+    }
+
     async fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
         let start = Instant::now();
         while start.elapsed() < LIMIT {
@@ -1140,6 +1145,8 @@ mod tests {
             .await
             .expect("spawn");
         let pid = spawned.pid;
+        // While `sh` execs `sleep`, its environment reads empty for an instant: wait it out.
+        assert!(wait_for(|| exec_done(pid, "sleep")).await);
         let raw = Pid::from_raw(i32::try_from(pid).expect("pid"));
 
         assert_eq!(nix::unistd::getpgid(Some(raw)).expect("getpgid"), raw);
@@ -1314,6 +1321,8 @@ mod tests {
             .await
             .expect("spawn");
         let pid = spawned.pid;
+        // While `sh` execs `sleep`, its environment reads empty for an instant: wait it out.
+        assert!(wait_for(|| exec_done(pid, "sleep")).await);
 
         kill_stray_child(pid, &Marker::new(&tree, Some("other")));
         kill_stray_child(pid, &Marker::new(&unique_tree("other"), Some("web")));
