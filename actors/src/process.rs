@@ -193,8 +193,8 @@ fn waited() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
 /// Makes this process a child subreaper (`PR_SET_CHILD_SUBREAPER`), so that a descendant whose
 /// parent dies (a double fork, a `setsid` daemon) is re-parented to us instead of to init, and
 /// reaps those adopted orphans when they die. From then on the cleanup after a component's
-/// exit walks our own subtree for its leftovers, instead of reading every process of the
-/// machine: a restart costs microseconds, not a scan of /proc.
+/// exit walks our own subtree for its leftovers (a few files per supervised process) instead
+/// of reading every process of the machine.
 ///
 /// Process-wide: the daemon calls it once, inside its runtime, before spawning anything. An
 /// application embedding the tree may call it too, if it reaps no children of its own with

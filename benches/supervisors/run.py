@@ -1358,7 +1358,7 @@ def main():
         out += ["## Supervisor benchmark results", "", machine(), ""]
         out.append(f"Children: sleeper = `{SLEEP} 100000` (coreutils, dynamically linked)"
                    + (f"; tcp = `tinychild listen PORT` (benches/supervisors/tinychild.c, built with {how})." if tiny else "."))
-        out.append(f"First start of a fresh home (one component; the daemon generates the sample images): "
+        out.append(f"First start of a fresh home (one component; `start` generates the sample images): "
                    f"{fmt_s(fresh)} ms. Every measured home gets a copy of those files instead.")
         out.append("")
         print("floor…", file=sys.stderr)
