@@ -458,7 +458,6 @@ impl ComponentState {
                     let mut child = spawned.child;
                     let drained = spawned.drained;
                     let waited = child.wait().await;
-                    process::forget_child(pid);
                     let reason = match waited {
                         Ok(status) => ExitReason::from_status(status),
                         Err(e) => {

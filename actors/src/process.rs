@@ -4,13 +4,14 @@
 //! The supervisor's one promise is that no process it started outlives it or its component.
 //! These invariants keep that promise:
 //!
-//! * **One spawner thread.** Every component process is forked by a single dedicated std thread
-//!   that starts on first use and never exits. The child arms `PR_SET_PDEATHSIG(SIGKILL)` before
-//!   `exec`, and Linux fires that signal when the *thread* that forked it exits, not the process.
-//!   Forking from a tokio worker (which retires when idle) would kill components at random; from
-//!   the spawner thread, the signal fires exactly when the daemon dies. The child also checks that
-//!   its parent is still the daemon after arming it, closing the window of a daemon dying mid-fork.
-//!   A panic while spawning is caught so the thread survives it.
+//! * **One spawner thread.** Every component process is started by a single dedicated std
+//!   thread that starts on first use and never exits, with a `vfork`-style `clone` that does not
+//!   copy the daemon ([`child`] says why and how). The child arms `PR_SET_PDEATHSIG(SIGKILL)`
+//!   before `exec`, and Linux fires that signal when the *thread* that started it exits, not the
+//!   process. Starting from a tokio worker (which retires when idle) would kill components at
+//!   random; from the spawner thread, the signal fires exactly when the daemon dies. The child
+//!   also checks that its parent is still the daemon after arming it, closing the window of a
+//!   daemon dying mid-spawn. A panic while spawning is caught so the thread survives it.
 //! * **Own process group.** Each main process leads a new group (pgid == pid), so one `killpg`
 //!   reaches every ordinary descendant, and never the daemon (whose group is refused).
 //! * **Markers.** Descendants that leave the group (`setsid`, a daemonizing double fork) still
@@ -33,17 +34,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::{geteuid, getpgrp, getpid, pipe2, Pid};
+use nix::unistd::{geteuid, getpgrp, pipe2, Pid};
 use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::runtime::Handle;
@@ -52,6 +52,9 @@ use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
 use crate::logs::{ComponentLog, Stream};
+
+mod child;
+pub use child::Child;
 
 /// Environment variable naming the tree (the daemon: its home) in every process of a component.
 pub const TREE_ENV: &str = "IMAGESERVING_TREE";
@@ -97,7 +100,7 @@ pub struct Spawned {
     /// Its pid, also its process group id.
     pub pid: u32,
     /// The handle to wait on. Its stdout/stderr are already taken by the log pump tasks.
-    pub child: tokio::process::Child,
+    pub child: Child,
     /// The attempt id its processes carry in [`ATTEMPT_ENV`].
     pub attempt: String,
     /// The output pumps: done once every process holding the output pipes is gone and the
@@ -182,7 +185,7 @@ pub fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
 static ADOPTING: AtomicBool = AtomicBool::new(false);
 
 /// The children a [`Spawned::child`] handle waits for: registered by the spawner thread right
-/// after the fork, forgotten by [`forget_child`] once reaped. The orphan reaper leaves them to
+/// after the `clone`, forgotten when [`Child`] reaps them. The orphan reaper leaves them to
 /// their handles.
 static WAITED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
@@ -215,12 +218,6 @@ pub fn adopt_orphans() -> io::Result<()> {
         }
     });
     Ok(())
-}
-
-/// Tells the orphan reaper that the child `pid`, spawned by [`spawn`], has been reaped through
-/// its handle.
-pub fn forget_child(pid: u32) {
-    waited().remove(&pid);
 }
 
 /// Reaps every zombie child that no handle waits for: adopted orphans. Runs on the spawner
@@ -490,6 +487,10 @@ fn spawner() -> io::Result<&'static mpsc::Sender<Job>> {
 }
 
 fn spawner_loop(jobs: &mpsc::Receiver<Job>) {
+    // Mapped on the first spawn; a failure fails that spawn, and the next one tries again.
+    let mut stack: Option<child::Stack> = None;
+    // The environment of the last spawn's shared block, reused while the block is the same.
+    let mut base_env: Option<child::BaseEnv> = None;
     while let Ok(job) = jobs.recv() {
         let SpawnJob {
             req,
@@ -505,11 +506,22 @@ fn spawner_loop(jobs: &mpsc::Receiver<Job>) {
         let program = req.command.first().cloned().unwrap_or_default();
         let _entered = runtime.enter();
         // If this thread died, every component it forked would get SIGKILL: survive any panic.
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spawn_here(req, &runtime)))
-                .unwrap_or_else(|_| {
-                    Err(io::Error::other(format!("spawning {program:?}: panicked")))
-                });
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let stack = match &mut stack {
+                Some(stack) => stack,
+                empty => empty.insert(child::Stack::new().map_err(|e| {
+                    io::Error::new(e.kind(), format!("mapping a stack for children: {e}"))
+                })?),
+            };
+            let base = match &mut base_env {
+                Some(base) if base.is_for(&req.shared_env) => base,
+                cached => cached.insert(child::BaseEnv::new(&req.shared_env).map_err(|e| {
+                    io::Error::new(e.kind(), format!("spawning {program:?}: environment: {e}"))
+                })?),
+            };
+            spawn_here(req, &runtime, stack, base)
+        }))
+        .unwrap_or_else(|_| Err(io::Error::other(format!("spawning {program:?}: panicked"))));
         if let Err(Ok(unwanted)) = reply.send(result) {
             // Nobody holds this process any more, so nobody would ever stop it. Its leader is
             // not reaped yet (we hold its handle), so the group number is still ours.
@@ -524,8 +536,14 @@ fn spawner_loop(jobs: &mpsc::Receiver<Job>) {
     }
 }
 
-/// Forks and execs `req`; runs on the spawner thread, inside `runtime`.
-fn spawn_here(req: SpawnRequest, runtime: &Handle) -> io::Result<Spawned> {
+/// Starts `req` (see [`child`]); runs on the spawner thread, inside `runtime`, with the thread's
+/// child `stack` and the environment `base` built from `req.shared_env`.
+fn spawn_here(
+    req: SpawnRequest,
+    runtime: &Handle,
+    stack: &child::Stack,
+    base: &child::BaseEnv,
+) -> io::Result<Spawned> {
     let Some((program, args)) = req.command.split_first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     };
@@ -536,77 +554,58 @@ fn spawn_here(req: SpawnRequest, runtime: &Handle) -> io::Result<Spawned> {
         std::process::id(),
         ATTEMPTS.fetch_add(1, Ordering::Relaxed)
     );
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .envs(req.shared_env.iter().map(|(k, v)| (k, v)))
-        .envs(req.env.iter().map(|(k, v)| (k, v)))
-        // Last, so that `req.env` cannot override the markers.
-        .env(TREE_ENV, &req.tree_id)
-        .env(COMPONENT_ENV, &req.component)
-        .env(ATTEMPT_ENV, &attempt)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false)
-        .process_group(0);
-    if let Some(cwd) = &req.cwd {
-        command.current_dir(cwd);
-    }
-    // The child writes its pid here before exec, so that a spawn failing after the fork (when
-    // tokio registers the pipes) still names the process to kill. Both ends close at exec.
-    let (pid_reader, pid_writer) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-        .map_err(|e| io::Error::other(format!("spawning {program:?}: creating a pipe: {e}")))?;
-    let pid_fd = pid_writer.as_raw_fd();
-    let parent = getpid().as_raw();
-    let prepare_child = move || -> io::Result<()> {
-        // SAFETY: this runs in the child between fork and exec, where only async-signal-safe
-        // functions may be called; these are all plain system calls on integers and a local.
-        unsafe {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The daemon died before the signal was armed: nobody will ever stop us.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            let me = libc::getpid();
-            // Best effort: 4 bytes into an empty pipe cannot block or be split.
-            libc::write(pid_fd, (&raw const me).cast(), size_of::<libc::pid_t>());
-        }
-        Ok(())
-    };
-    // SAFETY: the closure only makes async-signal-safe system calls (see above).
-    unsafe {
-        command.pre_exec(prepare_child);
-    }
-
-    let spawned = command.spawn();
-    drop(pid_writer);
-    let mut child = spawned.map_err(|e| {
-        if let Some(pid) = forked_pid(pid_reader) {
-            kill_stray_child(
-                pid,
-                &Marker::for_attempt(&req.tree_id, &req.component, &attempt),
-            );
-        }
+    let context = |e: io::Error| {
         let place = req
             .cwd
             .as_ref()
             .map(|cwd| format!(" in {}", cwd.display()))
             .unwrap_or_default();
         io::Error::new(e.kind(), format!("spawning {program:?}{place}: {e}"))
-    })?;
-    let pid = child
-        .id()
-        .ok_or_else(|| io::Error::other(format!("spawning {program:?}: no pid")))?;
+    };
+    let pipe = || {
+        pipe2(OFlag::O_CLOEXEC)
+            .map_err(|e| io::Error::other(format!("creating a pipe: {e}")))
+            .map_err(context)
+    };
+    let (out_reader, out_writer) = pipe()?;
+    let (err_reader, err_writer) = pipe()?;
+    let null = File::open("/dev/null").map_err(context)?;
+    let env = req
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        // Last, so that `req.env` cannot override the markers.
+        .chain([
+            (TREE_ENV, req.tree_id.as_str()),
+            (COMPONENT_ENV, req.component.as_str()),
+            (ATTEMPT_ENV, attempt.as_str()),
+        ]);
+    let exec = child::Exec::new(
+        program,
+        args,
+        base,
+        env,
+        req.cwd.as_deref(),
+        [null.into(), out_writer, err_writer],
+    )
+    .map_err(context)?;
+    let (pid, pidfd) = child::spawn(&exec, stack).map_err(context)?;
+    // Our ends of the child's output pipes close here: the pumps see the end of the output
+    // once the child and its descendants close theirs.
+    drop(exec);
     waited().insert(pid);
+    let child = child::Child::new(pid, pidfd).inspect_err(|_| {
+        // Nobody could wait for it: it must not run unsupervised.
+        let _ = signal_group(pid, libc::SIGKILL);
+    });
+    let child = child.map_err(context)?;
     let mut pumps = Vec::with_capacity(2);
-    if let Some(stdout) = child.stdout.take() {
-        pumps.push(runtime.spawn(pump(stdout, Arc::clone(&req.log), Stream::Stdout)));
-    }
-    if let Some(stderr) = child.stderr.take() {
-        pumps.push(runtime.spawn(pump(stderr, req.log, Stream::Stderr)));
+    for (reader, stream) in [(out_reader, Stream::Stdout), (err_reader, Stream::Stderr)] {
+        match tokio::net::unix::pipe::Receiver::from_owned_fd(reader) {
+            Ok(pipe) => pumps.push(runtime.spawn(pump(pipe, Arc::clone(&req.log), stream))),
+            Err(e) => warn!(component = req.component, stream = stream.as_str(), error = %e,
+                "cannot read component output"),
+        }
     }
     Ok(Spawned {
         pid,
@@ -614,28 +613,6 @@ fn spawn_here(req: SpawnRequest, runtime: &Handle) -> io::Result<Spawned> {
         attempt,
         drained: Drained(pumps),
     })
-}
-
-/// The pid a child wrote into its pid pipe, if it was forked at all.
-fn forked_pid(reader: OwnedFd) -> Option<u32> {
-    let mut bytes = [0; size_of::<libc::pid_t>()];
-    File::from(reader).read_exact(&mut bytes).ok()?;
-    u32::try_from(libc::pid_t::from_ne_bytes(bytes)).ok()
-}
-
-/// Kills `pid` if it is a live child of ours that leads its group and carries `marker`: a
-/// process whose spawn failed after the fork, so nobody holds it. An exact test, as every
-/// such process comes from the spawner thread, which is busy with this very spawn.
-fn kill_stray_child(pid: u32, marker: &Marker) {
-    let me = std::process::id();
-    let stray = |pid: u32| {
-        read_stat(pid).is_some_and(|s| {
-            i64::from(s.ppid) == i64::from(me) && i64::from(s.pgrp) == i64::from(pid)
-        }) && marker.holds_for(pid)
-    };
-    if kill_checked(pid, stray) {
-        warn!(pid, "killed a process whose spawn failed after the fork");
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1313,26 +1290,140 @@ mod tests {
         signal_group(pid, libc::SIGKILL).expect("kill");
     }
 
+    /// The hexadecimal mask of `field` (`SigBlk`, `SigIgn`…) in `/proc/PID/status`.
+    fn signal_mask(pid: u32, field: &str) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .expect("field");
+        u64::from_str_radix(line.trim(), 16).expect("hex")
+    }
+
     #[tokio::test]
-    async fn a_stray_child_is_killed_only_if_it_is_exactly_ours() {
-        let tree = unique_tree("stray");
+    async fn a_child_starts_clean_whatever_the_spawning_thread_blocks_or_ignores() {
+        let tree = unique_tree("clean");
         let _reaper = Reaper(tree.clone());
-        let mut spawned = spawn(request(&tree, "exec sleep 30", None))
-            .await
-            .expect("spawn");
+        // A handler in this process (the daemon has several), which must not reach the child.
+        let _usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+            .expect("handler");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut req = request(&tree, "exec sleep 30", None);
+        req.cwd = Some(dir.path().to_owned());
+        let mut spawned = spawn(req).await.expect("spawn");
         let pid = spawned.pid;
-        // While `sh` execs `sleep`, its environment reads empty for an instant: wait it out.
         assert!(wait_for(|| exec_done(pid, "sleep")).await);
 
-        kill_stray_child(pid, &Marker::new(&tree, Some("other")));
-        kill_stray_child(pid, &Marker::new(&unique_tree("other"), Some("web")));
-        assert!(
-            find_marked(&tree, None).contains(&pid),
-            "a wrong marker must spare it"
+        assert_eq!(signal_mask(pid, "SigBlk"), 0, "no signal blocked");
+        let pipe_bit = 1 << (libc::SIGPIPE - 1);
+        assert_eq!(
+            signal_mask(pid, "SigIgn") & pipe_bit,
+            0,
+            "SIGPIPE back to default"
         );
+        assert_eq!(
+            fs::read_link(format!("/proc/{pid}/cwd")).expect("cwd"),
+            dir.path().canonicalize().expect("canonical")
+        );
+        let stdin = fs::read_link(format!("/proc/{pid}/fd/0")).expect("stdin");
+        assert_eq!(stdin, Path::new("/dev/null"));
+        // Past the three standard ones, only descriptors this process itself lets cross an
+        // exec (inherited from whoever started the tests) reach the child: none of ours.
+        let leaked: Vec<RawFd> = fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fds")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&fd: &RawFd| fd > 2)
+            // SAFETY: F_GETFD on a descriptor number only reads its flags.
+            .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } & libc::FD_CLOEXEC != 0)
+            .collect();
+        assert_eq!(leaked, Vec::<RawFd>::new());
+        signal_group(pid, libc::SIGTERM).expect("term");
+        let status = wait_exit(&mut spawned).await;
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGTERM),
+            "SIGTERM's default action, not a handler"
+        );
+        // Reaped: the pid is no longer a child of ours.
+        assert!(spawned.child.try_wait().expect("try_wait").is_some());
+        assert!(!waited().contains(&pid));
+    }
 
-        kill_stray_child(pid, &Marker::new(&tree, Some("web")));
-        assert!(!wait_exit(&mut spawned).await.success());
+    #[tokio::test]
+    async fn own_variables_override_shared_ones_and_the_markers_override_both() {
+        let tree = unique_tree("env");
+        let _reaper = Reaper(tree.clone());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("web.log");
+        let script = r#"echo "$SHARED_A $SHARED_B $IMAGESERVING_COMPONENT ${HOME:+home}""#;
+        let mut req = request(&tree, script, Some(log.clone()));
+        let shared: Arc<[(String, String)]> = Arc::from(vec![
+            ("SHARED_A".to_owned(), "a".to_owned()),
+            ("SHARED_B".to_owned(), "shared".to_owned()),
+        ]);
+        req.shared_env = Arc::clone(&shared);
+        req.env.push(("SHARED_B".into(), "own".into()));
+        req.env.push((COMPONENT_ENV.into(), "impostor".into()));
+        let mut spawned = spawn(req).await.expect("spawn");
+        assert!(wait_exit(&mut spawned).await.success());
+        assert!(spawned.drained.wait(LIMIT).await);
+        let lines: Vec<Vec<u8>> = log_lines(&log).into_iter().map(|(_, l)| l).collect();
+        // The daemon's own environment (HOME) is inherited too.
+        let expected = if std::env::var_os("HOME").is_some() {
+            "a own web home"
+        } else {
+            "a own web "
+        };
+        assert_eq!(lines, vec![expected.as_bytes().to_vec()]);
+
+        // The next spawn with the same shared block reuses it; a new block is taken as new.
+        let mut req = request(&tree, "echo \"$SHARED_A\"", Some(log.clone()));
+        req.shared_env = Arc::from(vec![("SHARED_A".to_owned(), "changed".to_owned())]);
+        let mut spawned = spawn(req).await.expect("spawn");
+        assert!(wait_exit(&mut spawned).await.success());
+        assert!(spawned.drained.wait(LIMIT).await);
+        let last = log_lines(&log).pop().map(|(_, l)| l);
+        assert_eq!(last.as_deref(), Some(&b"changed"[..]));
+    }
+
+    #[tokio::test]
+    async fn what_fails_before_the_exec_is_named_and_leaves_no_child() {
+        let tree = unique_tree("fails");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let not_executable = dir.path().join("data");
+        fs::write(&not_executable, "just data").expect("write");
+        // A child that failed before its exec still has the spawner thread's name.
+        let failed_children = || {
+            children_of(std::process::id())
+                .into_iter()
+                .filter(|&pid| exec_done(pid, "imageserving-sp"))
+                .collect::<Vec<_>>()
+        };
+
+        let mut req = request(&tree, "true", None);
+        req.cwd = Some(dir.path().join("missing"));
+        let err = spawn(req).await.expect_err("a missing directory");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(err.to_string().contains("changing directory"), "{err}");
+        assert!(err.to_string().contains("missing"), "{err}");
+
+        let mut req = request(&tree, "", None);
+        req.command = vec![not_executable.display().to_string()];
+        let err = spawn(req).await.expect_err("not executable");
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+
+        let mut req = request(&tree, "", None);
+        req.command = vec!["imageserving-no-such-program-on-path".into()];
+        let err = spawn(req).await.expect_err("not on PATH");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+
+        let mut req = request(&tree, "", None);
+        req.env.push(("BAD".into(), "a\0b".into()));
+        let err = spawn(req).await.expect_err("a NUL byte");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+
+        // Each failed child was reaped before `spawn` returned: no zombie is left behind.
+        assert_eq!(failed_children(), Vec::<u32>::new());
     }
 
     #[tokio::test]
