@@ -252,7 +252,7 @@ fn killed_supervisor_takes_its_components_along_and_next_start_sweeps_escapees()
 #[test]
 fn orphans_are_adopted_by_the_daemon_reaped_and_killed_with_their_component() {
     let config = format!(
-        "{SUPERVISOR}{}",
+        "{SUPERVISOR}{}{}",
         component(
             "escaper",
             &[
@@ -261,13 +261,16 @@ fn orphans_are_adopted_by_the_daemon_reaped_and_killed_with_their_component() {
                 "(setsid sleep 0.3 &); (setsid sleep 1000 &); exec sleep 1000",
             ],
             "",
-        )
+        ),
+        // Its subtree is skipped by the escaper's cleanup, and must be left alone.
+        component("bystander", &["sh", "-c", "sleep 1000 & wait"], ""),
     );
     let home = TestHome::new(&config);
     home.run(&["start"]).expect_code(0);
-    let status = home.wait_running(&["escaper"]);
+    let status = home.wait_running(&["escaper", "bystander"]);
     let daemon = pid(&status["supervisor"]["pid"]).expect("the daemon's pid");
     let main = pid(&component_of(&status, "escaper")["pid"]).expect("a pid");
+    let bystander = pid(&component_of(&status, "bystander")["pid"]).expect("a pid");
     let children = || -> Vec<(u32, procs::Stat)> {
         let mut out = Vec::new();
         for task in std::fs::read_dir(format!("/proc/{daemon}/task")).unwrap() {
@@ -290,11 +293,17 @@ fn orphans_are_adopted_by_the_daemon_reaped_and_killed_with_their_component() {
             .filter(|(pid, s)| *pid != main && s.comm == "sleep" && s.is_alive())
             .count();
         let zombies = seen.iter().filter(|(_, s)| !s.is_alive()).count();
-        adopted == 1 && zombies == 0 && seen.len() == 2
+        adopted == 1 && zombies == 0 && seen.len() == 3
     });
+    let bystanders = home
+        .marked()
+        .into_iter()
+        .filter(|id| procs::Stat::read(id.pid).is_some_and(|s| s.pgrp == bystander))
+        .collect::<Vec<_>>();
+    assert_eq!(bystanders.len(), 2, "the bystander's sh and its sleep");
     let escapee = seen
         .iter()
-        .find(|(pid, _)| *pid != main)
+        .find(|(pid, _)| *pid != main && *pid != bystander)
         .map(|(pid, _)| ProcId::of(*pid).expect("the escapee"))
         .unwrap();
 
@@ -313,6 +322,13 @@ fn orphans_are_adopted_by_the_daemon_reaped_and_killed_with_their_component() {
     wait_for(SETTLE, "no zombie child of the daemon", || {
         children().iter().all(|(_, s)| s.is_alive())
     });
+    for id in &bystanders {
+        assert!(
+            id.is_alive(),
+            "the other component's process {} was hit",
+            id.pid
+        );
+    }
     home.run(&["stop"]).expect_code(0);
     home.assert_nothing_runs();
 }

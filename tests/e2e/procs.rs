@@ -48,6 +48,8 @@ pub struct Stat {
     pub state: char,
     /// The parent's pid.
     pub ppid: u32,
+    /// The process group id.
+    pub pgrp: u32,
     /// The session id: the pid of a process that called `setsid`.
     pub session: u32,
     /// Clock ticks after boot when it started.
@@ -68,6 +70,7 @@ impl Stat {
             comm,
             state: rest.first()?.chars().next()?,
             ppid: rest.get(1)?.parse().ok()?,
+            pgrp: rest.get(2)?.parse().ok()?,
             session: rest.get(3)?.parse().ok()?,
             start_time: rest.get(19)?.parse().ok()?,
         })
