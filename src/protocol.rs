@@ -210,14 +210,16 @@ pub enum Response {
     },
     /// The answer to [`Request::Status`]; the report's fields sit beside `"type"`.
     Status(StatusReport),
-    /// The answer to [`Request::Start`], sent once the components are running.
+    /// The answer to [`Request::Start`], sent once the components are running. Its report
+    /// carries no memory figures (`memory_bytes` is `null`): [`Request::Status`] has them.
     Started {
         /// Components that were already running before the request, so nothing was done for them.
         already_running: Vec<String>,
         /// The state after starting.
         report: StatusReport,
     },
-    /// The answer to [`Request::Restart`], sent once the component runs again.
+    /// The answer to [`Request::Restart`], sent once the component runs again; like
+    /// [`Response::Started`], without memory figures.
     Restarted {
         /// The state after restarting.
         report: StatusReport,

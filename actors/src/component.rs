@@ -352,6 +352,18 @@ impl ComponentState {
                 generation,
                 after,
             } => {
+                if after.is_zero() {
+                    // Now, not at the timer wheel's next tick (up to a millisecond later):
+                    // `start_secs = 0` makes a component RUNNING as soon as it is spawned.
+                    if let Some(old) = self.timers.remove(&timer) {
+                        old.abort();
+                    }
+                    let _ = myself.send_message(ComponentMessage::Lifecycle(Event::Timer {
+                        timer,
+                        generation,
+                    }));
+                    return;
+                }
                 let handle = myself.send_after(after, move || {
                     ComponentMessage::Lifecycle(Event::Timer { timer, generation })
                 });

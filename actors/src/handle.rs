@@ -20,10 +20,9 @@ use crate::TreeError;
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a memory sample serves `status` calls for the same processes.
 const MEMORY_SAMPLE_TTL: Duration = Duration::from_millis(200);
-/// How often `wait_settled` looks at the tree: every millisecond for its first 100 ms (a
-/// restart settles within a few; a fixed 20 ms poll made every `start` and `restart` answer up
-/// to 20 ms late), then every 20 ms. A look is one message to the supervisor actor.
-const SETTLE_POLL_MAX: Duration = Duration::from_millis(20);
+/// `wait_settled` looks at the tree whenever the supervisor reports a change, and at least this
+/// often (a safety net: it does not depend on every change being reported).
+const SETTLE_POLL_MAX: Duration = Duration::from_millis(50);
 
 /// A cloneable handle on a running supervision tree.
 #[derive(Clone)]
@@ -35,6 +34,8 @@ pub struct SupervisorHandle {
     memory: Arc<tokio::sync::Mutex<Option<MemorySample>>>,
     /// The reason of an escalation, published by the root actor before it stops.
     escalation: watch::Receiver<Option<String>>,
+    /// Changes when the root actor handled something that may change the status.
+    changes: watch::Receiver<u64>,
 }
 
 /// Memory figures of a set of processes, and when they were taken.
@@ -67,28 +68,32 @@ impl SupervisorHandle {
         spec.validate()?;
         let tree_id: Arc<str> = spec.tree_id.as_str().into();
         let (tx, rx) = watch::channel(None);
+        let (changes_tx, changes) = watch::channel(0);
         let args = SupervisorArgs {
             spec,
             escalation: tx,
+            changes: changes_tx,
         };
         let spawned = match parent {
             None => Actor::spawn(None, ServerSupervisor, args).await,
             Some(parent) => Actor::spawn_linked(None, ServerSupervisor, args, parent).await,
         };
         let (actor, join) = spawned.map_err(|e| TreeError::Spawn(e.to_string()))?;
-        Ok((SupervisorHandle::new(actor, tree_id, rx), join))
+        Ok((SupervisorHandle::new(actor, tree_id, rx, changes), join))
     }
 
     fn new(
         actor: ActorRef<SupervisorMessage>,
         tree_id: Arc<str>,
         escalation: watch::Receiver<Option<String>>,
+        changes: watch::Receiver<u64>,
     ) -> Self {
         SupervisorHandle {
             actor,
             tree_id,
             memory: Arc::new(tokio::sync::Mutex::new(None)),
             escalation,
+            changes,
         }
     }
 
@@ -121,30 +126,33 @@ impl SupervisorHandle {
     }
 
     /// Waits until each named component (all when empty) is settled — RUNNING, FATAL, or not
-    /// starting because a dependency failed — or `timeout` passes; returns the status then.
+    /// starting because a dependency failed — or `timeout` passes; returns the status then,
+    /// without memory figures (a sample of a just-started process says little, and costs a
+    /// scan of `/proc`: [`Self::status`] has them). It wakes on each change the root actor
+    /// reports, so it answers as soon as the last component settles.
     pub async fn wait_settled(
         &self,
         components: &[String],
         timeout: Duration,
     ) -> Result<TreeStatus, TreeError> {
         let until = Instant::now() + timeout;
-        let started = Instant::now();
+        let mut changes = self.changes.clone();
         loop {
+            // Marked seen before the look, so a change made after it wakes the wait below.
+            changes.borrow_and_update();
             let status = self.status_without_memory().await?;
             let settled = status
                 .components
                 .iter()
                 .filter(|c| components.is_empty() || components.contains(&c.name))
                 .all(|c| c.is_settled());
-            if settled || Instant::now() >= until {
-                return Ok(self.with_memory(status).await);
+            let now = Instant::now();
+            if settled || now >= until {
+                return Ok(status);
             }
-            let pause = if started.elapsed() < Duration::from_millis(100) {
-                Duration::from_millis(1)
-            } else {
-                SETTLE_POLL_MAX
-            };
-            tokio::time::sleep(pause).await;
+            let pause = (until - now).min(SETTLE_POLL_MAX);
+            // An error means the root actor is gone: the next look reports it.
+            let _ = tokio::time::timeout(pause, changes.changed()).await;
         }
     }
 

@@ -262,9 +262,14 @@ fn children_of(pid: u32) -> Vec<u32> {
 /// their parent died, or below another leftover), never below another component's process.
 /// So a cleanup at a thousand components reads a few files, not a few thousand.
 fn own_live_descendants() -> Vec<OwnProcess> {
+    own_live_below(waited().clone())
+}
+
+/// Live processes of this user below this one, except `skip` and the processes below them.
+fn own_live_below(skip: BTreeSet<u32>) -> Vec<OwnProcess> {
     let uid = geteuid().as_raw();
     let mut out = Vec::new();
-    let mut seen = waited().clone();
+    let mut seen = skip;
     let mut next = children_of(std::process::id());
     while let Some(pid) = next.pop() {
         if !seen.insert(pid) {
@@ -418,25 +423,44 @@ pub async fn kill_leftovers(
 }
 
 /// Resident memory in bytes of each component, given its name and main pid: its process tree
-/// (the main process and all its descendants, threads counted once), plus every live process marked with `tree_id` and that component (and
-/// their descendants) that escaped the tree, e.g. by a daemonizing double fork. Each process is
-/// counted once per component. A component with no live process is absent from the answer.
+/// (the main process and all its descendants, threads counted once), plus every live process
+/// marked with `tree_id` and that component (and their descendants) that escaped the tree, e.g.
+/// by a daemonizing double fork. Each process is counted once per component. A component with
+/// no live process is absent from the answer.
 ///
-/// Blocking: it reads `/proc/*/stat` and the environment of this user's processes, then asks
-/// sysinfo for the memory of the components' processes only.
+/// Blocking. Adopting orphans (see [`adopt_orphans`]), every such process is below us: it
+/// walks our own subtree, and reads the environment only of the processes outside every
+/// component's tree (adopted escapees). Otherwise it reads `/proc/*/stat` and the environment
+/// of all this user's processes. Then it asks sysinfo for the memory of the components'
+/// processes only.
 pub fn component_memory(tree_id: &str, roots: &[(String, u32)]) -> HashMap<String, u64> {
-    let tree = ProcessTree::take();
-    let marked = marked_components(tree_id);
-    let sets: Vec<(&String, HashSet<u32>)> = roots
+    let adopting = ADOPTING.load(Ordering::Relaxed);
+    let tree = if adopting {
+        ProcessTree::from_processes(own_live_below(BTreeSet::new()))
+    } else {
+        ProcessTree::take()
+    };
+    let mut sets: Vec<(&String, HashSet<u32>)> = roots
         .iter()
-        .map(|(name, root)| {
-            let mut pids = tree.subtree(*root);
-            for (pid, _) in marked.iter().filter(|(_, c)| c == name.as_bytes()) {
-                pids.extend(tree.subtree(*pid));
-            }
-            (name, pids)
-        })
+        .map(|(name, root)| (name, tree.subtree(*root)))
         .collect();
+    let marked = if adopting {
+        let covered: HashSet<u32> = sets.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+        let marker = Marker::new(tree_id, None);
+        let me = std::process::id();
+        tree.alive
+            .iter()
+            .filter(|&&pid| pid != me && !covered.contains(&pid))
+            .filter_map(|&pid| Some((pid, marked_component(pid, &marker)?)))
+            .collect()
+    } else {
+        marked_components(tree_id)
+    };
+    for (name, pids) in &mut sets {
+        for (pid, _) in marked.iter().filter(|(_, c)| c == name.as_bytes()) {
+            pids.extend(tree.subtree(*pid));
+        }
+    }
     let memory = memory_of(sets.iter().flat_map(|(_, pids)| pids.iter().copied()));
     sets.into_iter()
         .filter(|(_, pids)| pids.iter().any(|p| memory.contains_key(p)))
@@ -911,7 +935,6 @@ fn sweep(pgid: u32, marker: &Marker, first: bool) -> io::Result<Leftovers> {
 /// Pid and component of every live process of this user marked with `tree_id`.
 fn marked_components(tree_id: &str) -> Vec<(u32, Vec<u8>)> {
     let marker = Marker::new(tree_id, None);
-    let prefix = format!("{COMPONENT_ENV}=").into_bytes();
     let processes = match own_live_processes() {
         Ok(processes) => processes,
         Err(e) => {
@@ -921,17 +944,21 @@ fn marked_components(tree_id: &str) -> Vec<(u32, Vec<u8>)> {
     };
     processes
         .iter()
-        .filter_map(|p| {
-            let environ = fs::read(format!("/proc/{}/environ", p.pid)).ok()?;
-            if !marker.matches(&environ) {
-                return None;
-            }
-            let component = environ
-                .split(|&b| b == 0)
-                .find_map(|entry| entry.strip_prefix(prefix.as_slice()))?;
-            Some((p.pid, component.to_vec()))
-        })
+        .filter_map(|p| Some((p.pid, marked_component(p.pid, &marker)?)))
         .collect()
+}
+
+/// The component `pid` belongs to, if its environment carries `marker`.
+fn marked_component(pid: u32, marker: &Marker) -> Option<Vec<u8>> {
+    let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    if !marker.matches(&environ) {
+        return None;
+    }
+    let prefix = format!("{COMPONENT_ENV}=");
+    environ
+        .split(|&b| b == 0)
+        .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
+        .map(<[u8]>::to_vec)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -945,22 +972,25 @@ struct ProcessTree {
 }
 
 impl ProcessTree {
+    /// All of this user's processes.
     fn take() -> Self {
+        let processes = own_live_processes().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot scan /proc for memory figures");
+            Vec::new()
+        });
+        Self::from_processes(processes)
+    }
+
+    fn from_processes(processes: Vec<OwnProcess>) -> Self {
         let mut alive = HashSet::new();
         let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-        // Our own process is left out of the scan, but may be asked about (tests, the daemon).
-        let me = std::process::id();
-        alive.insert(me);
-        match own_live_processes() {
-            Ok(processes) => {
-                for p in processes {
-                    alive.insert(p.pid);
-                    if let Ok(parent) = u32::try_from(p.stat.ppid) {
-                        children.entry(parent).or_default().push(p.pid);
-                    }
-                }
+        // Our own process is left out of the scans, but may be asked about (tests, the daemon).
+        alive.insert(std::process::id());
+        for p in processes {
+            alive.insert(p.pid);
+            if let Ok(parent) = u32::try_from(p.stat.ppid) {
+                children.entry(parent).or_default().push(p.pid);
             }
-            Err(e) => warn!(error = %e, "cannot scan /proc for memory figures"),
         }
         Self { alive, children }
     }

@@ -135,6 +135,9 @@ pub struct SupervisorArgs {
     pub spec: TreeSpec,
     /// Where the reason of an escalation is published before the root actor stops.
     pub escalation: watch::Sender<Option<String>>,
+    /// Counts the messages that may have changed the tree's status, so that a waiter (see
+    /// [`crate::SupervisorHandle::wait_settled`]) looks again on a change instead of polling.
+    pub changes: watch::Sender<u64>,
 }
 
 /// The state of the root actor.
@@ -156,6 +159,7 @@ pub struct SupervisorState {
     /// Why the supervisor escalated, once it did.
     escalation: Option<String>,
     escalation_tx: watch::Sender<Option<String>>,
+    changes: watch::Sender<u64>,
 }
 
 impl Actor for ServerSupervisor {
@@ -166,7 +170,11 @@ impl Actor for ServerSupervisor {
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        SupervisorArgs { spec, escalation }: SupervisorArgs,
+        SupervisorArgs {
+            spec,
+            escalation,
+            changes,
+        }: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         spec.validate()?;
         // Before any process of this tree starts: what an earlier run left (a daemon or a host
@@ -214,6 +222,7 @@ impl Actor for ServerSupervisor {
             group_restarts_total: 0,
             escalation: None,
             escalation_tx: escalation,
+            changes,
         };
         for i in 0..state.entries.len() {
             state.spawn_actor(&myself, i, None).await?;
@@ -227,6 +236,7 @@ impl Actor for ServerSupervisor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let changes = !matches!(message, SupervisorMessage::Status(_));
         match message {
             SupervisorMessage::Start { components, reply } => {
                 let answer = state.start(&components);
@@ -285,6 +295,9 @@ impl Actor for ServerSupervisor {
             }
         }
         state.finish_waiters(&myself);
+        if changes {
+            state.changed();
+        }
         Ok(())
     }
 
@@ -334,6 +347,7 @@ impl Actor for ServerSupervisor {
         }
         state.drive().await;
         state.finish_waiters(&myself);
+        state.changed();
         Ok(())
     }
 
@@ -351,6 +365,11 @@ impl Actor for ServerSupervisor {
 }
 
 impl SupervisorState {
+    /// Tells the status waiters to look again.
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     async fn spawn_actor(
         &mut self,
         myself: &ActorRef<SupervisorMessage>,

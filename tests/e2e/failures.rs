@@ -332,3 +332,42 @@ fn orphans_are_adopted_by_the_daemon_reaped_and_killed_with_their_component() {
     home.run(&["stop"]).expect_code(0);
     home.assert_nothing_runs();
 }
+
+/// The memory of a component counts the escapee it left (adopted by the daemon), found by its
+/// marker outside the component's process tree.
+#[test]
+fn an_adopted_escapee_counts_in_its_components_memory() {
+    let config = format!(
+        "{SUPERVISOR}{}{}",
+        component("alone", &["sleep", "1000"], ""),
+        component(
+            "escaper",
+            &["sh", "-c", "(setsid sleep 1000 &); exec sleep 1000"],
+            ""
+        ),
+    );
+    let home = TestHome::new(&config);
+    home.run(&["start"]).expect_code(0);
+    home.wait_running(&["alone", "escaper"]);
+    wait_for(SETTLE, "the escapee started", || {
+        home.marked()
+            .iter()
+            .filter(|id| procs::Stat::read(id.pid).is_some_and(|s| s.comm == "sleep"))
+            .count()
+            == 3
+    });
+    // Two sleeps against one: clearly more than one sleep's worth (shared pages count in each
+    // process's resident memory).
+    let mut last = serde_json::Value::Null;
+    wait_for(SETTLE, "the escaper's memory counts two processes", || {
+        let Some(status) = home.try_status_json() else {
+            return false;
+        };
+        let memory = |name| component_of(&status, name)["memory_bytes"].as_u64();
+        last = status.clone();
+        matches!((memory("alone"), memory("escaper")), (Some(a), Some(e)) if a > 0 && e * 2 >= a * 3)
+    });
+    assert!(last.is_object());
+    home.run(&["stop"]).expect_code(0);
+    home.assert_nothing_runs();
+}

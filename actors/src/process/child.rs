@@ -365,7 +365,10 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             if libc::sigaction(signal, ptr::null(), &raw mut action) != 0 {
                 continue;
             }
-            if action.sa_sigaction != libc::SIG_IGN || signal == libc::SIGPIPE {
+            let handled =
+                action.sa_sigaction != libc::SIG_IGN && action.sa_sigaction != libc::SIG_DFL;
+            let ignored_pipe = signal == libc::SIGPIPE && action.sa_sigaction == libc::SIG_IGN;
+            if handled || ignored_pipe {
                 let mut default: libc::sigaction = std::mem::zeroed();
                 default.sa_sigaction = libc::SIG_DFL;
                 libc::sigaction(signal, &raw const default, ptr::null_mut());
