@@ -18,6 +18,9 @@ use crate::TreeError;
 
 /// How long a status query may take before it is an error.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Up to this many components, a memory sample is taken on the calling task (about 50 µs per
+/// component when the daemon adopts orphans); beyond, on the blocking pool.
+const INLINE_MEMORY_SCAN: usize = 16;
 /// How long a memory sample serves `status` calls for the same processes.
 const MEMORY_SAMPLE_TTL: Duration = Duration::from_millis(200);
 /// `wait_settled` looks at the tree whenever the supervisor reports a change, and at least this
@@ -237,12 +240,19 @@ impl SupervisorHandle {
             .is_some_and(|s| s.roots == roots && s.taken.elapsed() < MEMORY_SAMPLE_TTL);
         if !fresh {
             let tree_id = self.tree_id.to_string();
-            let scan_roots = roots.clone();
-            let by_component = tokio::task::spawn_blocking(move || {
-                process::component_memory(&tree_id, &scan_roots)
-            })
-            .await
-            .unwrap_or_default();
+            // A few components below a subreaper: a few reads of /proc (which never wait for a
+            // disk), cheaper than handing them to a blocking thread (often one to be started
+            // first). Otherwise the scan reads every process of the machine: off the runtime.
+            let by_component = if roots.len() <= INLINE_MEMORY_SCAN && process::adopts_orphans() {
+                process::component_memory(&tree_id, &roots)
+            } else {
+                let scan_roots = roots.clone();
+                tokio::task::spawn_blocking(move || {
+                    process::component_memory(&tree_id, &scan_roots)
+                })
+                .await
+                .unwrap_or_default()
+            };
             *sample = Some(MemorySample {
                 taken: Instant::now(),
                 roots,

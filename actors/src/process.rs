@@ -44,7 +44,6 @@ use std::time::{Duration, Instant};
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{geteuid, getpgrp, pipe2, Pid};
-use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -188,6 +187,11 @@ static ADOPTING: AtomicBool = AtomicBool::new(false);
 /// after the `clone`, forgotten when [`Child`] reaps them. The orphan reaper leaves them to
 /// their handles.
 static WAITED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// Whether [`adopt_orphans`] made this process a child subreaper.
+pub fn adopts_orphans() -> bool {
+    ADOPTING.load(Ordering::Relaxed)
+}
 
 fn waited() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
     WAITED.lock().unwrap_or_else(PoisonError::into_inner)
@@ -431,7 +435,7 @@ pub async fn kill_leftovers(
 /// Blocking. Adopting orphans (see [`adopt_orphans`]), every such process is below us: it
 /// walks our own subtree, and reads the environment only of the processes outside every
 /// component's tree (adopted escapees). Otherwise it reads `/proc/*/stat` and the environment
-/// of all this user's processes. Then it asks sysinfo for the memory of the components'
+/// of all this user's processes. Then it reads the resident memory of the components'
 /// processes only.
 pub fn component_memory(tree_id: &str, roots: &[(String, u32)]) -> HashMap<String, u64> {
     let adopting = ADOPTING.load(Ordering::Relaxed);
@@ -1011,30 +1015,24 @@ impl ProcessTree {
     }
 }
 
-/// Resident memory of exactly these processes, refreshed on demand by sysinfo (threads are not
-/// listed, so no process is counted once per thread).
+/// Resident memory of exactly these processes (each listed once: threads never are).
 fn memory_of(pids: impl IntoIterator<Item = u32>) -> HashMap<u32, u64> {
-    let pids: Vec<sysinfo::Pid> = pids
-        .into_iter()
+    pids.into_iter()
         .collect::<HashSet<u32>>()
         .into_iter()
-        .map(sysinfo::Pid::from_u32)
-        .collect();
-    if pids.is_empty() {
-        return HashMap::new();
-    }
-    let mut system = System::new();
-    system.refresh_processes_specifics(
-        ProcessesToUpdate::Some(&pids),
-        true,
-        ProcessRefreshKind::nothing().with_memory().without_tasks(),
-    );
-    system
-        .processes()
-        .iter()
-        .filter(|(_, p)| p.thread_kind().is_none())
-        .map(|(pid, p)| (pid.as_u32(), p.memory()))
+        .filter_map(|pid| Some((pid, resident_memory(pid)?)))
         .collect()
+}
+
+/// The resident memory of `pid` in bytes (`/proc/PID/statm`, the figure `ps` and sysinfo
+/// report): one read, where sysinfo reads four files per process and two of the system's.
+/// `None` if the process is gone.
+pub fn resident_memory(pid: u32) -> Option<u64> {
+    let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf takes an integer and has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok().filter(|&p| p > 0).unwrap_or(4096))
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@
 //! - [`ipc`]: the control socket spoken to directly, and who may use it;
 //! - [`policy`]: restart types, strategies, escalation, memory limits, probes, log rotation;
 //! - [`images`]: the image stack through the supervisor; [`http`]: a tiny HTTP client;
-//! - [`guard`]: the harness keeps its own promise: a failing test leaves no process behind.
+//! - [`guard`]: the harness keeps its own promise: a failing test leaves no process behind;
+//! - [`ops`]: the operations recipes (systemd, init script, PID 1); [`scaling`]: the probes
+//!   an orchestrator uses.
 //!
 //! Every test runs on its own home with ephemeral ports, so they run in parallel.
 
@@ -22,5 +24,7 @@ mod http;
 mod images;
 mod ipc;
 mod lifecycle;
+mod ops;
 mod policy;
 mod procs;
+mod scaling;
