@@ -21,6 +21,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::events::{EventKind, EventSender};
 use crate::lifecycle::{Action, Budget, Event, ExitReason, Lifecycle, State, Timer, XorShift};
 use crate::logs::ComponentLog;
 use crate::probe;
@@ -46,6 +47,8 @@ pub struct ComponentArgs {
     pub inherited: Option<Inherited>,
     /// The component's log, owned by the supervisor so that it outlives any one actor.
     pub log: Arc<ComponentLog>,
+    /// Where its lifecycle events go.
+    pub events: EventSender,
 }
 
 /// What a replacement actor takes over from the one that failed.
@@ -200,6 +203,7 @@ pub struct ComponentState {
     /// The component's log, made once per actor and shared by all its attempts: the output
     /// pumps write into it, and the actor its start, stop and restart markers (`log.marker`).
     log: Arc<ComponentLog>,
+    events: EventSender,
 }
 
 impl Actor for ComponentActor {
@@ -245,6 +249,7 @@ impl Actor for ComponentActor {
             // replacement actor sweeps its component's, which its predecessor may have left.
             sweep_first: replacing,
             supervisor: args.supervisor,
+            events: args.events,
         })
     }
 
@@ -397,8 +402,15 @@ impl ComponentState {
         }
         if let (true, None, Some(health)) = (running, &self.health, &self.spec.health) {
             let (health, addr, me) = (health.clone(), self.spec.probe, myself.clone());
+            let (events, name) = (self.events.clone(), self.spec.name.clone());
             let task = tokio::spawn(async move {
                 let reason = probe::until_unhealthy(&health, addr).await;
+                events.send(
+                    &name,
+                    EventKind::Unhealthy {
+                        reason: reason.clone(),
+                    },
+                );
                 let _ = me.send_message(ComponentMessage::Lifecycle(Event::Unhealthy {
                     generation,
                     reason,
@@ -423,11 +435,19 @@ impl ComponentState {
                 self.spec.memory_check_interval,
             );
             let me = myself.clone();
+            let (events, name) = (self.events.clone(), self.spec.name.clone());
             let task = tokio::spawn(async move {
-                let reason = watcher.await;
+                let over = watcher.await;
+                events.send(
+                    &name,
+                    EventKind::MemoryLimit {
+                        used: over.used,
+                        limit: over.limit,
+                    },
+                );
                 let _ = me.send_message(ComponentMessage::Lifecycle(Event::Unhealthy {
                     generation,
-                    reason,
+                    reason: over.to_string(),
                 }));
             });
             self.memory = Some((generation, AbortOnDrop(task)));
@@ -522,6 +542,13 @@ impl ComponentState {
         let name = &self.spec.name;
         let pid_changed = snap.pid.is_some() && snap.pid != self.reported.pid;
         if let Some(reason) = exit {
+            self.events.send(
+                name,
+                EventKind::Exited {
+                    pid: self.reported.pid,
+                    reason,
+                },
+            );
             info!(component = %name, pid = self.reported.pid, "process {reason}");
             let pid = self
                 .reported
@@ -529,6 +556,15 @@ impl ComponentState {
                 .map(|p| format!(" (pid {p})"))
                 .unwrap_or_default();
             self.log.marker(&format!("process{pid} {reason}"));
+        }
+        if let (true, Some(pid)) = (pid_changed, snap.pid) {
+            self.events.send(
+                name,
+                EventKind::Spawned {
+                    pid,
+                    attempt: snap.generation,
+                },
+            );
         }
         if pid_changed {
             info!(component = %name, pid = snap.pid, generation = snap.generation, "process spawned");
@@ -542,6 +578,9 @@ impl ComponentState {
         let failed = snap.budget.restarts > self.reported.budget.restarts;
         if before != after {
             self.log.marker(&marker_text(before, &snap, failed));
+            if let Some(kind) = state_event(&snap) {
+                self.events.send(name, kind);
+            }
         }
         if before != after {
             match after {
@@ -578,6 +617,27 @@ impl ComponentState {
                 snapshot: snap,
             });
     }
+}
+
+/// The event of entering `snap.state`, if it has one (STARTING has `Spawned`, published when
+/// the pid is known).
+fn state_event(snap: &ComponentSnapshot) -> Option<EventKind> {
+    Some(match snap.state {
+        State::Running => EventKind::Running { pid: snap.pid? },
+        State::Backoff => EventKind::Backoff {
+            delay: snap
+                .next_retry
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .unwrap_or_default(),
+        },
+        State::Fatal => EventKind::Fatal {
+            reason: snap.fatal_reason.clone().unwrap_or_default(),
+        },
+        State::Stopping => EventKind::Stopping,
+        State::Stopped => EventKind::Stopped,
+        State::Exited => EventKind::Completed,
+        State::Starting => return None,
+    })
 }
 
 /// The supervisor's line in a component's log for a change of state, with the reason;

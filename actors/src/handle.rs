@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::component::ComponentMessage;
+use crate::events::{EventSender, TreeEvent, WeakEventSender};
 use crate::process;
 use crate::spec::TreeSpec;
 use crate::status::TreeStatus;
@@ -39,6 +40,8 @@ pub struct SupervisorHandle {
     escalation: watch::Receiver<Option<String>>,
     /// Changes when the root actor handled something that may change the status.
     changes: watch::Receiver<u64>,
+    /// The components' lifecycle events (weak: the stream ends with the tree's actors).
+    events: WeakEventSender,
 }
 
 /// Memory figures of a set of processes, and when they were taken.
@@ -72,17 +75,23 @@ impl SupervisorHandle {
         let tree_id: Arc<str> = spec.tree_id.as_str().into();
         let (tx, rx) = watch::channel(None);
         let (changes_tx, changes) = watch::channel(0);
+        let events = EventSender::new();
+        let weak_events = events.downgrade();
         let args = SupervisorArgs {
             spec,
             escalation: tx,
             changes: changes_tx,
+            events,
         };
         let spawned = match parent {
             None => Actor::spawn(None, ServerSupervisor, args).await,
             Some(parent) => Actor::spawn_linked(None, ServerSupervisor, args, parent).await,
         };
         let (actor, join) = spawned.map_err(|e| TreeError::Spawn(e.to_string()))?;
-        Ok((SupervisorHandle::new(actor, tree_id, rx, changes), join))
+        Ok((
+            SupervisorHandle::new(actor, tree_id, rx, changes, weak_events),
+            join,
+        ))
     }
 
     fn new(
@@ -90,6 +99,7 @@ impl SupervisorHandle {
         tree_id: Arc<str>,
         escalation: watch::Receiver<Option<String>>,
         changes: watch::Receiver<u64>,
+        events: WeakEventSender,
     ) -> Self {
         SupervisorHandle {
             actor,
@@ -97,7 +107,16 @@ impl SupervisorHandle {
             memory: Arc::new(tokio::sync::Mutex::new(None)),
             escalation,
             changes,
+            events,
         }
+    }
+
+    /// Every lifecycle event of every component from now on (see [`crate::events`]): spawned,
+    /// running, exited, backoff, fatal, stopping, stopped, completed, unhealthy, memory limit.
+    /// The stream ends (`RecvError::Closed`) once the tree's actors are gone; a subscriber more than
+    /// [`crate::events::EVENT_BUFFER`] events behind gets `RecvError::Lagged` with the count.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<TreeEvent> {
+        self.events.subscribe()
     }
 
     /// Why the tree escalated (a critical component went FATAL, or the supervisor-wide budget

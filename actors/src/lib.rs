@@ -19,6 +19,7 @@
 //! This crate knows nothing of command lines, sockets or JSON.
 
 pub mod component;
+pub mod events;
 pub mod format;
 pub mod handle;
 pub mod lifecycle;

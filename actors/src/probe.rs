@@ -123,15 +123,35 @@ pub async fn until_unhealthy(health: &Health, addr: Option<SocketAddr>) -> Strin
     }
 }
 
-/// Samples the resident memory of the component's processes every `interval`; returns the
-/// reason once it is above `limit`.
+/// Memory over its limit, as [`until_over_memory`] found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverLimit {
+    /// The resident memory sampled, in bytes.
+    pub used: u64,
+    /// The limit, in bytes.
+    pub limit: u64,
+}
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "restarted: memory {} over limit {}",
+            format::bytes(self.used),
+            format::bytes(self.limit)
+        )
+    }
+}
+
+/// Samples the resident memory of the component's processes every `interval`; returns once it
+/// is above `limit`.
 pub async fn until_over_memory(
     tree_id: String,
     component: String,
     pid: u32,
     limit: u64,
     interval: Duration,
-) -> String {
+) -> OverLimit {
     loop {
         tokio::time::sleep(interval).await;
         let (tree, name) = (tree_id.clone(), component.clone());
@@ -142,11 +162,7 @@ pub async fn until_over_memory(
         .ok()
         .flatten();
         if let Some(used) = used.filter(|&u| u > limit) {
-            return format!(
-                "restarted: memory {} over limit {}",
-                format::bytes(used),
-                format::bytes(limit)
-            );
+            return OverLimit { used, limit };
         }
     }
 }

@@ -200,6 +200,219 @@ impl ComponentSpec {
             memory_check_interval: Duration::from_secs(1),
         }
     }
+
+    /// A builder for a component running `program`, every other setting at its default (see
+    /// [`ComponentBuilder`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use imageserving_actors::spec::{ComponentSpec, RestartType};
+    ///
+    /// let web = ComponentSpec::builder("web", "python3")
+    ///     .args(["-m", "http.server", "8000"])
+    ///     .port(8000)
+    ///     .restart(RestartType::Permanent)
+    ///     .stop_timeout(Duration::from_secs(5))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(web.command, ["python3", "-m", "http.server", "8000"]);
+    ///
+    /// // The configuration file's checks apply: a name must be usable in file names.
+    /// let err = ComponentSpec::builder("Web Server", "true").build().unwrap_err();
+    /// assert!(err.to_string().contains("invalid"));
+    /// ```
+    pub fn builder(name: impl Into<String>, program: impl Into<String>) -> ComponentBuilder {
+        ComponentBuilder {
+            spec: ComponentSpec::new(name, vec![program.into()]),
+        }
+    }
+
+    /// Checks this component on its own, exactly as [`TreeSpec::validate`] (and so the
+    /// configuration file) does: its name, its command, its policy and its probes. What involves
+    /// other components (duplicate names and ports, dependencies) is the tree's to check.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !valid_component_name(&self.name) {
+            return Err(SpecError::InvalidName(self.name.clone()));
+        }
+        if self.command.first().is_none_or(|p| p.is_empty()) {
+            return Err(SpecError::EmptyCommand(self.name.clone()));
+        }
+        self.policy.validate(&self.name)?;
+        self.validate_probes()
+    }
+}
+
+/// Builds a [`ComponentSpec`] in code; [`ComponentBuilder::build`] validates it like the
+/// configuration file is validated.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ComponentBuilder {
+    spec: ComponentSpec,
+}
+
+impl ComponentBuilder {
+    /// Appends one argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.spec.command.push(arg.into());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.spec.command.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable (on top of the supervisor's environment).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.spec.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs it in `dir`.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spec.cwd = Some(dir.into());
+        self
+    }
+
+    /// Its address is `127.0.0.1:port`: it counts as ready once that port accepts a connection.
+    pub fn port(mut self, port: u16) -> Self {
+        self.spec.probe = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        self
+    }
+
+    /// Its address, for the readiness probe (and `ready`, `health`).
+    pub fn probe(mut self, addr: SocketAddr) -> Self {
+        self.spec.probe = Some(addr);
+        self
+    }
+
+    /// When it counts as ready (default: its port accepts, when it has one).
+    pub fn ready(mut self, ready: Ready) -> Self {
+        self.spec.ready = ready;
+        self
+    }
+
+    /// A liveness probe while it runs.
+    pub fn health(mut self, health: Health) -> Self {
+        self.spec.health = Some(health);
+        self
+    }
+
+    /// Starts only once `component` runs (and stops before it).
+    pub fn depends_on(mut self, component: impl Into<String>) -> Self {
+        self.spec.depends_on.push(component.into());
+        self
+    }
+
+    /// Where its output goes (default: discarded).
+    pub fn log(mut self, log: LogSpec) -> Self {
+        self.spec.log = log;
+        self
+    }
+
+    /// Its whole restart and stop policy.
+    pub fn policy(mut self, policy: RestartPolicy) -> Self {
+        self.spec.policy = policy;
+        self
+    }
+
+    /// Which exits restart it (default: every one).
+    pub fn restart(mut self, restart: RestartType) -> Self {
+        self.spec.policy.restart = restart;
+        self
+    }
+
+    /// How long it must stay up to count as running (default 1 s).
+    pub fn start_secs(mut self, start_secs: Duration) -> Self {
+        self.spec.policy.start_secs = start_secs;
+        self
+    }
+
+    /// The signal that asks it to stop (default SIGTERM).
+    pub fn stop_signal(mut self, signal: i32) -> Self {
+        self.spec.policy.stop_signal = signal;
+        self
+    }
+
+    /// How long it has after its stop signal before SIGKILL (default 10 s).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.spec.policy.stop_timeout = timeout;
+        self
+    }
+
+    /// Its going FATAL stops the whole tree (escalation).
+    pub fn critical(mut self, critical: bool) -> Self {
+        self.spec.critical = critical;
+        self
+    }
+
+    /// Restart it when its process tree's resident memory exceeds `bytes`.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.spec.memory_limit = Some(bytes);
+        self
+    }
+
+    /// The component, validated as [`ComponentSpec::validate`] does.
+    pub fn build(self) -> Result<ComponentSpec, SpecError> {
+        self.spec.validate()?;
+        Ok(self.spec)
+    }
+}
+
+/// Builds a [`TreeSpec`] in code; [`TreeBuilder::build`] validates the whole tree.
+///
+/// ```
+/// use imageserving_actors::spec::{ComponentSpec, Strategy, TreeSpec};
+///
+/// let db = ComponentSpec::builder("db", "sleep").arg("1000").build().unwrap();
+/// let app = ComponentSpec::builder("app", "sleep").arg("1000").depends_on("db").build().unwrap();
+/// let tree = TreeSpec::builder("my-app")
+///     .component(app)
+///     .component(db)
+///     .strategy(Strategy::RestForOne)
+///     .build()
+///     .unwrap();
+/// let order: Vec<_> = tree.start_order().unwrap().iter().map(|c| c.name.as_str()).collect();
+/// assert_eq!(order, ["db", "app"]);
+///
+/// let cycle = TreeSpec::builder("bad")
+///     .component(ComponentSpec::builder("a", "true").depends_on("b").build().unwrap())
+///     .component(ComponentSpec::builder("b", "true").depends_on("a").build().unwrap())
+///     .build();
+/// assert!(cycle.unwrap_err().to_string().contains("cycle"));
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct TreeBuilder {
+    spec: TreeSpec,
+}
+
+impl TreeBuilder {
+    /// Adds a component.
+    pub fn component(mut self, component: ComponentSpec) -> Self {
+        self.spec.components.push(component);
+        self
+    }
+
+    /// What else restarts when a component fails (default: only it).
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.spec.strategy = strategy;
+        self
+    }
+
+    /// More than `max_restarts` group restarts within `window` stop the tree (escalation).
+    pub fn max_restarts(mut self, max_restarts: u32, window: Duration) -> Self {
+        self.spec.max_restarts = max_restarts;
+        self.spec.max_window = window;
+        self
+    }
+
+    /// The tree, validated as [`TreeSpec::validate`] does.
+    pub fn build(self) -> Result<TreeSpec, SpecError> {
+        self.spec.validate()?;
+        Ok(self.spec)
+    }
 }
 
 /// The restart and stop rules of one component (see `docs/configuration.md`).
@@ -305,6 +518,15 @@ pub fn valid_component_name(name: &str) -> bool {
 }
 
 impl TreeSpec {
+    /// A builder for a tree identified by `tree_id` (see [`TreeBuilder`]). The tree id marks
+    /// every process of the tree: give each tree of a machine its own (the daemon uses its
+    /// home directory).
+    pub fn builder(tree_id: impl Into<String>) -> TreeBuilder {
+        TreeBuilder {
+            spec: TreeSpec::new(tree_id, Vec::new()),
+        }
+    }
+
     /// A tree of `components` with the default strategy and budget.
     pub fn new(tree_id: impl Into<String>, components: Vec<ComponentSpec>) -> Self {
         TreeSpec {
@@ -321,15 +543,10 @@ impl TreeSpec {
         let mut seen = HashSet::new();
         let mut ports: HashMap<u16, &str> = HashMap::new();
         for c in &self.components {
-            if !valid_component_name(&c.name) {
-                return Err(SpecError::InvalidName(c.name.clone()));
-            }
             if !seen.insert(c.name.as_str()) {
                 return Err(SpecError::DuplicateName(c.name.clone()));
             }
-            if c.command.first().is_none_or(|p| p.is_empty()) {
-                return Err(SpecError::EmptyCommand(c.name.clone()));
-            }
+            c.validate()?;
             if let Some(addr) = c.probe {
                 if let Some(other) = ports.insert(addr.port(), &c.name) {
                     return Err(SpecError::DuplicatePort(
@@ -339,8 +556,6 @@ impl TreeSpec {
                     ));
                 }
             }
-            c.policy.validate(&c.name)?;
-            c.validate_probes()?;
         }
         if self.max_window.is_zero() {
             return Err(SpecError::BadTree {

@@ -39,6 +39,7 @@ use tracing::{error, info, warn};
 use crate::component::{
     Command, ComponentActor, ComponentArgs, ComponentMessage, ComponentSnapshot, Inherited,
 };
+use crate::events::EventSender;
 use crate::lifecycle::State;
 use crate::logs::ComponentLog;
 use crate::process;
@@ -138,6 +139,8 @@ pub struct SupervisorArgs {
     /// Counts the messages that may have changed the tree's status, so that a waiter (see
     /// [`crate::SupervisorHandle::wait_settled`]) looks again on a change instead of polling.
     pub changes: watch::Sender<u64>,
+    /// Where the components publish their lifecycle events.
+    pub events: EventSender,
 }
 
 /// The state of the root actor.
@@ -160,6 +163,7 @@ pub struct SupervisorState {
     escalation: Option<String>,
     escalation_tx: watch::Sender<Option<String>>,
     changes: watch::Sender<u64>,
+    events: EventSender,
 }
 
 impl Actor for ServerSupervisor {
@@ -174,6 +178,7 @@ impl Actor for ServerSupervisor {
             spec,
             escalation,
             changes,
+            events,
         }: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         spec.validate()?;
@@ -223,6 +228,7 @@ impl Actor for ServerSupervisor {
             escalation: None,
             escalation_tx: escalation,
             changes,
+            events,
         };
         for i in 0..state.entries.len() {
             state.spawn_actor(&myself, i, None).await?;
@@ -382,6 +388,7 @@ impl SupervisorState {
             supervisor: myself.clone(),
             inherited,
             log: Arc::clone(&self.entries[i].log),
+            events: self.events.clone(),
         };
         let (actor, _) = Actor::spawn_linked(None, ComponentActor, args, myself.get_cell()).await?;
         self.entries[i].actor = Some(actor);

@@ -1,5 +1,8 @@
 //! The harness of the tree tests: a tree per test under a unique marker, tiny components, waits
 //! with deadlines, and a guard that leaves no process behind even when a test fails.
+//!
+//! Shared by several test binaries, each of which uses only part of it.
+#![allow(dead_code)]
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
