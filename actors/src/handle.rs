@@ -14,7 +14,7 @@ use crate::events::{EventSender, TreeEvent, WeakEventSender};
 use crate::process;
 use crate::spec::TreeSpec;
 use crate::status::TreeStatus;
-use crate::supervisor::{ServerSupervisor, SupervisorArgs, SupervisorMessage};
+use crate::supervisor::{Reload, ServerSupervisor, SupervisorArgs, SupervisorMessage};
 use crate::TreeError;
 
 /// How long a status query may take before it is an error.
@@ -176,6 +176,51 @@ impl SupervisorHandle {
             // An error means the root actor is gone: the next look reports it.
             let _ = tokio::time::timeout(pause, changes.changed()).await;
         }
+    }
+
+    /// Applies a new configuration of the same tree (same tree id) and returns what changed:
+    /// the removed and changed components are stopped (dependents first) and their actors
+    /// dropped; changed and added ones get actors with their new specs; changed ones that were
+    /// asked to run start again, and added ones start when the tree runs (any component is
+    /// asked to run); unchanged components are left alone, their processes untouched. An
+    /// invalid `spec` changes nothing. Returns once the starts are requested: follow with
+    /// [`Self::wait_settled`] to wait for them.
+    ///
+    /// A component whose only change is the address block every component shares (another
+    /// component was added, say) is not restarted; it sees the new block at its next start.
+    pub async fn reload(&self, spec: TreeSpec) -> Result<Reload, TreeError> {
+        let spec = Box::new(spec);
+        let plan = ractor::call!(self.actor, |reply| SupervisorMessage::Plan {
+            spec: spec.clone(),
+            reply
+        })
+        .map_err(TreeError::from_call)??;
+        if plan.is_empty() {
+            return Ok(plan);
+        }
+        let running = self
+            .status_without_memory()
+            .await?
+            .components
+            .iter()
+            .any(|c| c.wanted);
+        let down: Vec<String> = plan.removed.iter().chain(&plan.changed).cloned().collect();
+        if !down.is_empty() {
+            self.stop(&down).await?;
+        }
+        ractor::call!(self.actor, |reply| SupervisorMessage::Reconfigure {
+            spec,
+            reply
+        })
+        .map_err(TreeError::from_call)??;
+        let mut start = plan.restarted.clone();
+        if running {
+            start.extend(plan.added.iter().cloned());
+        }
+        if !start.is_empty() {
+            self.start(&start).await?;
+        }
+        Ok(plan)
     }
 
     /// Stops the named components (all when empty) in reverse dependency order; returns once

@@ -39,8 +39,8 @@ pub enum State {
     Backoff,
     /// Asked to stop: the stop signal was sent, SIGKILL follows after `stop_timeout`.
     Stopping,
-    /// Exited and left down by its restart policy. The one policy of this release restarts
-    /// every exit, so only restart types (`transient`, `temporary`) will enter it.
+    /// Exited and left down by its restart type (`transient` after a normal exit, `temporary`
+    /// after any).
     Exited,
     /// Gave up: too many failures within the budget window.
     Fatal,

@@ -143,7 +143,7 @@ impl LogSpec {
 }
 
 /// One supervised component: one OS process (and whatever it forks).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ComponentSpec {
     /// Unique name (`ps`, `is`, `svg` in the default configuration).
     pub name: String,
@@ -225,6 +225,15 @@ impl ComponentSpec {
         ComponentBuilder {
             spec: ComponentSpec::new(name, vec![program.into()]),
         }
+    }
+
+    /// Whether `other` runs differently: any setting but `shared_env` differs. The shared block
+    /// holds every component's address, so adding one component would otherwise count as a
+    /// change of all of them; a component sees the new block at its next start.
+    pub fn differs_from(&self, other: &ComponentSpec) -> bool {
+        let mut other = other.clone();
+        other.shared_env = Arc::clone(&self.shared_env);
+        *self != other
     }
 
     /// Checks this component on its own, exactly as [`TreeSpec::validate`] (and so the

@@ -93,6 +93,22 @@ pub enum SupervisorMessage {
         /// Its snapshot.
         snapshot: ComponentSnapshot,
     },
+    /// The difference between the running tree and `spec` (see [`Reload`]).
+    Plan {
+        /// The new tree.
+        spec: Box<TreeSpec>,
+        /// The answer.
+        reply: RpcReplyPort<Result<Reload, TreeError>>,
+    },
+    /// Takes `spec` as the tree: drops the removed components, gives the changed ones a new
+    /// actor with their new spec, adds the new ones (not started), keeps the others as they
+    /// are. Refused while a removed or changed component is not down.
+    Reconfigure {
+        /// The new tree.
+        spec: Box<TreeSpec>,
+        /// The answer.
+        reply: RpcReplyPort<Result<(), TreeError>>,
+    },
     /// Fault injection for tests: deliver `message` to a component's actor.
     #[doc(hidden)]
     Inject {
@@ -101,6 +117,31 @@ pub enum SupervisorMessage {
         /// What to deliver.
         message: ComponentMessage,
     },
+}
+
+/// What a new configuration changes, by component name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reload {
+    /// In the new tree only.
+    pub added: Vec<String>,
+    /// In the old tree only.
+    pub removed: Vec<String>,
+    /// In both, with a different spec.
+    pub changed: Vec<String>,
+    /// Changed components that were asked to run: they start again after the change.
+    pub restarted: Vec<String>,
+    /// Whether the strategy or the supervisor-wide budget changed.
+    pub tree_changed: bool,
+}
+
+impl Reload {
+    /// Whether the new tree is the running one.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.tree_changed
+    }
 }
 
 /// One component as the supervisor sees it.
@@ -288,6 +329,14 @@ impl Actor for ServerSupervisor {
                     }
                 }
                 state.drive().await;
+            }
+            SupervisorMessage::Plan { spec, reply } => {
+                let _ = reply.send(state.plan(&spec));
+            }
+            SupervisorMessage::Reconfigure { spec, reply } => {
+                let answer = state.reconfigure(&myself, *spec).await;
+                state.drive().await;
+                let _ = reply.send(answer);
             }
             SupervisorMessage::Inject { component, message } => {
                 if let Some(a) = state
@@ -737,6 +786,121 @@ impl SupervisorState {
                     .unwrap_or_else(|| "shutdown".to_string()),
             ));
         }
+    }
+
+    /// What taking `spec` would change.
+    fn plan(&self, spec: &TreeSpec) -> Result<Reload, TreeError> {
+        if spec.tree_id != self.tree_id {
+            return Err(TreeError::Reload(format!(
+                "the tree id cannot change (from {:?} to {:?})",
+                self.tree_id, spec.tree_id
+            )));
+        }
+        spec.validate()?;
+        let mut plan = Reload::default();
+        for e in &self.entries {
+            match spec.components.iter().find(|c| c.name == e.spec.name) {
+                None => plan.removed.push(e.spec.name.clone()),
+                Some(new) if new.differs_from(&e.spec) => {
+                    plan.changed.push(e.spec.name.clone());
+                    if e.wanted {
+                        plan.restarted.push(e.spec.name.clone());
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        for c in &spec.components {
+            if !self.entries.iter().any(|e| e.spec.name == c.name) {
+                plan.added.push(c.name.clone());
+            }
+        }
+        plan.tree_changed = spec.strategy != self.strategy
+            || spec.max_restarts != self.max_restarts
+            || spec.max_window != self.max_window;
+        Ok(plan)
+    }
+
+    /// Takes `spec` as the tree (see [`SupervisorMessage::Reconfigure`]).
+    async fn reconfigure(
+        &mut self,
+        myself: &ActorRef<SupervisorMessage>,
+        spec: TreeSpec,
+    ) -> Result<(), TreeError> {
+        if self.shutting_down {
+            return Err(TreeError::ShuttingDown);
+        }
+        let plan = self.plan(&spec)?;
+        if !self.waiters.is_empty() {
+            return Err(TreeError::Reload(
+                "a stop is in progress; try again once it is done".into(),
+            ));
+        }
+        let live: Vec<&str> = self
+            .entries
+            .iter()
+            .filter(|e| plan.removed.contains(&e.spec.name) || plan.changed.contains(&e.spec.name))
+            .filter(|e| !Self::is_down(e.snapshot.state) || e.wanted)
+            .map(|e| e.spec.name.as_str())
+            .collect();
+        if !live.is_empty() {
+            return Err(TreeError::Reload(format!(
+                "stop {} before the change",
+                live.join(", ")
+            )));
+        }
+        let order: Vec<ComponentSpec> = spec.start_order()?.into_iter().cloned().collect();
+        let mut old: Vec<Entry> = std::mem::take(&mut self.entries);
+        let now = Instant::now();
+        let mut fresh = Vec::new();
+        for new in order {
+            let kept = old
+                .iter()
+                .position(|e| e.spec.name == new.name && !plan.changed.contains(&new.name));
+            match kept {
+                Some(k) => {
+                    let mut e = old.swap_remove(k);
+                    // Its actor keeps running with its spec; a later start sees the new block.
+                    e.spec.shared_env = Arc::clone(&new.shared_env);
+                    self.entries.push(e);
+                }
+                None => {
+                    fresh.push(self.entries.len());
+                    self.entries.push(Entry {
+                        log: Arc::new(ComponentLog::new(&new.log, &new.name)),
+                        spec: new,
+                        actor: None,
+                        snapshot: ComponentSnapshot::initial(now),
+                        wanted: false,
+                        start_due: false,
+                        stopping: false,
+                        stop_sent: false,
+                        group_pending: false,
+                    });
+                }
+            }
+        }
+        // What is left of the old tree: removed components and the old actors of changed ones,
+        // all down. Their supervision events find no entry and are ignored.
+        for e in old {
+            info!(component = %e.spec.name, "removed by a reload");
+            if let Some(actor) = e.actor {
+                actor.stop(Some("reloaded".into()));
+            }
+        }
+        self.strategy = spec.strategy;
+        self.max_restarts = spec.max_restarts;
+        self.max_window = spec.max_window;
+        for i in fresh {
+            info!(component = %self.entries[i].spec.name, "configured by a reload");
+            self.spawn_actor(myself, i, None).await.map_err(|e| {
+                TreeError::Reload(format!(
+                    "starting the actor of {}: {e}",
+                    self.entries[i].spec.name
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     fn status(&self) -> TreeStatus {

@@ -470,3 +470,86 @@ fn the_embed_example_prints_the_events_and_stops_in_order() {
         "the example left processes"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reloading a new configuration.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_restarts_only_what_changed_and_an_invalid_one_changes_nothing() {
+    bounded(async {
+        let fx = Fixture::spawn("reload", |dir| {
+            vec![
+                shell(dir, "same", "exec sleep 1000"),
+                shell(dir, "changed", "exec sleep 1000"),
+                shell(dir, "removed", "exec sleep 1000"),
+            ]
+        })
+        .await;
+        let before = fx.start_all_running().await;
+        let pid = |status: &imageserving_actors::TreeStatus, name: &str| {
+            common::component(status, name).pid
+        };
+        let dir = fx.dir.path();
+        let new_tree = |changed_script: &str| {
+            TreeSpec::builder(fx.tree_id.clone())
+                .component(shell(dir, "same", "exec sleep 1000"))
+                .component(shell(dir, "changed", changed_script))
+                .component(shell(dir, "added", "exec sleep 1001"))
+                .build()
+                .unwrap()
+        };
+
+        // Invalid: a dependency on nobody. Nothing moves.
+        let mut bad = new_tree("exec sleep 2000");
+        bad.components[0].depends_on.push("nobody".into());
+        let err = fx.handle.reload(bad).await.unwrap_err();
+        assert!(err.to_string().contains("unknown component"), "{err}");
+        let after_bad = fx.status().await;
+        for name in ["same", "changed", "removed"] {
+            assert_eq!(pid(&after_bad, name), pid(&before, name), "{name} moved");
+        }
+        // Another tree's id is refused too.
+        let mut other = new_tree("exec sleep 2000");
+        other.tree_id.push_str("-other");
+        assert!(fx.handle.reload(other).await.is_err());
+
+        let plan = fx
+            .handle
+            .reload(new_tree("exec sleep 2000"))
+            .await
+            .expect("reload");
+        assert_eq!(plan.added, ["added"]);
+        assert_eq!(plan.removed, ["removed"]);
+        assert_eq!(plan.changed, ["changed"]);
+        assert_eq!(plan.restarted, ["changed"]);
+
+        let after = fx
+            .wait_status("the new tree running", Duration::from_secs(10), |s| {
+                s.components.len() == 3 && s.components.iter().all(|c| c.state == State::Running)
+            })
+            .await;
+        assert_eq!(
+            pid(&after, "same"),
+            pid(&before, "same"),
+            "same was restarted"
+        );
+        assert_ne!(pid(&after, "changed"), pid(&before, "changed"));
+        let changed_pid = pid(&after, "changed").expect("changed runs");
+        let cmdline = std::fs::read(format!("/proc/{changed_pid}/cmdline")).unwrap_or_default();
+        assert!(
+            String::from_utf8_lossy(&cmdline).contains("2000"),
+            "the changed component runs its old command"
+        );
+        assert!(fx.marked(Some("removed")).is_empty(), "removed still runs");
+        assert!(after.components.iter().all(|c| c.name != "removed"));
+
+        // The same configuration again changes nothing.
+        let again = fx
+            .handle
+            .reload(new_tree("exec sleep 2000"))
+            .await
+            .expect("reload");
+        assert!(again.is_empty(), "{again:?}");
+    })
+    .await;
+}
