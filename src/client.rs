@@ -95,4 +95,23 @@ impl Client {
         line.pop();
         Ok(protocol::decode_response(&line)?)
     }
+
+    /// The next frame of a stream (after `events`), waiting as long as it takes; `None` when
+    /// the supervisor closed the connection (it exited).
+    pub fn next_frame(&mut self) -> anyhow::Result<Option<Response>> {
+        self.reader.get_mut().set_read_timeout(None)?;
+        let mut line = Vec::new();
+        let n = (&mut self.reader)
+            .take(MAX_RESPONSE + 1)
+            .read_until(b'\n', &mut line)
+            .context("reading from the Server Supervisor")?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if line.last() != Some(&b'\n') {
+            anyhow::bail!("the Server Supervisor closed the connection inside a frame");
+        }
+        line.pop();
+        Ok(Some(protocol::decode_response(&line)?))
+    }
 }

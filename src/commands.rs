@@ -1,5 +1,10 @@
 //! One function per command; each returns the exit code (or an error carrying one).
 
+mod check_config;
+mod docs;
+mod events;
+mod logs;
+mod reload;
 mod restart;
 mod start;
 mod status;
@@ -16,9 +21,18 @@ use crate::protocol::{ErrorKind, Response};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    // Made from the command line's definition alone: no home needed (packaging runs these).
+    match &cli.command {
+        Command::Completions { shell } => return docs::completions(*shell),
+        Command::Man { dir } => return docs::man(dir.as_deref()),
+        _ => {}
+    }
     let home = Home::resolve(cli.global.home.clone())?;
-    if !matches!(cli.command, Command::Component { .. }) {
-        // Every command but a component's goes through the control socket.
+    if !matches!(
+        cli.command,
+        Command::Component { .. } | Command::Logs(_) | Command::CheckConfig { .. }
+    ) {
+        // Every other command goes through the control socket.
         home.check_socket_path()?;
     }
     match cli.command {
@@ -33,6 +47,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             wait,
         } => restart::one(&home, &name, wait.wait),
         Command::Status { component, json } => status::run(&home, component.as_deref(), json),
+        Command::Reload(wait) => reload::run(&home, wait.wait),
+        Command::Events { json } => events::run(&home, json),
+        Command::Logs(args) => logs::run(&home, &args, cli.global.quiet),
+        Command::CheckConfig { file } => check_config::run(&home, file.as_deref()),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { dir } => docs::man(dir.as_deref()),
         Command::Supervisor { detached } => supervisor(&home, detached, &cli.global),
         Command::Component { name } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -120,6 +140,7 @@ fn answer_error(response: Response) -> anyhow::Error {
         Response::Error { kind, message } => {
             let code = match kind {
                 ErrorKind::UnknownComponent => exit::USAGE,
+                ErrorKind::BadConfig => exit::BAD_CONFIG,
                 _ => exit::FAILED,
             };
             Exit::new(code, message).into()

@@ -31,6 +31,7 @@ use tracing::{error, info, warn};
 use crate::config::{self, Config};
 use crate::exit::{self, Exit};
 use crate::home::Home;
+use crate::protocol::Response;
 
 /// The blocking pool's size (tokio's default is 512).
 const BLOCKING_THREADS: usize = 8;
@@ -124,7 +125,7 @@ fn run_daemon(home: &Home, detached: bool, exe: &Path) -> anyhow::Result<u8> {
         .thread_name("supervisor")
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve(home, config, detached));
+    let result = runtime.block_on(serve(home, config, detached, exe));
     // The sockets and tasks go with the runtime; the files are ours to remove.
     runtime.shutdown_timeout(Duration::from_secs(1));
     let _ = fs::remove_file(home.socket_path());
@@ -217,7 +218,7 @@ fn write_pid_file(home: &Home) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(home: &Home, config: Config, detached: bool) -> anyhow::Result<u8> {
+async fn serve(home: &Home, config: Config, detached: bool, exe: &Path) -> anyhow::Result<u8> {
     let started_at = SystemTime::now();
     // Descendants that leave their component's process group stay below us, so a component's
     // leftovers are found without reading all of /proc (see `process::adopt_orphans`).
@@ -235,6 +236,7 @@ async fn serve(home: &Home, config: Config, detached: bool) -> anyhow::Result<u8
         handle.clone(),
         config,
         home,
+        exe.to_path_buf(),
         started_at,
         shutdown_tx,
     ));
@@ -258,7 +260,15 @@ async fn serve(home: &Home, config: Config, detached: bool) -> anyhow::Result<u8
             },
             _ = sigterm.recv() => { info!("SIGTERM received"); break; }
             _ = sigint.recv() => { info!("SIGINT received"); break; }
-            _ = sighup.recv() => info!("SIGHUP ignored (reload comes in a later release)"),
+            _ = sighup.recv() => {
+                info!("SIGHUP received: reloading the configuration");
+                let bridge = bridge.clone();
+                tokio::spawn(async move {
+                    if let Response::Error { message, .. } = bridge.reload(None).await {
+                        warn!(%message, "SIGHUP reload failed");
+                    }
+                });
+            }
             _ = shutdown_rx.changed() => break,
             _ = &mut tree_done => { tree_died = true; break; }
         }

@@ -14,9 +14,14 @@
 //! The client sends a request frame; the daemon answers it with exactly one response frame. A
 //! connection may carry several requests: the daemon reads them in sequence, answering each
 //! before reading the next, until the client closes its side (EOF). The CLI sends one request per
-//! connection. Requests that take time (`start` and `restart` wait up to `wait_ms`, `shutdown`
-//! stops every component) are answered only when done, so the client reads with its own deadline
-//! of `wait_ms` plus a margin.
+//! connection. Requests that take time (`start`, `restart` and `reload` wait up to `wait_ms`,
+//! `shutdown` stops every component) are answered only when done, so the client reads with its
+//! own deadline of `wait_ms` plus a margin.
+//!
+//! One request turns the connection into a stream: `events` is answered by `subscribed`, then
+//! by one `event` frame per lifecycle event as it happens (`missed` if the client fell more
+//! than a few thousand events behind), until the client closes the connection or the
+//! supervisor exits. No request is read on that connection any more.
 //!
 //! When something goes wrong the daemon answers `{"type":"error", ...}` (see [`ErrorKind`];
 //! [`ProtocolError::kind`] maps every codec error to one). A *decoding* error (invalid JSON, an
@@ -35,6 +40,10 @@
 //! {"v":1,"request":{"type":"start","components":[],"wait_ms":30000}}
 //! {"v":1,"request":{"type":"restart","component":"is","wait_ms":30000}}
 //! {"v":1,"request":{"type":"shutdown"}}
+//! {"v":1,"request":{"type":"reload","wait_ms":30000}}
+//! {"v":1,"request":{"type":"events"}}
+//! {"v":1,"response":{"type":"subscribed"}}
+//! {"v":1,"response":{"type":"event","component":"ps","event":"running","at":"...","at_unix_ms":1,"text":"ps running: pid 4242","pid":4242}}
 //! {"v":1,"response":{"type":"error","kind":"unknown_component","message":"..."}}
 //! ```
 //!
@@ -149,6 +158,17 @@ pub enum Request {
     /// Stop every component in order, then the supervisor exits. Answered by
     /// [`Response::ShuttingDown`] once everything has stopped.
     Shutdown,
+    /// Re-read the configuration and apply the difference: restart only the components whose
+    /// settings changed, start added ones, stop removed ones. An invalid configuration changes
+    /// nothing and is answered by an error of kind `bad_config`. Answered by
+    /// [`Response::Reloaded`] once the started components run (or `wait_ms` passed).
+    Reload {
+        /// How long to wait for the (re)started components to reach `RUNNING`.
+        wait_ms: u64,
+    },
+    /// Follow the lifecycle events: answered by [`Response::Subscribed`], then one
+    /// [`Response::Event`] per event until the connection closes.
+    Events,
 }
 
 /// The shape [`Request`] is read through. serde lets unit variants of an internally tagged enum
@@ -173,6 +193,10 @@ enum StrictRequest {
         wait_ms: u64,
     },
     Shutdown {},
+    Reload {
+        wait_ms: u64,
+    },
+    Events {},
 }
 
 impl From<StrictRequest> for Request {
@@ -191,6 +215,8 @@ impl From<StrictRequest> for Request {
                 Request::Restart { component, wait_ms }
             }
             StrictRequest::Shutdown {} => Request::Shutdown,
+            StrictRequest::Reload { wait_ms } => Request::Reload { wait_ms },
+            StrictRequest::Events {} => Request::Events,
         }
     }
 }
@@ -230,6 +256,28 @@ pub enum Response {
         /// The final state: every component stopped.
         report: StatusReport,
     },
+    /// The answer to [`Request::Reload`]: what changed, and the state after.
+    Reloaded {
+        /// Components the new configuration adds (started when the others run).
+        added: Vec<String>,
+        /// Components it removes (stopped).
+        removed: Vec<String>,
+        /// Components whose settings changed.
+        changed: Vec<String>,
+        /// Changed components that were running: restarted with their new settings.
+        restarted: Vec<String>,
+        /// The state after the change, without memory figures.
+        report: StatusReport,
+    },
+    /// The answer to [`Request::Events`]: events follow.
+    Subscribed,
+    /// One lifecycle event (see `docs/status-json.md` for the fields).
+    Event(EventReport),
+    /// The client fell behind and `count` events were dropped for it.
+    Missed {
+        /// How many.
+        count: u64,
+    },
     /// The request failed; `kind` says how, `message` says why in words for a human.
     Error {
         /// The class of failure, for the CLI to pick an exit code.
@@ -246,6 +294,96 @@ impl Response {
             kind: err.kind(),
             message: err.to_string(),
         }
+    }
+}
+
+/// One lifecycle event on the wire: its name, when, a line for humans, and the details that
+/// apply to it (absent otherwise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventReport {
+    /// The component.
+    pub component: String,
+    /// `spawned`, `running`, `exited`, `backoff`, `fatal`, `stopping`, `stopped`, `completed`,
+    /// `unhealthy` or `memory_limit`.
+    pub event: String,
+    /// When, RFC 3339 in UTC with milliseconds.
+    pub at: String,
+    /// The same instant in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// The event in words, e.g. `ps exited: pid 4242 killed by signal 9 (SIGKILL)`.
+    pub text: String,
+    /// The process (`spawned`, `running`, `exited`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The spawn's attempt number (`spawned`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u64>,
+    /// The exit status (`exited` normally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that killed it (`exited` by a signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// The delay before the next start, in milliseconds (`backoff`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Why (`fatal`, `unhealthy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The memory sampled and the limit, in bytes (`memory_limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<u64>,
+    /// See `used_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+}
+
+impl EventReport {
+    /// The wire form of a tree event.
+    pub fn of(event: &imageserving_actors::events::TreeEvent) -> Self {
+        use imageserving_actors::events::EventKind;
+        use imageserving_actors::lifecycle::ExitReason;
+        let mut report = EventReport {
+            component: event.component.clone(),
+            event: event.kind.name().to_string(),
+            at: rfc3339_ms(event.at),
+            at_unix_ms: unix_ms(event.at),
+            text: event.to_string(),
+            pid: None,
+            attempt: None,
+            exit_code: None,
+            signal: None,
+            delay_ms: None,
+            reason: None,
+            used_bytes: None,
+            limit_bytes: None,
+        };
+        match &event.kind {
+            EventKind::Spawned { pid, attempt } => {
+                report.pid = Some(*pid);
+                report.attempt = Some(*attempt);
+            }
+            EventKind::Running { pid } => report.pid = Some(*pid),
+            EventKind::Exited { pid, reason } => {
+                report.pid = *pid;
+                match reason {
+                    ExitReason::Code(c) => report.exit_code = Some(*c),
+                    ExitReason::Signal(s) => report.signal = Some(*s),
+                }
+            }
+            EventKind::Backoff { delay } => {
+                report.delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+            }
+            EventKind::Fatal { reason } | EventKind::Unhealthy { reason } => {
+                report.reason = Some(reason.clone());
+            }
+            EventKind::MemoryLimit { used, limit } => {
+                report.used_bytes = Some(*used);
+                report.limit_bytes = Some(*limit);
+            }
+            _ => {}
+        }
+        report
     }
 }
 
@@ -267,6 +405,8 @@ pub enum ErrorKind {
     Forbidden,
     /// The supervisor is stopping and accepts no more work.
     ShuttingDown,
+    /// The configuration is invalid (or cannot be applied as it is); nothing was changed.
+    BadConfig,
     /// Something failed inside the supervisor.
     Internal,
 }
@@ -282,6 +422,7 @@ impl ErrorKind {
             ErrorKind::UnknownComponent => "unknown_component",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::BadConfig => "bad_config",
             ErrorKind::Internal => "internal",
         }
     }
@@ -715,6 +856,8 @@ mod tests {
                 wait_ms: 5_000,
             },
             Request::Shutdown,
+            Request::Reload { wait_ms: 100 },
+            Request::Events,
         ];
         for request in requests {
             let bytes = encode(&request);
@@ -743,6 +886,24 @@ mod tests {
             Response::ShuttingDown {
                 report: sample_report(),
             },
+            Response::Reloaded {
+                added: vec!["new".into()],
+                removed: vec![],
+                changed: vec!["is".into()],
+                restarted: vec!["is".into()],
+                report: sample_report(),
+            },
+            Response::Subscribed,
+            Response::Missed { count: 3 },
+            Response::Event(EventReport::of(
+                &imageserving_actors::events::TreeEvent::now(
+                    "is",
+                    imageserving_actors::events::EventKind::Exited {
+                        pid: Some(7),
+                        reason: imageserving_actors::lifecycle::ExitReason::Signal(9),
+                    },
+                ),
+            )),
         ];
         for kind in [
             ErrorKind::BadRequest,
@@ -752,6 +913,7 @@ mod tests {
             ErrorKind::UnknownComponent,
             ErrorKind::Forbidden,
             ErrorKind::ShuttingDown,
+            ErrorKind::BadConfig,
             ErrorKind::Internal,
         ] {
             responses.push(Response::Error {

@@ -8,9 +8,11 @@ use crate::home::Home;
 use crate::protocol::{Request, Response, State};
 
 pub fn all(home: &Home, wait: Option<Duration>) -> anyhow::Result<u8> {
-    // Check the configuration before stopping anything: a broken file must not leave the
-    // installation down.
+    // Check what the start half needs before stopping anything: a broken file, or a home
+    // this user cannot run (`run/` owned by another user), must not leave the installation
+    // down.
     load_config(home)?;
+    home.ensure_layout()?;
     super::stop::stop(home)?;
     super::start::run(home, wait)
 }

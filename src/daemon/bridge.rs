@@ -1,26 +1,29 @@
 //! The IPC bridge: reads requests from the control socket and translates each into a call on
-//! the [`SupervisorHandle`]. It holds no state of its own beyond the connection.
+//! the [`SupervisorHandle`]. Its only state is the configuration in force, which a reload
+//! replaces.
 //!
 //! Every connection is checked (peer uid), every frame is bounded in size and in time, and a
 //! request can only name configured components: nothing a client sends can make the daemon
 //! run a command of its choosing.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use imageserving_actors::{format, SupervisorHandle, TreeError, TreeStatus};
-use tokio::io::BufReader;
+use tokio::io::{AsyncReadExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::home::Home;
 use crate::peer;
 use crate::protocol::{
-    self, ComponentStatus, ErrorKind, ProtocolError, Request, Response, State, StatusReport,
-    SupervisorStatus,
+    self, ComponentStatus, ErrorKind, EventReport, ProtocolError, Request, Response, State,
+    StatusReport, SupervisorStatus,
 };
 
 /// How long a client may take to send one request.
@@ -34,7 +37,14 @@ const MAX_CONNECTIONS: usize = 2048;
 /// The bridge between the control socket and the tree.
 pub struct Bridge {
     handle: SupervisorHandle,
-    config: Config,
+    /// The configuration in force: replaced by a reload.
+    config: RwLock<Arc<Config>>,
+    /// Serializes reloads.
+    reloading: tokio::sync::Mutex<()>,
+    /// For re-reading the configuration.
+    home_dir: Home,
+    /// The program `@self` names in the configuration.
+    exe: PathBuf,
     home: String,
     started_at: SystemTime,
     uid: u32,
@@ -49,18 +59,103 @@ impl Bridge {
         handle: SupervisorHandle,
         config: Config,
         home: &Home,
+        exe: PathBuf,
         started_at: SystemTime,
         shutdown_done: watch::Sender<bool>,
     ) -> Self {
         Bridge {
             handle,
-            config,
+            config: RwLock::new(Arc::new(config)),
+            reloading: tokio::sync::Mutex::new(()),
+            home_dir: home.clone(),
+            exe,
             home: home.root().display().to_string(),
             started_at,
             uid: nix::unistd::geteuid().as_raw(),
             slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             shutting_down: AtomicBool::new(false),
             shutdown_done,
+        }
+    }
+
+    /// The configuration in force.
+    fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Re-reads the configuration and applies the difference (a `reload` request or SIGHUP).
+    /// An invalid configuration changes nothing; the error says why. Only the components and
+    /// the supervisor-wide policy follow a reload; the socket and the home stay as they are.
+    pub async fn reload(&self, wait: Option<Duration>) -> Response {
+        let _one_at_a_time = self.reloading.lock().await;
+        let config = match config::load(&self.home_dir, &self.exe) {
+            Ok(config) => config,
+            Err(e) => {
+                warn!(error = %e, "reload refused: the configuration is invalid; nothing changed");
+                return Response::Error {
+                    kind: ErrorKind::BadConfig,
+                    message: format!("{e}; nothing was changed"),
+                };
+            }
+        };
+        let plan = match self.handle.reload(config.tree.clone()).await {
+            Ok(plan) => plan,
+            Err(e @ (TreeError::Spec(_) | TreeError::Reload(_))) => {
+                warn!(error = %e, "reload refused; nothing changed");
+                return Response::Error {
+                    kind: ErrorKind::BadConfig,
+                    message: e.to_string(),
+                };
+            }
+            Err(e) => return tree_error(e),
+        };
+        let wait = wait.unwrap_or(config.start_wait);
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+        info!(added = ?plan.added, removed = ?plan.removed, changed = ?plan.changed,
+            restarted = ?plan.restarted, "configuration reloaded");
+        let started: Vec<String> = plan.restarted.iter().chain(&plan.added).cloned().collect();
+        let status = if started.is_empty() {
+            self.handle.status().await
+        } else {
+            self.handle.wait_settled(&started, wait).await
+        };
+        match status {
+            Ok(status) => Response::Reloaded {
+                added: plan.added,
+                removed: plan.removed,
+                changed: plan.changed,
+                restarted: plan.restarted,
+                report: self.report(status, None),
+            },
+            Err(e) => tree_error(e),
+        }
+    }
+
+    /// Streams the tree's events to the client until it closes the connection, falls too far
+    /// behind to be written to, or the tree is gone.
+    async fn stream_events(
+        &self,
+        read: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+        write: &mut tokio::net::unix::OwnedWriteHalf,
+    ) -> Result<(), ProtocolError> {
+        let mut events = self.handle.subscribe();
+        send(write, &protocol::encode(&Response::Subscribed)).await?;
+        let mut sink = [0u8; 256];
+        loop {
+            let frame = tokio::select! {
+                event = events.recv() => match event {
+                    Ok(event) => Response::Event(EventReport::of(&event)),
+                    Err(RecvError::Lagged(count)) => Response::Missed { count },
+                    Err(RecvError::Closed) => return Ok(()),
+                },
+                // The client sends nothing more; anything it does send is ignored, and the end
+                // of its side ends the stream.
+                read = read.read(&mut sink) => match read {
+                    Ok(0) | Err(_) => return Ok(()),
+                    Ok(_) => continue,
+                },
+            };
+            send(write, &protocol::encode(&frame)).await?;
         }
     }
 
@@ -75,7 +170,11 @@ impl Bridge {
             warn!(error = %e, "could not start the components");
             return;
         }
-        match self.handle.wait_settled(&[], self.config.start_wait).await {
+        match self
+            .handle
+            .wait_settled(&[], self.config().start_wait)
+            .await
+        {
             Ok(status) => {
                 for c in status.components {
                     info!(component = %c.name, state = %c.state, info = %c.info(SystemTime::now()), "after start");
@@ -145,6 +244,10 @@ impl Bridge {
                     continue;
                 }
             };
+            if matches!(request, Request::Events) {
+                info!(peer_uid, peer_pid, "events subscribed");
+                return self.stream_events(&mut read, &mut write).await;
+            }
             let is_shutdown = matches!(request, Request::Shutdown);
             let answer = self.answer(request, peer_uid, peer_pid).await;
             let shutdown_done = is_shutdown && matches!(answer, Response::ShuttingDown { .. });
@@ -224,6 +327,12 @@ impl Bridge {
                     Err(e) => tree_error(e),
                 }
             }
+            Request::Reload { wait_ms } => {
+                info!(peer_uid = uid, peer_pid = pid, "reload requested");
+                self.reload(Some(Duration::from_millis(wait_ms))).await
+            }
+            // Answered by `serve`, which turns the connection into a stream.
+            Request::Events => Response::Subscribed,
             Request::Shutdown => {
                 info!(peer_uid = uid, peer_pid = pid, "stop requested");
                 self.shutting_down.store(true, Ordering::SeqCst);
@@ -239,10 +348,11 @@ impl Bridge {
 
     /// The configured name for a name or alias, or the error answer listing the names.
     fn resolve(&self, name: &str) -> Result<String, Unknown> {
-        self.config.resolve(name).map(String::from).ok_or_else(|| {
+        let config = self.config();
+        config.resolve(name).map(String::from).ok_or_else(|| {
             Unknown(format!(
                 "unknown component `{name}` (configured: {})",
-                self.config.component_names().join(", ")
+                config.component_names().join(", ")
             ))
         })
     }
@@ -342,6 +452,7 @@ fn tree_error(e: TreeError) -> Response {
     let kind = match e {
         TreeError::UnknownComponent { .. } => ErrorKind::UnknownComponent,
         TreeError::ShuttingDown => ErrorKind::ShuttingDown,
+        TreeError::Spec(_) | TreeError::Reload(_) => ErrorKind::BadConfig,
         _ => ErrorKind::Internal,
     };
     Response::Error {

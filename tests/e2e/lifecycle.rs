@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{
-    component_of, pid, pids, stack_config, wait_for, TestHome, SETTLE, SUPERVISOR,
+    component, component_of, pid, pids, stack_config, wait_for, TestHome, SETTLE, SUPERVISOR,
 };
 use crate::procs::{self, ProcId};
 
@@ -417,4 +417,38 @@ fn the_daemon_is_its_own_program_and_this_one_stands_in_without_it() {
 
 fn fs_read_link(path: String) -> std::path::PathBuf {
     std::fs::read_link(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A `restart` that could not start again must not stop: with `run/` owned by another user,
+/// `start` refuses the home, so `restart` refuses before stopping anything.
+#[test]
+fn restart_refuses_before_stopping_when_it_could_not_start_again() {
+    if !crate::harness::require_root(
+        "restart_refuses_before_stopping_when_it_could_not_start_again",
+    ) {
+        return;
+    }
+    let home = TestHome::new(&format!(
+        "{SUPERVISOR}{}",
+        component("a", &["sleep", "1000"], "")
+    ));
+    home.run(&["start"]).expect_code(0);
+    let before = home.pid_of("a").expect("a runs");
+    let run = home.path().join("run");
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::chown(&run, Some(nobody), None).expect("chown run/");
+
+    let out = home.run(&["restart"]);
+    // Give it back before any assertion, so that the cleanup can stop the supervisor.
+    nix::unistd::chown(&run, Some(nix::unistd::Uid::from_raw(0)), None).expect("chown back");
+    out.expect_code(1);
+    assert!(out.stderr.contains("belongs to uid 65534"), "{out}");
+    assert_eq!(
+        home.pid_of("a"),
+        Some(before),
+        "restart stopped what it could not start"
+    );
+
+    home.run(&["stop"]).expect_code(0);
+    home.assert_nothing_runs();
 }

@@ -7,6 +7,7 @@
 //! - [`lifecycle`]: start, status, stop, restart, the foreground supervisor;
 //! - [`failures`]: crashing, hung, forking components and a killed supervisor;
 //! - [`cli`]: commands without a supervisor, bad configurations, impossible homes;
+//! - [`everyday`]: `logs` (and `-f` across rotations), `check-config`, `completions`, `man`;
 //! - [`ipc`]: the control socket spoken to directly, and who may use it;
 //! - [`policy`]: restart types, strategies, escalation, memory limits, probes, log rotation;
 //! - [`images`]: the image stack through the supervisor; [`http`]: a tiny HTTP client;
@@ -17,6 +18,7 @@
 //! Every test runs on its own home with ephemeral ports, so they run in parallel.
 
 mod cli;
+mod everyday;
 mod failures;
 mod guard;
 mod harness;
@@ -27,4 +29,5 @@ mod lifecycle;
 mod ops;
 mod policy;
 mod procs;
+mod reload;
 mod scaling;
