@@ -245,6 +245,14 @@ impl SupervisorHandle {
         .map_err(TreeError::from_call)?
     }
 
+    /// Restarts every component: stops them all in reverse dependency order, then starts them
+    /// all in dependency order; returns once the starts are requested (follow with
+    /// [`Self::wait_settled`]). For one component, [`Self::restart`] leaves the others running.
+    pub async fn restart_all(&self) -> Result<(), TreeError> {
+        self.stop(&[]).await?;
+        self.start(&[]).await.map(drop)
+    }
+
     /// The status of every component, with the resident memory of each process tree.
     pub async fn status(&self) -> Result<TreeStatus, TreeError> {
         Ok(self.with_memory(self.status_without_memory().await?).await)

@@ -365,6 +365,35 @@ async fn an_orderly_shutdown_through_the_handle_stops_in_reverse_order_and_tells
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_all_stops_in_reverse_order_then_starts_in_order() {
+    bounded(async {
+        let h = hosted("host-restart-all").await;
+        h.handle.restart_all().await.expect("restart all");
+        let status = h
+            .handle
+            .wait_settled(&[], Duration::from_secs(10))
+            .await
+            .expect("settled");
+        assert!(status.components.iter().all(|c| c.state == State::Running));
+        assert_eq!(
+            recorded(h.dir.path()),
+            [
+                "start db",
+                "start app",
+                "stop app",
+                "stop db",
+                "start db",
+                "start app"
+            ]
+        );
+        h.handle.shutdown().await.expect("shutdown");
+        h.host.stop(None);
+        h.host_join.await.expect("host");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_actor_killed_takes_every_process_with_it() {
     bounded(async {
         let h = hosted("host-killed").await;
