@@ -54,15 +54,36 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { dir } => docs::man(dir.as_deref()),
         Command::Supervisor { detached } => supervisor(&home, detached, &cli.global),
-        Command::Component { name } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            runtime.block_on(crate::servers::run(&name))?;
-            Ok(exit::OK)
-        }
+        Command::Component { name } => component(&name, &cli.global),
     }
+}
+
+/// `component NAME`: execs `imageserving-server NAME`, the servers' own program, installed beside
+/// this one (the configuration names it directly; this is for `@self component` written by hand
+/// and for older configurations). The CLI itself carries none of the servers' code.
+fn component(name: &str, global: &crate::cli::GlobalArgs) -> anyhow::Result<u8> {
+    use std::os::unix::process::CommandExt;
+    let exe = anyhow::Context::context(std::env::current_exe(), "finding this program's path")?;
+    let Some(server) = crate::servers::args::program_beside(&exe) else {
+        return Err(Exit::new(
+            exit::FAILED,
+            format!(
+                "imageserving-server is not installed beside {} (it runs the component servers;                  `cargo build` builds it)",
+                exe.display()
+            ),
+        )
+        .into());
+    };
+    let args = crate::servers::args::ServerArgs {
+        name: name.to_string(),
+        home: global.home.clone(),
+        verbose: global.verbose,
+        quiet: global.quiet,
+    };
+    let err = std::process::Command::new(&server)
+        .args(args.to_args())
+        .exec();
+    Err(anyhow::Error::from(err).context(format!("running {}", server.display())))
 }
 
 /// `supervisor`: the daemon, as `imageserving-supervisor` where it is installed (exec'd, so the

@@ -626,6 +626,15 @@ impl Builder<'_> {
                 ));
             };
             command[0] = exe.to_string();
+            // `@self component NAME`: the servers' own program, when it is installed beside
+            // (one exec instead of two, and the small CLI never maps the image code).
+            if command.get(1).map(String::as_str) == Some("component") {
+                if let Some(server) = crate::servers::args::program_beside(self.self_exe)
+                    .and_then(|p| p.to_str().map(String::from))
+                {
+                    command.splice(0..2, [server]);
+                }
+            }
         }
         Ok(command)
     }

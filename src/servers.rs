@@ -10,6 +10,7 @@
 //! takes a bound listener and a shutdown future, so tests run them in-process on ephemeral ports.
 
 pub mod access_log;
+pub mod args;
 pub mod cache;
 pub mod image_server;
 pub mod platform_server;

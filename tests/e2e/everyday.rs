@@ -274,7 +274,8 @@ fn check_config_explains_a_valid_configuration_in_start_order() {
     );
     assert!(is < svg && svg < ps, "{out}");
     // Each component's command, port, dependencies, policy, checks and log.
-    at(&format!("command     {BIN} component ps\n"));
+    let server = std::path::Path::new(BIN).with_file_name("imageserving-server");
+    at(&format!("command     {} ps\n", server.display()));
     at("depends on  is, svg\n");
     at("restart     permanent");
     at("ready       TCP connection to 127.0.0.1:");

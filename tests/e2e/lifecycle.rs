@@ -351,6 +351,8 @@ fn home_may_be_given_by_environment_and_through_a_symlink() {
 /// The daemon runs as `imageserving-supervisor` when that program is installed beside
 /// `imageserving` (as cargo builds them), and `@self` still names `imageserving`; without it
 /// (`cargo run` builds only the program it runs), `imageserving` runs the daemon itself.
+/// `@self component NAME` runs `imageserving-server NAME`, the servers' own program beside it;
+/// without that one, `component` says what is missing.
 #[test]
 fn the_daemon_is_its_own_program_and_this_one_stands_in_without_it() {
     use std::path::PathBuf;
@@ -371,15 +373,40 @@ fn the_daemon_is_its_own_program_and_this_one_stands_in_without_it() {
         .to_path_buf();
     assert_eq!(exe_of(daemon), bin_dir.join("imageserving-supervisor"));
     let me = pid(&component_of(&status, "me")["pid"]).expect("me's pid");
-    assert_eq!(exe_of(me), PathBuf::from(crate::harness::BIN), "@self");
+    assert_eq!(
+        exe_of(me),
+        bin_dir.join("imageserving-server"),
+        "@self component"
+    );
     home.run(&["stop"]).expect_code(0);
 
-    // `imageserving` alone in a directory: it is the daemon too.
-    let alone = tempfile::tempdir().expect("a directory for the program alone");
-    let copy = alone.path().join("imageserving");
-    if std::fs::hard_link(crate::harness::BIN, &copy).is_err() {
-        std::fs::copy(crate::harness::BIN, &copy).expect("copying the program");
-    }
+    // `imageserving` without `imageserving-supervisor` beside it: it is the daemon too.
+    let alone = tempfile::tempdir().expect("a directory for the programs");
+    let place = |name: &str| {
+        let copy = alone.path().join(name);
+        if std::fs::hard_link(bin_dir.join(name), &copy).is_err() {
+            std::fs::copy(bin_dir.join(name), &copy).expect("copying the program");
+        }
+        copy
+    };
+    let copy = place("imageserving");
+    // Without the servers' program, `component` cannot run and says why.
+    let out = crate::harness::run_command(
+        {
+            let mut c = std::process::Command::new(&copy);
+            c.args(["component", "svg"]);
+            c
+        },
+        "component svg (alone)".into(),
+        crate::harness::COMMAND_TIMEOUT,
+    )
+    .unwrap_or_else(|out| panic!("timed out\n{out}"));
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("imageserving-server is not installed"),
+        "{out}"
+    );
+    let server = place("imageserving-server");
     let home = TestHome::new(&config);
     let mut start = std::process::Command::new(&copy);
     start
@@ -409,8 +436,8 @@ fn the_daemon_is_its_own_program_and_this_one_stands_in_without_it() {
     let me = pid(&component_of(&status, "me")["pid"]).expect("me's pid");
     assert_eq!(
         exe_of(me),
-        copy,
-        "@self is the program that started the daemon"
+        std::fs::canonicalize(&server).unwrap(),
+        "@self is the program that started the daemon; its servers' program is beside it"
     );
     home.run(&["stop"]).expect_code(0);
 }

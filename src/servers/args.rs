@@ -1,0 +1,139 @@
+//! The arguments of `imageserving-server`, read by hand (see [`crate::server_entry`]).
+//!
+//! ```text
+//! imageserving-server NAME [--home DIR] [-v|-vv|--verbose] [-q|--quiet]
+//! ```
+//!
+//! `NAME` is `ps`, `is` or `svg`. The options may come before or after it, as they may after
+//! `imageserving component NAME` (which execs this program). A server takes its settings from
+//! the environment the supervisor gives it; `--home` is accepted for the CLI's sake.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// What `imageserving-server` was asked to run.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ServerArgs {
+    /// The component server: `ps`, `is` or `svg`.
+    pub name: String,
+    /// `--home`, if given.
+    pub home: Option<PathBuf>,
+    /// `-v` counted.
+    pub verbose: u8,
+    /// `-q`.
+    pub quiet: bool,
+}
+
+/// The usage line.
+pub const USAGE: &str = "usage: imageserving-server ps|is|svg [--home DIR] [-v|-q]; \
+                         it is started by the Server Supervisor (`@self component NAME`)";
+
+impl ServerArgs {
+    /// Parses the arguments after the program's name.
+    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<ServerArgs, String> {
+        let mut name = None;
+        let mut parsed = ServerArgs {
+            name: String::new(),
+            home: None,
+            verbose: 0,
+            quiet: false,
+        };
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let Some(text) = arg.to_str() else {
+                return Err(format!("unexpected argument {arg:?}"));
+            };
+            match text.split_once('=') {
+                Some(("--home", value)) if !value.is_empty() => {
+                    parsed.home = Some(PathBuf::from(value));
+                    continue;
+                }
+                _ => {}
+            }
+            match text {
+                "--home" => {
+                    let value = args.next().filter(|v| !v.is_empty());
+                    parsed.home = Some(PathBuf::from(value.ok_or("--home needs a value")?));
+                }
+                "-q" | "--quiet" => parsed.quiet = true,
+                "--verbose" => parsed.verbose = parsed.verbose.saturating_add(1),
+                short
+                    if short.len() > 1
+                        && short.trim_start_matches('-') == "v".repeat(short.len() - 1) =>
+                {
+                    parsed.verbose = parsed.verbose.saturating_add((short.len() - 1) as u8)
+                }
+                "-h" | "--help" => return Err(USAGE.to_string()),
+                flag if flag.starts_with('-') => {
+                    return Err(format!("unexpected argument `{flag}`; {USAGE}"))
+                }
+                component if name.is_none() => name = Some(component.to_string()),
+                other => return Err(format!("unexpected argument `{other}`; {USAGE}")),
+            }
+        }
+        if parsed.quiet && parsed.verbose > 0 {
+            return Err("-q and -v exclude each other".to_string());
+        }
+        parsed.name = name.ok_or_else(|| format!("which server? {USAGE}"))?;
+        Ok(parsed)
+    }
+
+    /// The arguments that give `self` back.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut out: Vec<OsString> = vec![self.name.clone().into()];
+        if let Some(home) = &self.home {
+            out.push("--home".into());
+            out.push(home.into());
+        }
+        if self.quiet {
+            out.push("-q".into());
+        }
+        for _ in 0..self.verbose {
+            out.push("-v".into());
+        }
+        out
+    }
+}
+
+/// `imageserving-server` beside `exe` (the `imageserving` program), if it is installed there.
+pub fn program_beside(exe: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = exe.parent()?.join("imageserving-server");
+    let meta = std::fs::metadata(&path).ok()?;
+    (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ServerArgs, String> {
+        ServerArgs::parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn the_name_and_the_options_in_any_order() {
+        let a = parse(&["ps", "--verbose"]).unwrap();
+        assert_eq!((a.name.as_str(), a.verbose, a.quiet), ("ps", 1, false));
+        let a = parse(&["-vv", "--home=/h", "is"]).unwrap();
+        assert_eq!(a.name, "is");
+        assert_eq!(a.verbose, 2);
+        assert_eq!(a.home.as_deref(), Some(std::path::Path::new("/h")));
+        assert_eq!(ServerArgs::parse(a.to_args()).unwrap(), a);
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_with_the_reason() {
+        assert!(parse(&[]).unwrap_err().contains("which server"));
+        assert!(parse(&["ps", "is"])
+            .unwrap_err()
+            .contains("unexpected argument `is`"));
+        assert!(parse(&["ps", "--home"])
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(parse(&["ps", "-q", "-v"]).unwrap_err().contains("exclude"));
+        assert!(parse(&["ps", "--port", "1"])
+            .unwrap_err()
+            .contains("`--port`"));
+    }
+}
