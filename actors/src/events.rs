@@ -16,6 +16,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast;
@@ -158,50 +159,51 @@ impl fmt::Display for EventKind {
 }
 
 /// The sending side, shared by the tree's actors. Sending never blocks; with no subscriber
-/// the event is dropped.
-#[derive(Clone, Debug)]
-pub struct EventSender(broadcast::Sender<TreeEvent>);
+/// the event is dropped. The channel (room for [`EVENT_BUFFER`] events, some 500 KiB) is only
+/// made for the first subscriber: a tree nobody follows pays nothing for it.
+#[derive(Clone, Debug, Default)]
+pub struct EventSender(Arc<OnceLock<broadcast::Sender<TreeEvent>>>);
 
 impl EventSender {
-    /// A new channel with room for [`EVENT_BUFFER`] events per subscriber.
+    /// A new sender; its channel is made on the first subscription.
     pub fn new() -> Self {
-        EventSender(broadcast::channel(EVENT_BUFFER).0)
+        Self::default()
     }
 
     /// Publishes `kind` for `component`, now.
     pub fn send(&self, component: &str, kind: EventKind) {
-        // An error only means nobody listens.
-        let _ = self.0.send(TreeEvent::now(component, kind));
+        if let Some(sender) = self.0.get() {
+            // An error only means nobody listens any more.
+            let _ = sender.send(TreeEvent::now(component, kind));
+        }
     }
 
     /// A new subscription: every event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<TreeEvent> {
-        self.0.subscribe()
+        channel(&self.0).subscribe()
     }
 
     /// A handle that subscribes without keeping the channel open: once every actor of the tree
     /// is gone, its subscribers see the end of the stream.
     pub fn downgrade(&self) -> WeakEventSender {
-        WeakEventSender(self.0.downgrade())
+        WeakEventSender(Arc::downgrade(&self.0))
     }
+}
+
+fn channel(cell: &OnceLock<broadcast::Sender<TreeEvent>>) -> &broadcast::Sender<TreeEvent> {
+    cell.get_or_init(|| broadcast::channel(EVENT_BUFFER).0)
 }
 
 /// See [`EventSender::downgrade`].
 #[derive(Clone, Debug)]
-pub struct WeakEventSender(broadcast::WeakSender<TreeEvent>);
+pub struct WeakEventSender(Weak<OnceLock<broadcast::Sender<TreeEvent>>>);
 
 impl WeakEventSender {
     /// Every event from now on; a stream that has already ended when the tree is gone.
     pub fn subscribe(&self) -> broadcast::Receiver<TreeEvent> {
         match self.0.upgrade() {
-            Some(sender) => sender.subscribe(),
+            Some(cell) => channel(&cell).subscribe(),
             None => broadcast::channel(1).1,
         }
-    }
-}
-
-impl Default for EventSender {
-    fn default() -> Self {
-        Self::new()
     }
 }
