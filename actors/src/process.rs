@@ -627,8 +627,10 @@ fn spawn_here(
     drop(exec);
     waited().insert(pid);
     let child = child::Child::new(pid, pidfd).inspect_err(|_| {
-        // Nobody could wait for it: it must not run unsupervised.
+        // Nobody could wait for it: it must not run unsupervised, and the orphan reaper (run
+        // on this thread, after this spawn) reaps it once it is dead.
         let _ = signal_group(pid, libc::SIGKILL);
+        waited().remove(&pid);
     });
     let child = child.map_err(context)?;
     let mut pumps = Vec::with_capacity(2);
