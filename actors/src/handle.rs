@@ -111,7 +111,8 @@ impl SupervisorHandle {
         }
     }
 
-    /// Every lifecycle event of every component from now on (see [`crate::events`]): spawned,
+    /// Every lifecycle event of every component from now on (see [`crate::events`] and the crate
+    /// documentation's example): spawned,
     /// running, exited, backoff, fatal, stopping, stopped, completed, unhealthy, memory limit.
     /// The stream ends (`RecvError::Closed`) once the tree's actors are gone; a subscriber more than
     /// [`crate::events::EVENT_BUFFER`] events behind gets `RecvError::Lagged` with the count.
@@ -188,6 +189,32 @@ impl SupervisorHandle {
     ///
     /// A component whose only change is the address block every component shares (another
     /// component was added, say) is not restarted; it sees the new block at its next start.
+    ///
+    /// ```
+    /// use imageserving_actors::spec::{ComponentSpec, TreeSpec};
+    /// use imageserving_actors::SupervisorHandle;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let id = format!("doc-reload-{}", std::process::id());
+    /// let sleeper = |name: &str, secs: &str| ComponentSpec::builder(name, "sleep").arg(secs).build();
+    /// let tree = TreeSpec::builder(id.clone()).component(sleeper("a", "1000")?).build()?;
+    /// let (handle, done) = SupervisorHandle::spawn(tree).await?;
+    /// handle.start(&[]).await?;
+    ///
+    /// // `a` runs a new command, `b` is new: `a` restarts, `b` starts.
+    /// let new = TreeSpec::builder(id)
+    ///     .component(sleeper("a", "2000")?)
+    ///     .component(sleeper("b", "1000")?)
+    ///     .build()?;
+    /// let plan = handle.reload(new).await?;
+    /// assert_eq!((plan.changed, plan.added), (vec!["a".to_string()], vec!["b".to_string()]));
+    ///
+    /// handle.shutdown().await?;
+    /// done.await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn reload(&self, spec: TreeSpec) -> Result<Reload, TreeError> {
         let spec = Box::new(spec);
         let plan = ractor::call!(self.actor, |reply| SupervisorMessage::Plan {
