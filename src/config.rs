@@ -58,6 +58,9 @@ pub const EMBEDDED_ORIGIN: &str = "embedded default";
 
 /// The leading `command` element that stands for this `imageserving` binary.
 pub const SELF_COMMAND: &str = "@self";
+/// The name no component may have (nor an alias): the Server Supervisor's, whose log is
+/// `logs/supervisor.log` and which `imageserving logs supervisor` shows.
+pub const RESERVED_NAME: &str = "supervisor";
 
 /// The home, exported to every component.
 pub const HOME_ENV: &str = "IMAGESERVING_HOME";
@@ -426,6 +429,13 @@ impl Builder<'_> {
                 format!("`{name}` is not a valid component name: use 1-32 characters among a-z, 0-9, `-` and `_`, starting with a letter"),
             ));
         }
+        if name == RESERVED_NAME {
+            return Err(invalid(
+                self.origin,
+                &key(name, ""),
+                format!("`{name}` is reserved: it names the Server Supervisor (its log is logs/supervisor.log, `imageserving logs supervisor` shows it); choose another name"),
+            ));
+        }
         let command = self.command(name, raw.command.as_deref())?;
         let probe = match (raw.port, &raw.host) {
             (None, None) => None,
@@ -716,6 +726,13 @@ impl Builder<'_> {
                 if !valid_component_name(alias) {
                     return Err(self.err(name, "aliases", format!("`{alias}` is not a valid alias: use 1-32 characters among a-z, 0-9, `-` and `_`, starting with a letter")));
                 }
+                if alias == RESERVED_NAME {
+                    return Err(self.err(
+                        name,
+                        "aliases",
+                        format!("`{alias}` is reserved: it names the Server Supervisor"),
+                    ));
+                }
                 if components.iter().any(|(n, _)| n == alias) {
                     return Err(self.err(
                         name,
@@ -1001,6 +1018,14 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.starts_with("test.toml: "), "{msg}");
         msg
+    }
+    #[test]
+    fn supervisor_is_not_a_component_name_nor_an_alias() {
+        let msg = parse_err("[components.supervisor]\ncommand = [\"sleep\", \"1\"]\n");
+        assert!(msg.contains("`supervisor` is reserved"), "{msg}");
+        let msg =
+            parse_err("[components.a]\ncommand = [\"sleep\", \"1\"]\naliases = [\"supervisor\"]\n");
+        assert!(msg.contains("`supervisor` is reserved"), "{msg}");
     }
 
     fn env<'a>(c: &'a ComponentSpec, var: &str) -> Option<&'a str> {

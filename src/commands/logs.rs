@@ -121,24 +121,20 @@ pub fn run(home: &Home, args: &LogsArgs, quiet: bool) -> anyhow::Result<u8> {
 /// The files of `name` (a component, an alias, or `supervisor`), as the configuration places
 /// them.
 fn target(home: &Home, name: &str) -> anyhow::Result<Target> {
-    let supervisor = || Target {
-        name: SUPERVISOR.into(),
-        what: "the Server Supervisor".into(),
-        daemon: true,
-        sources: vec![Source::rotated(
-            home.supervisor_log(),
-            crate::daemon::log::BACKUPS,
-        )],
-    };
-    let config = if name.eq_ignore_ascii_case(SUPERVISOR) {
+    if name.eq_ignore_ascii_case(SUPERVISOR) {
         // The daemon's log needs no configuration: it is where to look when that is broken.
-        match load_config(home) {
-            Ok(config) if config.resolve(name).is_some() => config,
-            _ => return Ok(supervisor()),
-        }
-    } else {
-        load_config(home)?
-    };
+        // (No component can be called `supervisor`: the configuration reserves the name.)
+        return Ok(Target {
+            name: SUPERVISOR.into(),
+            what: "the Server Supervisor".into(),
+            daemon: true,
+            sources: vec![Source::rotated(
+                home.supervisor_log(),
+                crate::daemon::log::BACKUPS,
+            )],
+        });
+    }
+    let config = load_config(home)?;
     let Some(component) = config.resolve(name).and_then(|n| config.component(n)) else {
         return Err(Exit::new(
             exit::USAGE,
