@@ -163,6 +163,23 @@ struct Entry {
     group_pending: bool,
 }
 
+impl Entry {
+    /// A component not started yet, without an actor.
+    fn new(spec: ComponentSpec, now: Instant) -> Self {
+        Entry {
+            log: Arc::new(ComponentLog::new(&spec.log, &spec.name)),
+            spec,
+            actor: None,
+            snapshot: ComponentSnapshot::initial(now),
+            wanted: false,
+            start_due: false,
+            stopping: false,
+            stop_sent: false,
+            group_pending: false,
+        }
+    }
+}
+
 /// Someone waiting for a stop to complete.
 enum StopWaiter {
     Stop(Vec<usize>, RpcReplyPort<Result<(), TreeError>>),
@@ -246,17 +263,7 @@ impl Actor for ServerSupervisor {
             tree_id: spec.tree_id.clone(),
             entries: order
                 .into_iter()
-                .map(|spec| Entry {
-                    log: Arc::new(ComponentLog::new(&spec.log, &spec.name)),
-                    spec,
-                    actor: None,
-                    snapshot: ComponentSnapshot::initial(now),
-                    wanted: false,
-                    start_due: false,
-                    stopping: false,
-                    stop_sent: false,
-                    group_pending: false,
-                })
+                .map(|spec| Entry::new(spec, now))
                 .collect(),
             waiters: Vec::new(),
             shutting_down: false,
@@ -866,17 +873,7 @@ impl SupervisorState {
                 }
                 None => {
                     fresh.push(self.entries.len());
-                    self.entries.push(Entry {
-                        log: Arc::new(ComponentLog::new(&new.log, &new.name)),
-                        spec: new,
-                        actor: None,
-                        snapshot: ComponentSnapshot::initial(now),
-                        wanted: false,
-                        start_due: false,
-                        stopping: false,
-                        stop_sent: false,
-                        group_pending: false,
-                    });
+                    self.entries.push(Entry::new(new, now));
                 }
             }
         }
