@@ -65,9 +65,7 @@ pub fn run(home: &Home, detached: bool, self_exe: &Path) -> anyhow::Result<u8> {
 /// Without it (`cargo run` builds only the binary it runs), this program runs the daemon
 /// itself, the same code with more of it mapped.
 pub fn program() -> Option<PathBuf> {
-    let path = args::sibling("imageserving-supervisor");
-    let meta = std::fs::metadata(&path).ok()?;
-    (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(path)
+    crate::installed_beside(&std::env::current_exe().ok()?, "imageserving-supervisor")
 }
 
 /// The command that runs the daemon on `home`: `imageserving-supervisor` if installed, else

@@ -307,14 +307,9 @@ pub fn find_marked(tree_id: &str, component: Option<&str>) -> Vec<u32> {
 /// Live processes of this user carrying `marker`. The environment is read first: one read per
 /// process of the machine, and the state and owner only of the few that match.
 fn marked_processes(marker: &Marker) -> io::Result<Vec<u32>> {
-    let me = std::process::id();
     let uid = geteuid().as_raw();
-    let entries = fs::read_dir("/proc")
-        .map_err(|e| io::Error::new(e.kind(), format!("listing /proc: {e}")))?;
-    Ok(entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me && marker.matches_pid(pid))
+    Ok(other_pids()?
+        .filter(|&pid| marker.matches_pid(pid))
         .filter(|&pid| {
             read_stat(pid).is_some_and(|s| s.is_alive()) && read_real_uid(pid) == Some(uid)
         })
@@ -769,6 +764,17 @@ fn read_real_uid(pid: u32) -> Option<u32> {
     parse_real_uid(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
+/// Every pid in `/proc` but this process's own.
+fn other_pids() -> io::Result<impl Iterator<Item = u32>> {
+    let me = std::process::id();
+    let entries = fs::read_dir("/proc")
+        .map_err(|e| io::Error::new(e.kind(), format!("listing /proc: {e}")))?;
+    Ok(entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(move |&pid| pid != me))
+}
+
 /// A live (non-zombie) process of this user, other than the daemon itself.
 struct OwnProcess {
     pid: u32,
@@ -777,14 +783,8 @@ struct OwnProcess {
 
 /// Lists live processes of this user. Processes that vanish or cannot be read are skipped.
 fn own_live_processes() -> io::Result<Vec<OwnProcess>> {
-    let me = std::process::id();
     let uid = geteuid().as_raw();
-    let entries = fs::read_dir("/proc")
-        .map_err(|e| io::Error::new(e.kind(), format!("listing /proc: {e}")))?;
-    Ok(entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me)
+    Ok(other_pids()?
         .filter_map(|pid| {
             let stat = read_stat(pid).filter(ProcStat::is_alive)?;
             (read_real_uid(pid)? == uid).then_some(OwnProcess { pid, stat })

@@ -393,22 +393,27 @@ async fn restart_all_stops_in_reverse_order_then_starts_in_order() {
     .await;
 }
 
+/// No process of the hosted tree is left, and its root actor is gone.
+async fn assert_tree_gone(tree_id: &str, handle: &SupervisorHandle) {
+    assert!(
+        wait_for(
+            || find_marked(tree_id, None).is_empty(),
+            Duration::from_secs(5)
+        )
+        .await,
+        "processes outlive their host: {:?}",
+        find_marked(tree_id, None)
+    );
+    assert!(handle.status().await.is_err(), "the tree still answers");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_actor_killed_takes_every_process_with_it() {
     bounded(async {
         let h = hosted("host-killed").await;
         h.host.kill();
         h.host_join.await.expect("host");
-        assert!(
-            wait_for(
-                || find_marked(&h.tree_id, None).is_empty(),
-                Duration::from_secs(5)
-            )
-            .await,
-            "processes outlive their host: {:?}",
-            find_marked(&h.tree_id, None)
-        );
-        assert!(h.handle.status().await.is_err(), "the tree still answers");
+        assert_tree_gone(&h.tree_id, &h.handle).await;
     })
     .await;
 }
@@ -419,16 +424,7 @@ async fn the_host_actor_panicking_takes_every_process_with_it() {
         let h = hosted("host-panics").await;
         h.host.send_message(HostMessage::Panic).expect("send");
         h.host_join.await.expect("host");
-        assert!(
-            wait_for(
-                || find_marked(&h.tree_id, None).is_empty(),
-                Duration::from_secs(5)
-            )
-            .await,
-            "processes outlive their host: {:?}",
-            find_marked(&h.tree_id, None)
-        );
-        assert!(h.handle.status().await.is_err(), "the tree still answers");
+        assert_tree_gone(&h.tree_id, &h.handle).await;
     })
     .await;
 }

@@ -97,10 +97,7 @@ impl ServerArgs {
 
 /// `imageserving-server` beside `exe` (the `imageserving` program), if it is installed there.
 pub fn program_beside(exe: &std::path::Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = exe.parent()?.join("imageserving-server");
-    let meta = std::fs::metadata(&path).ok()?;
-    (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(path)
+    crate::installed_beside(exe, "imageserving-server")
 }
 
 #[cfg(test)]
