@@ -4,20 +4,19 @@
 //! port happen in spawned tasks that send a [`ComponentMessage::Lifecycle`] event back; delays
 //! are `send_after` timers. So the actor always answers, even in a restart loop.
 //!
-//! It reports every change of its [`ComponentSnapshot`] to the [`ServerSupervisor`], which
-//! answers `status` from those copies.
+//! It reports every change of its [`ComponentSnapshot`] to its supervisor (a
+//! [`ComponentReport`] sent to whatever actor spawned it: in this crate the `ServerSupervisor`,
+//! which answers `status` from those copies).
 //!
 //! If the actor dies (a panic, or its parent's death), the [`ProcessGuard`] in its state is
 //! dropped and kills the process group and every marked descendant: a component process never
 //! outlives the actor that owns it.
-//!
-//! [`ServerSupervisor`]: crate::supervisor::ServerSupervisor
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -27,7 +26,6 @@ use crate::logs::ComponentLog;
 use crate::probe;
 use crate::process::{self, SpawnRequest};
 use crate::spec::{ComponentSpec, Ready};
-use crate::supervisor::SupervisorMessage;
 
 /// How long the leftovers of an exited process may take to die before we report the exit anyway.
 const LEFTOVER_DEADLINE: Duration = Duration::from_secs(5);
@@ -42,7 +40,7 @@ pub struct ComponentArgs {
     /// The tree's marker.
     pub tree_id: String,
     /// Where snapshots go.
-    pub supervisor: ActorRef<SupervisorMessage>,
+    pub supervisor: DerivedActorRef<ComponentReport>,
     /// Set when this actor replaces one that failed.
     pub inherited: Option<Inherited>,
     /// The component's log, owned by the supervisor so that it outlives any one actor.
@@ -52,6 +50,7 @@ pub struct ComponentArgs {
 }
 
 /// What a replacement actor takes over from the one that failed.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Inherited {
     /// The failure history.
     pub budget: Budget,
@@ -91,9 +90,19 @@ pub enum ComponentMessage {
         /// Its attempt id, carried by all its processes.
         attempt: String,
     },
-    /// Fault injection for tests: the handler panics.
+    /// Fault injection for this crate's tests: the handler panics.
+    #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     InjectPanic,
+}
+
+/// A component actor's report of a new snapshot to its supervisor.
+#[derive(Clone, Debug)]
+pub struct ComponentReport {
+    /// The reporting actor (the supervisor ignores reports of actors it replaced).
+    pub actor: ActorId,
+    /// Its snapshot.
+    pub snapshot: ComponentSnapshot,
 }
 
 /// What the supervisor knows of a component: a copy of its lifecycle's observable state.
@@ -199,7 +208,7 @@ pub struct ComponentState {
     /// Whether the next spawn must first sweep leftovers (the first spawn of each actor).
     sweep_first: bool,
     reported: ComponentSnapshot,
-    supervisor: ActorRef<SupervisorMessage>,
+    supervisor: DerivedActorRef<ComponentReport>,
     /// The component's log, made once per actor and shared by all its attempts: the output
     /// pumps write into it, and the actor its start, stop and restart markers (`log.marker`).
     log: Arc<ComponentLog>,
@@ -280,6 +289,7 @@ impl Actor for ComponentActor {
                 }
                 state.apply(&myself, Event::Spawned { generation, pid });
             }
+            #[cfg(feature = "fault-injection")]
             ComponentMessage::InjectPanic => panic!("injected panic in component actor"),
         }
         Ok(())
@@ -610,12 +620,10 @@ impl ComponentState {
             }
         }
         self.reported = snap.clone();
-        let _ = self
-            .supervisor
-            .send_message(SupervisorMessage::ComponentChanged {
-                actor: myself.get_id(),
-                snapshot: snap,
-            });
+        let _ = self.supervisor.send_message(ComponentReport {
+            actor: myself.get_id(),
+            snapshot: snap,
+        });
     }
 }
 

@@ -9,6 +9,7 @@ use ractor::{Actor, ActorCell, ActorRef};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+#[cfg(feature = "fault-injection")]
 use crate::component::ComponentMessage;
 use crate::events::{EventSender, TreeEvent, WeakEventSender};
 use crate::process;
@@ -302,7 +303,8 @@ impl SupervisorHandle {
         ractor::call!(self.actor, SupervisorMessage::Shutdown).map_err(TreeError::from_call)
     }
 
-    /// Fault injection for tests: makes a component's actor panic.
+    /// Fault injection for this crate's tests: makes a component's actor panic.
+    #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub fn inject_actor_panic(&self, component: &str) {
         let _ = self.actor.send_message(SupervisorMessage::Inject {
@@ -313,6 +315,7 @@ impl SupervisorHandle {
 
     /// Fault injection for tests: delivers a lifecycle event (e.g. a stale `Exited`) to a
     /// component's actor as if a timer or task had sent it.
+    #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub fn inject_event(&self, component: &str, event: crate::lifecycle::Event) {
         let _ = self.actor.send_message(SupervisorMessage::Inject {

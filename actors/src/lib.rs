@@ -91,8 +91,9 @@
 //! - [`spec`]: what to run, validated ([`TreeSpec`], [`ComponentSpec`], [`RestartPolicy`]).
 //! - [`lifecycle`]: the state machine of one component and the restart rule, pure.
 //! - [`component`]: the actor that owns one process and drives its lifecycle.
-//! - [`supervisor`]: the root actor: dependency order, actor supervision, ordered shutdown,
-//!   reload.
+//! - [`supervisor`]: the root actor, a shell around the planner (`plan.rs`, private), which
+//!   makes every decision of the tree as a pure function: dependency order, group restarts, the
+//!   supervisor's budget and escalation, ordered shutdown, reload.
 //! - [`process`]: the OS side: spawning, process groups, markers, leftovers, memory.
 //! - [`probe`]: readiness, liveness and memory watchers; [`logs`]: rotated component logs.
 //! - [`events`]: lifecycle events, as they happen.
@@ -106,6 +107,7 @@ pub mod format;
 pub mod handle;
 pub mod lifecycle;
 pub mod logs;
+mod plan;
 pub mod probe;
 pub mod process;
 pub mod spec;

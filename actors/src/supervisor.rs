@@ -1,7 +1,7 @@
 //! `ServerSupervisor`: the root of the tree.
 //!
 //! ```text
-//!                  ServerSupervisor            (root; keeps the ordered component list)
+//!                  ServerSupervisor            (root; its decisions are plan.rs's Planner)
 //!          ┌──────────────┼──────────────┐
 //!   ComponentActor  ComponentActor  ComponentActor     (spawn_linked, one per component)
 //!        │ is             │ svg            │ ps
@@ -22,12 +22,12 @@
 //!   dropped. If it is stopped with a plain `stop()`, `post_stop` also kills every marked
 //!   process of the tree.
 //!
-//! Components start by dependency: one is sent `Start` once all of its dependencies are
-//! RUNNING, so independent components start concurrently and each level waits for the one
-//! before. They stop in reverse: one is sent `Stop` once none of its dependents that are also
-//! stopping is still alive.
+//! This actor is a shell: every decision (dependency order, group restarts, the supervisor's
+//! budget and escalation, reload) is the planner's (`plan.rs`), which turns each message into
+//! actions. The actor carries them out (commands to component actors, replacements, answers)
+//! and feeds the component actors' answers back to the planner.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -37,14 +37,16 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tracing::{error, info, warn};
 
 use crate::component::{
-    Command, ComponentActor, ComponentArgs, ComponentMessage, ComponentSnapshot, Inherited,
+    Command, ComponentActor, ComponentArgs, ComponentMessage, ComponentReport, ComponentSnapshot,
+    Inherited,
 };
 use crate::events::EventSender;
-use crate::lifecycle::State;
 use crate::logs::ComponentLog;
+pub use crate::plan::Reload;
+use crate::plan::{Action, Answer, Input, Note, Planner, RequestId};
 use crate::process;
-use crate::spec::{ComponentSpec, RestartType, Strategy, TreeSpec};
-use crate::status::{wall, ComponentStatus, TreeStatus};
+use crate::spec::{ComponentSpec, TreeSpec};
+use crate::status::TreeStatus;
 use crate::TreeError;
 
 /// How long the supervisor waits for a component actor to answer a command. The actor never
@@ -87,12 +89,7 @@ pub enum SupervisorMessage {
     /// Stop everything in order, answer with the final status, then stop this actor.
     Shutdown(RpcReplyPort<TreeStatus>),
     /// A component actor's new snapshot.
-    ComponentChanged {
-        /// The reporting actor (reports of replaced actors are ignored).
-        actor: ActorId,
-        /// Its snapshot.
-        snapshot: ComponentSnapshot,
-    },
+    ComponentChanged(ComponentReport),
     /// The difference between the running tree and `spec` (see [`Reload`]).
     Plan {
         /// The new tree.
@@ -109,7 +106,8 @@ pub enum SupervisorMessage {
         /// The answer.
         reply: RpcReplyPort<Result<(), TreeError>>,
     },
-    /// Fault injection for tests: deliver `message` to a component's actor.
+    /// Fault injection for this crate's tests: deliver `message` to a component's actor.
+    #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     Inject {
         /// Component name.
@@ -119,73 +117,21 @@ pub enum SupervisorMessage {
     },
 }
 
-/// What a new configuration changes, by component name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Reload {
-    /// In the new tree only.
-    pub added: Vec<String>,
-    /// In the old tree only.
-    pub removed: Vec<String>,
-    /// In both, with a different spec.
-    pub changed: Vec<String>,
-    /// Changed components that were asked to run: they start again after the change.
-    pub restarted: Vec<String>,
-    /// Whether the strategy or the supervisor-wide budget changed.
-    pub tree_changed: bool,
-}
-
-impl Reload {
-    /// Whether the new tree is the running one.
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty()
-            && self.removed.is_empty()
-            && self.changed.is_empty()
-            && !self.tree_changed
+impl From<ComponentReport> for SupervisorMessage {
+    fn from(report: ComponentReport) -> Self {
+        SupervisorMessage::ComponentChanged(report)
     }
 }
 
-/// One component as the supervisor sees it.
-struct Entry {
-    spec: ComponentSpec,
-    /// The component's log, shared by every actor that owns the component in turn.
-    log: Arc<ComponentLog>,
-    actor: Option<ActorRef<ComponentMessage>>,
-    snapshot: ComponentSnapshot,
-    /// Asked to run (by start or restart), and not since asked to stop.
-    wanted: bool,
-    /// A start is due once the dependencies run.
-    start_due: bool,
-    /// Asked to stop; `Stop` goes out once no stopping dependent is alive.
-    stopping: bool,
-    stop_sent: bool,
-    /// Stopped for a group restart (`one_for_all`, `rest_for_one`): starts again once every
-    /// component of the group is down.
-    group_pending: bool,
-}
+impl TryFrom<SupervisorMessage> for ComponentReport {
+    type Error = ();
 
-impl Entry {
-    /// A component not started yet, without an actor.
-    fn new(spec: ComponentSpec, now: Instant) -> Self {
-        Entry {
-            log: Arc::new(ComponentLog::new(&spec.log, &spec.name)),
-            spec,
-            actor: None,
-            snapshot: ComponentSnapshot::initial(now),
-            wanted: false,
-            start_due: false,
-            stopping: false,
-            stop_sent: false,
-            group_pending: false,
+    fn try_from(message: SupervisorMessage) -> Result<Self, ()> {
+        match message {
+            SupervisorMessage::ComponentChanged(report) => Ok(report),
+            _ => Err(()),
         }
     }
-}
-
-/// Someone waiting for a stop to complete.
-enum StopWaiter {
-    Stop(Vec<usize>, RpcReplyPort<Result<(), TreeError>>),
-    Shutdown(RpcReplyPort<TreeStatus>),
-    /// The supervisor escalated: once everything is down, it stops with this reason.
-    Escalation(String),
 }
 
 /// What the root actor starts from.
@@ -201,24 +147,30 @@ pub struct SupervisorArgs {
     pub events: EventSender,
 }
 
+/// What the actor holds for one component, beside the planner's view of it.
+struct Slot {
+    /// The component's log, shared by every actor that owns the component in turn.
+    log: Arc<ComponentLog>,
+    actor: Option<ActorRef<ComponentMessage>>,
+}
+
+/// A request whose answer the planner gives later.
+enum Pending {
+    Started(RpcReplyPort<Result<Vec<String>, TreeError>>),
+    Done(RpcReplyPort<Result<(), TreeError>>),
+    Shutdown(RpcReplyPort<TreeStatus>),
+}
+
 /// The state of the root actor.
 pub struct SupervisorState {
-    tree_id: String,
-    /// In start order.
-    entries: Vec<Entry>,
-    waiters: Vec<StopWaiter>,
-    shutting_down: bool,
-    /// Whether the orderly shutdown completed (so `post_stop` has nothing left to kill).
+    planner: Planner,
+    slots: HashMap<String, Slot>,
+    /// Which component each live actor owns; reports of replaced actors find nothing here.
+    actors: HashMap<ActorId, String>,
+    pending: HashMap<RequestId, Pending>,
+    next_request: RequestId,
+    /// Whether the orderly end completed (so `post_stop` has nothing left to kill).
     clean_exit: bool,
-    strategy: Strategy,
-    max_restarts: u32,
-    max_window: Duration,
-    /// Times of the group restarts within `max_window`.
-    group_restarts: VecDeque<Instant>,
-    /// Every group restart so far.
-    group_restarts_total: u32,
-    /// Why the supervisor escalated, once it did.
-    escalation: Option<String>,
     escalation_tx: watch::Sender<Option<String>>,
     changes: watch::Sender<u64>,
     events: EventSender,
@@ -239,7 +191,7 @@ impl Actor for ServerSupervisor {
             events,
         }: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        spec.validate()?;
+        let planner = Planner::new(&spec, Instant::now())?;
         // Before any process of this tree starts: what an earlier run left (a daemon or a host
         // application killed outright) goes, so that no component ever runs twice.
         let tree_id = spec.tree_id.clone();
@@ -257,29 +209,23 @@ impl Actor for ServerSupervisor {
                 )
             }
         }
-        let now = Instant::now();
-        let order: Vec<ComponentSpec> = spec.start_order()?.into_iter().cloned().collect();
         let mut state = SupervisorState {
-            tree_id: spec.tree_id.clone(),
-            entries: order
-                .into_iter()
-                .map(|spec| Entry::new(spec, now))
+            slots: planner
+                .specs()
+                .map(|c| (c.name.clone(), Slot::new(c)))
                 .collect(),
-            waiters: Vec::new(),
-            shutting_down: false,
+            planner,
+            actors: HashMap::new(),
+            pending: HashMap::new(),
+            next_request: 0,
             clean_exit: false,
-            strategy: spec.strategy,
-            max_restarts: spec.max_restarts,
-            max_window: spec.max_window,
-            group_restarts: VecDeque::new(),
-            group_restarts_total: 0,
-            escalation: None,
             escalation_tx: escalation,
             changes,
             events,
         };
-        for i in 0..state.entries.len() {
-            state.spawn_actor(&myself, i, None).await?;
+        let names: Vec<String> = state.planner.specs().map(|c| c.name.clone()).collect();
+        for name in names {
+            state.spawn_actor(&myself, &name, None).await?;
         }
         Ok(state)
     }
@@ -290,76 +236,74 @@ impl Actor for ServerSupervisor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let changes = !matches!(message, SupervisorMessage::Status(_));
         match message {
-            SupervisorMessage::Start { components, reply } => {
-                let answer = state.start(&components);
-                state.drive().await;
-                let _ = reply.send(answer);
-            }
-            SupervisorMessage::Stop { components, reply } => match state.select(&components) {
-                Ok(set) => {
-                    state.begin_stop(&set);
-                    state.waiters.push(StopWaiter::Stop(set, reply));
-                    state.drive().await;
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
-            SupervisorMessage::Restart { component, reply } => {
-                let answer = state.restart(&component).await;
-                state.drive().await;
-                let _ = reply.send(answer);
-            }
             SupervisorMessage::Status(reply) => {
                 let _ = reply.send(state.status());
+                // A query changes nothing: no waiter needs to look again.
+                return Ok(());
+            }
+            SupervisorMessage::Start { components, reply } => {
+                let request = state.pending(Pending::Started(reply));
+                state
+                    .run(
+                        &myself,
+                        Input::Start {
+                            request,
+                            components,
+                        },
+                    )
+                    .await;
+            }
+            SupervisorMessage::Stop { components, reply } => {
+                let request = state.pending(Pending::Done(reply));
+                state
+                    .run(
+                        &myself,
+                        Input::Stop {
+                            request,
+                            components,
+                        },
+                    )
+                    .await;
+            }
+            SupervisorMessage::Restart { component, reply } => {
+                let request = state.pending(Pending::Done(reply));
+                state
+                    .run(&myself, Input::Restart { request, component })
+                    .await;
             }
             SupervisorMessage::Shutdown(reply) => {
-                info!("shutdown requested: stopping every component in reverse dependency order");
-                state.shutting_down = true;
-                let all: Vec<usize> = (0..state.entries.len()).collect();
-                state.begin_stop(&all);
-                state.waiters.push(StopWaiter::Shutdown(reply));
-                state.drive().await;
+                let request = state.pending(Pending::Shutdown(reply));
+                state.run(&myself, Input::Shutdown { request }).await;
             }
-            SupervisorMessage::ComponentChanged { actor, snapshot } => {
-                if let Some(i) = state
-                    .entries
-                    .iter()
-                    .position(|e| e.actor.as_ref().is_some_and(|a| a.get_id() == actor))
-                {
-                    let e = &mut state.entries[i];
-                    if snapshot.seq > e.snapshot.seq {
-                        let old = std::mem::replace(&mut e.snapshot, snapshot);
-                        state.on_change(i, &old);
-                    }
+            SupervisorMessage::ComponentChanged(ComponentReport { actor, snapshot }) => {
+                if let Some(component) = state.actors.get(&actor).cloned() {
+                    state
+                        .run(
+                            &myself,
+                            Input::Report {
+                                component,
+                                snapshot,
+                            },
+                        )
+                        .await;
                 }
-                state.drive().await;
             }
             SupervisorMessage::Plan { spec, reply } => {
-                let _ = reply.send(state.plan(&spec));
+                let _ = reply.send(state.planner.plan(&spec));
             }
             SupervisorMessage::Reconfigure { spec, reply } => {
-                let answer = state.reconfigure(&myself, *spec).await;
-                state.drive().await;
+                let answer = state.reconfigure(&myself, &spec).await;
                 let _ = reply.send(answer);
             }
+            #[cfg(feature = "fault-injection")]
             SupervisorMessage::Inject { component, message } => {
-                if let Some(a) = state
-                    .entries
-                    .iter()
-                    .find(|e| e.spec.name == component)
-                    .and_then(|e| e.actor.as_ref())
-                {
-                    let _ = a.send_message(message);
+                if let Some(actor) = state.slots.get(&component).and_then(|s| s.actor.as_ref()) {
+                    let _ = actor.send_message(message);
                 }
             }
         }
-        state.finish_waiters(&myself);
-        if changes {
-            state.changed();
-        }
+        state.changed();
         Ok(())
     }
 
@@ -382,33 +326,16 @@ impl Actor for ServerSupervisor {
             ),
             _ => return Ok(()),
         };
-        let id = cell.get_id();
-        // Events of replaced incarnations find no entry and are ignored.
-        let Some(i) = state
-            .entries
-            .iter()
-            .position(|e| e.actor.as_ref().is_some_and(|a| a.get_id() == id))
-        else {
+        // Events of replaced incarnations find no component and are ignored.
+        let Some(component) = state.actors.remove(&cell.get_id()) else {
             return Ok(());
         };
-        let name = state.entries[i].spec.name.clone();
-        error!(component = %name, %reason, "component actor died; replacing it");
-        // Whatever it owned dies before a replacement can spawn anything.
-        process::kill_marked(&state.tree_id, Some(&name));
-        let e = &state.entries[i];
-        let inherited = Inherited {
-            budget: e.snapshot.budget.clone(),
-            last_exit: e.snapshot.last_exit.clone(),
-            reason,
-            wanted: e.wanted && !e.stopping,
-            seq: e.snapshot.seq,
-        };
-        state.entries[i].actor = None;
-        if let Err(err) = state.spawn_actor(&myself, i, Some(inherited)).await {
-            error!(component = %name, error = %err, "could not replace the component actor");
+        if let Some(slot) = state.slots.get_mut(&component) {
+            slot.actor = None;
         }
-        state.drive().await;
-        state.finish_waiters(&myself);
+        state
+            .run(&myself, Input::ActorDied { component, reason })
+            .await;
         state.changed();
         Ok(())
     }
@@ -420,9 +347,18 @@ impl Actor for ServerSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         if !state.clean_exit {
             warn!("supervisor stopping without an orderly shutdown: killing every component");
-            process::kill_marked(&state.tree_id, None);
+            process::kill_marked(state.planner.tree_id(), None);
         }
         Ok(())
+    }
+}
+
+impl Slot {
+    fn new(spec: &ComponentSpec) -> Self {
+        Slot {
+            log: Arc::new(ComponentLog::new(&spec.log, &spec.name)),
+            actor: None,
+        }
     }
 }
 
@@ -432,518 +368,180 @@ impl SupervisorState {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    async fn spawn_actor(
-        &mut self,
-        myself: &ActorRef<SupervisorMessage>,
-        i: usize,
-        inherited: Option<Inherited>,
-    ) -> Result<(), ActorProcessingErr> {
-        let args = ComponentArgs {
-            spec: self.entries[i].spec.clone(),
-            tree_id: self.tree_id.clone(),
-            supervisor: myself.clone(),
-            inherited,
-            log: Arc::clone(&self.entries[i].log),
-            events: self.events.clone(),
-        };
-        let (actor, _) = Actor::spawn_linked(None, ComponentActor, args, myself.get_cell()).await?;
-        self.entries[i].actor = Some(actor);
-        Ok(())
+    /// Keeps a reply port until the planner answers its request.
+    fn pending(&mut self, reply: Pending) -> RequestId {
+        self.next_request += 1;
+        self.pending.insert(self.next_request, reply);
+        self.next_request
     }
 
-    /// Indices of the named components (all when `names` is empty).
-    fn select(&self, names: &[String]) -> Result<Vec<usize>, TreeError> {
-        if names.is_empty() {
-            return Ok((0..self.entries.len()).collect());
-        }
-        names
-            .iter()
-            .map(|n| self.index(n))
-            .collect::<Result<Vec<_>, _>>()
-    }
-
-    fn index(&self, name: &str) -> Result<usize, TreeError> {
-        self.entries
-            .iter()
-            .position(|e| e.spec.name == name)
-            .ok_or_else(|| TreeError::UnknownComponent {
-                name: name.to_string(),
-                known: self.entries.iter().map(|e| e.spec.name.clone()).collect(),
+    fn status(&self) -> TreeStatus {
+        self.planner
+            .status(Instant::now(), SystemTime::now(), |name| {
+                self.slots.get(name).map_or(0, |s| s.log.dropped_bytes())
             })
     }
 
-    /// The selected components plus everything they depend on, directly or not.
-    fn with_dependencies(&self, set: Vec<usize>) -> Vec<usize> {
-        let mut out = set;
-        let mut k = 0;
-        while k < out.len() {
-            for d in &self.entries[out[k]].spec.depends_on {
-                if let Ok(j) = self.index(d) {
-                    if !out.contains(&j) {
-                        out.push(j);
+    /// Feeds `input` to the planner and carries out its actions, feeding the component actors'
+    /// answers back, until nothing is left to do.
+    async fn run(&mut self, myself: &ActorRef<SupervisorMessage>, input: Input) {
+        let mut actions: VecDeque<Action> = self.planner.step(input, Instant::now()).into();
+        while let Some(action) = actions.pop_front() {
+            match action {
+                Action::Command { component, cmd } => {
+                    if let Some(snapshot) = self.command(&component, cmd).await {
+                        let answer = Input::Answer {
+                            component,
+                            snapshot,
+                        };
+                        actions.extend(self.planner.step(answer, Instant::now()));
                     }
                 }
+                Action::Replace {
+                    component,
+                    inherited,
+                } => {
+                    // Whatever the dead actor owned dies before its replacement can spawn.
+                    process::kill_marked(self.planner.tree_id(), Some(&component));
+                    if let Err(err) = self.spawn_actor(myself, &component, Some(inherited)).await {
+                        error!(%component, error = %err, "could not replace the component actor");
+                    }
+                }
+                Action::Reply { request, answer } => self.reply(request, answer),
+                Action::Note(note) => log(&note),
+                Action::Exit { escalation } => {
+                    if let Some(reason) = &escalation {
+                        self.escalation_tx.send_replace(Some(reason.clone()));
+                    }
+                    self.clean_exit = true;
+                    myself.stop(Some(escalation.unwrap_or_else(|| "shutdown".to_string())));
+                }
             }
-            k += 1;
         }
-        out
     }
 
-    fn start(&mut self, names: &[String]) -> Result<Vec<String>, TreeError> {
-        if self.shutting_down {
-            return Err(TreeError::ShuttingDown);
-        }
-        let set = self.with_dependencies(self.select(names)?);
-        let mut already = Vec::new();
-        for i in set {
-            let e = &mut self.entries[i];
-            e.wanted = true;
-            e.stopping = false;
-            e.stop_sent = false;
-            match e.snapshot.state {
-                State::Running | State::Starting => already.push(e.spec.name.clone()),
-                _ => e.start_due = true,
+    fn reply(&mut self, request: RequestId, answer: Answer) {
+        let Some(pending) = self.pending.remove(&request) else {
+            return;
+        };
+        // A caller that gave up waiting has dropped its port: nothing to tell it.
+        match (pending, answer) {
+            (Pending::Started(port), Answer::Started(result)) => {
+                let _ = port.send(result);
+            }
+            (Pending::Done(port), Answer::Done(result)) => {
+                let _ = port.send(result);
+            }
+            (Pending::Shutdown(port), Answer::ShutDown) => {
+                let _ = port.send(self.status());
+            }
+            (_, answer) => {
+                error!(
+                    ?answer,
+                    "an answer of the wrong kind; the request stays unanswered"
+                )
             }
         }
-        Ok(already)
     }
 
-    async fn restart(&mut self, name: &str) -> Result<(), TreeError> {
-        if self.shutting_down {
-            return Err(TreeError::ShuttingDown);
-        }
-        let i = self.index(name)?;
-        let e = &mut self.entries[i];
-        info!(component = %name, "restart requested");
-        e.wanted = true;
-        e.stopping = false;
-        e.stop_sent = false;
-        match e.snapshot.state {
-            State::Starting | State::Running | State::Stopping | State::Backoff => {
-                self.command(i, Command::Restart).await;
+    /// Sends a command to a component actor; returns its snapshot right after the command.
+    async fn command(&mut self, component: &str, cmd: Command) -> Option<ComponentSnapshot> {
+        let actor = self.slots.get(component)?.actor.clone()?;
+        match ractor::call_t!(actor, ComponentMessage::Command, COMMAND_TIMEOUT_MS, cmd) {
+            Ok(snapshot) => Some(snapshot),
+            Err(err) => {
+                warn!(%component, ?cmd, error = %err, "component actor did not answer");
+                None
             }
-            State::Stopped | State::Exited | State::Fatal => e.start_due = true,
+        }
+    }
+
+    async fn spawn_actor(
+        &mut self,
+        myself: &ActorRef<SupervisorMessage>,
+        component: &str,
+        inherited: Option<Inherited>,
+    ) -> Result<(), ActorProcessingErr> {
+        let (Some(spec), Some(slot)) = (self.planner.spec(component), self.slots.get(component))
+        else {
+            return Err(format!("no component `{component}`").into());
+        };
+        let args = ComponentArgs {
+            spec: spec.clone(),
+            tree_id: self.planner.tree_id().to_string(),
+            supervisor: myself.get_derived(),
+            inherited,
+            log: Arc::clone(&slot.log),
+            events: self.events.clone(),
+        };
+        let (actor, _) = Actor::spawn_linked(None, ComponentActor, args, myself.get_cell()).await?;
+        self.actors.insert(actor.get_id(), component.to_string());
+        if let Some(slot) = self.slots.get_mut(component) {
+            slot.actor = Some(actor);
         }
         Ok(())
-    }
-
-    fn begin_stop(&mut self, set: &[usize]) {
-        for &i in set {
-            let e = &mut self.entries[i];
-            e.wanted = false;
-            e.start_due = false;
-            if !e.stopping {
-                e.stopping = true;
-                e.stop_sent = false;
-            }
-        }
-    }
-
-    /// Sends a command to a component actor and takes its answer as the new snapshot.
-    async fn command(&mut self, i: usize, cmd: Command) {
-        let Some(actor) = self.entries[i].actor.clone() else {
-            return;
-        };
-        match ractor::call_t!(actor, ComponentMessage::Command, COMMAND_TIMEOUT_MS, cmd) {
-            Ok(snapshot) => {
-                let e = &mut self.entries[i];
-                if snapshot.seq >= e.snapshot.seq {
-                    e.snapshot = snapshot;
-                }
-            }
-            Err(err) => {
-                warn!(component = %self.entries[i].spec.name, ?cmd, error = %err, "component actor did not answer")
-            }
-        }
-    }
-
-    fn is_down(state: State) -> bool {
-        matches!(state, State::Stopped | State::Exited | State::Fatal)
-    }
-
-    /// Sends the starts and stops that are due, respecting dependency order. Called after
-    /// every message: it is idempotent.
-    async fn drive(&mut self) {
-        self.finish_group_stop();
-        loop {
-            let mut progressed = false;
-            for i in 0..self.entries.len() {
-                let e = &self.entries[i];
-                if e.stopping && !e.stop_sent {
-                    let name = &e.spec.name;
-                    let dependent_alive = self.entries.iter().any(|d| {
-                        d.stopping
-                            && d.spec.depends_on.contains(name)
-                            && !Self::is_down(d.snapshot.state)
-                    });
-                    if !dependent_alive {
-                        self.entries[i].stop_sent = true;
-                        if !Self::is_down(self.entries[i].snapshot.state) {
-                            self.command(i, Command::Stop).await;
-                        }
-                        progressed = true;
-                    }
-                } else if e.wanted && e.start_due && self.waiting_for(i).is_none() {
-                    self.entries[i].start_due = false;
-                    self.command(i, Command::Start).await;
-                    progressed = true;
-                }
-            }
-            if !progressed {
-                break;
-            }
-        }
-    }
-
-    /// Once every component of a group restart is down, they all start again, in order.
-    fn finish_group_stop(&mut self) {
-        let pending = || self.entries.iter().filter(|e| e.group_pending);
-        if pending().next().is_none() || !pending().all(|e| Self::is_down(e.snapshot.state)) {
-            return;
-        }
-        let names: Vec<&str> = pending().map(|e| e.spec.name.as_str()).collect();
-        info!(components = ?names, "group stopped; starting it again in dependency order");
-        for e in self.entries.iter_mut().filter(|e| e.group_pending) {
-            e.group_pending = false;
-            e.stopping = false;
-            e.stop_sent = false;
-            e.wanted = true;
-            e.start_due = true;
-        }
-    }
-
-    /// Reacts to a component's new snapshot: its failures drive the group strategies, a
-    /// critical component going FATAL escalates.
-    fn on_change(&mut self, i: usize, old: &ComponentSnapshot) {
-        let e = &self.entries[i];
-        let new = &e.snapshot;
-        if new.state == State::Fatal && old.state != State::Fatal && e.spec.critical {
-            let reason = format!(
-                "critical component `{}` is FATAL: {}",
-                e.spec.name,
-                new.fatal_reason.as_deref().unwrap_or("")
-            );
-            self.escalate(reason);
-            return;
-        }
-        let failed = new.budget.failures_total > old.budget.failures_total;
-        if !failed
-            || self.strategy == Strategy::OneForOne
-            || new.state == State::Fatal
-            || !e.wanted
-            || e.group_pending
-            || self.shutting_down
-        {
-            return;
-        }
-        let set: Vec<usize> = match self.strategy {
-            Strategy::OneForOne => return,
-            Strategy::OneForAll => (0..self.entries.len()).collect(),
-            Strategy::RestForOne => self.with_dependents(i),
-        };
-        // Temporary components are never restarted because of another's failure.
-        let set: Vec<usize> = set
-            .into_iter()
-            .filter(|&j| j == i || self.entries[j].spec.policy.restart != RestartType::Temporary)
-            .filter(|&j| j == i || self.entries[j].wanted)
-            .collect();
-        let now = Instant::now();
-        self.group_restarts.push_back(now);
-        while self
-            .group_restarts
-            .front()
-            .is_some_and(|&t| now.saturating_duration_since(t) >= self.max_window)
-        {
-            self.group_restarts.pop_front();
-        }
-        let name = self.entries[i].spec.name.clone();
-        let why = self.entries[i]
-            .snapshot
-            .last_exit
-            .clone()
-            .unwrap_or_default();
-        if self.group_restarts.len() > self.max_restarts as usize {
-            let reason = format!(
-                "{} group restarts in {} (max_restarts {}); last: `{name}` {why}",
-                self.group_restarts.len(),
-                humantime::format_duration(self.max_window),
-                self.max_restarts
-            );
-            self.escalate(reason);
-            return;
-        }
-        self.group_restarts_total += 1;
-        let names: Vec<&str> = set
-            .iter()
-            .map(|&j| self.entries[j].spec.name.as_str())
-            .collect();
-        warn!(strategy = self.strategy.as_str(), failed = %name, reason = %why, group = ?names, "group restart: stopping the group in reverse dependency order");
-        for j in set {
-            let e = &mut self.entries[j];
-            e.group_pending = true;
-            e.stopping = true;
-            e.stop_sent = false;
-            e.start_due = false;
-        }
-    }
-
-    /// Component `i` and every component that depends on it, directly or not.
-    fn with_dependents(&self, i: usize) -> Vec<usize> {
-        let mut out = vec![i];
-        let mut k = 0;
-        while k < out.len() {
-            let name = &self.entries[out[k]].spec.name;
-            for (j, e) in self.entries.iter().enumerate() {
-                if e.spec.depends_on.contains(name) && !out.contains(&j) {
-                    out.push(j);
-                }
-            }
-            k += 1;
-        }
-        out
-    }
-
-    /// Stops everything in order, then the root actor, publishing `reason`.
-    fn escalate(&mut self, reason: String) {
-        if self.escalation.is_some() {
-            return;
-        }
-        error!(%reason, "escalation: stopping every component, then the supervisor");
-        self.escalation = Some(reason.clone());
-        self.shutting_down = true;
-        for e in &mut self.entries {
-            e.group_pending = false;
-        }
-        let all: Vec<usize> = (0..self.entries.len()).collect();
-        self.begin_stop(&all);
-        self.waiters.push(StopWaiter::Escalation(reason));
-    }
-
-    /// The first dependency of component `i` that is not running yet.
-    fn waiting_for(&self, i: usize) -> Option<&str> {
-        self.entries[i].spec.depends_on.iter().find_map(|d| {
-            let j = self.index(d).ok()?;
-            (self.entries[j].snapshot.state != State::Running).then_some(d.as_str())
-        })
-    }
-
-    /// A dependency (direct or not) that cannot come up without intervention.
-    fn blocked_by(&self, i: usize) -> Option<String> {
-        for d in &self.entries[i].spec.depends_on {
-            let Ok(j) = self.index(d) else { continue };
-            let dep = &self.entries[j];
-            match dep.snapshot.state {
-                State::Fatal | State::Exited => {
-                    return Some(format!("{d} is {}", dep.snapshot.state))
-                }
-                State::Stopped if !dep.wanted => return Some(format!("{d} is not started")),
-                State::Stopped => {
-                    if let Some(b) = self.blocked_by(j) {
-                        return Some(b);
-                    }
-                }
-                _ => {}
-            }
-        }
-        None
-    }
-
-    /// Answers the waiters whose stop is complete; once the shutdown is complete, stops the
-    /// root actor.
-    fn finish_waiters(&mut self, myself: &ActorRef<SupervisorMessage>) {
-        let mut done_shutdown = false;
-        let waiters = std::mem::take(&mut self.waiters);
-        for w in waiters {
-            match w {
-                StopWaiter::Stop(set, reply) => {
-                    if set
-                        .iter()
-                        .all(|&i| Self::is_down(self.entries[i].snapshot.state))
-                    {
-                        let _ = reply.send(Ok(()));
-                    } else {
-                        self.waiters.push(StopWaiter::Stop(set, reply));
-                    }
-                }
-                StopWaiter::Shutdown(reply) => {
-                    if self.entries.iter().all(|e| Self::is_down(e.snapshot.state)) {
-                        info!("every component stopped");
-                        let _ = reply.send(self.status());
-                        done_shutdown = true;
-                    } else {
-                        self.waiters.push(StopWaiter::Shutdown(reply));
-                    }
-                }
-                StopWaiter::Escalation(reason) => {
-                    if self.entries.iter().all(|e| Self::is_down(e.snapshot.state)) {
-                        error!(%reason, "every component stopped after the escalation; the supervisor exits");
-                        self.escalation_tx.send_replace(Some(reason));
-                        done_shutdown = true;
-                    } else {
-                        self.waiters.push(StopWaiter::Escalation(reason));
-                    }
-                }
-            }
-        }
-        if done_shutdown {
-            self.clean_exit = true;
-            myself.stop(Some(
-                self.escalation
-                    .clone()
-                    .unwrap_or_else(|| "shutdown".to_string()),
-            ));
-        }
-    }
-
-    /// What taking `spec` would change.
-    fn plan(&self, spec: &TreeSpec) -> Result<Reload, TreeError> {
-        if spec.tree_id != self.tree_id {
-            return Err(TreeError::Reload(format!(
-                "the tree id cannot change (from {:?} to {:?})",
-                self.tree_id, spec.tree_id
-            )));
-        }
-        spec.validate()?;
-        let mut plan = Reload::default();
-        for e in &self.entries {
-            match spec.components.iter().find(|c| c.name == e.spec.name) {
-                None => plan.removed.push(e.spec.name.clone()),
-                Some(new) if new.differs_from(&e.spec) => {
-                    plan.changed.push(e.spec.name.clone());
-                    if e.wanted {
-                        plan.restarted.push(e.spec.name.clone());
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-        for c in &spec.components {
-            if !self.entries.iter().any(|e| e.spec.name == c.name) {
-                plan.added.push(c.name.clone());
-            }
-        }
-        plan.tree_changed = spec.strategy != self.strategy
-            || spec.max_restarts != self.max_restarts
-            || spec.max_window != self.max_window;
-        Ok(plan)
     }
 
     /// Takes `spec` as the tree (see [`SupervisorMessage::Reconfigure`]).
     async fn reconfigure(
         &mut self,
         myself: &ActorRef<SupervisorMessage>,
-        spec: TreeSpec,
+        spec: &TreeSpec,
     ) -> Result<(), TreeError> {
-        if self.shutting_down {
-            return Err(TreeError::ShuttingDown);
-        }
-        let plan = self.plan(&spec)?;
-        if !self.waiters.is_empty() {
-            return Err(TreeError::Reload(
-                "a stop is in progress; try again once it is done".into(),
-            ));
-        }
-        let live: Vec<&str> = self
-            .entries
-            .iter()
-            .filter(|e| plan.removed.contains(&e.spec.name) || plan.changed.contains(&e.spec.name))
-            .filter(|e| !Self::is_down(e.snapshot.state) || e.wanted)
-            .map(|e| e.spec.name.as_str())
-            .collect();
-        if !live.is_empty() {
-            return Err(TreeError::Reload(format!(
-                "stop {} before the change",
-                live.join(", ")
-            )));
-        }
-        let order: Vec<ComponentSpec> = spec.start_order()?.into_iter().cloned().collect();
-        let mut old: Vec<Entry> = std::mem::take(&mut self.entries);
-        let now = Instant::now();
-        let mut fresh = Vec::new();
-        for new in order {
-            let kept = old
-                .iter()
-                .position(|e| e.spec.name == new.name && !plan.changed.contains(&new.name));
-            match kept {
-                Some(k) => {
-                    let mut e = old.swap_remove(k);
-                    // Its actor keeps running with its spec; a later start sees the new block.
-                    e.spec.shared_env = Arc::clone(&new.shared_env);
-                    self.entries.push(e);
-                }
-                None => {
-                    fresh.push(self.entries.len());
-                    self.entries.push(Entry::new(new, now));
-                }
-            }
-        }
-        // What is left of the old tree: removed components and the old actors of changed ones,
-        // all down. Their supervision events find no entry and are ignored.
-        for e in old {
-            info!(component = %e.spec.name, "removed by a reload");
-            if let Some(actor) = e.actor {
+        let done = self.planner.reconfigure(spec, Instant::now())?;
+        // The old actors are all down; their supervision events find no component and are
+        // ignored.
+        for name in &done.dropped {
+            info!(component = %name, "removed by a reload");
+            if let Some(actor) = self.slots.remove(name).and_then(|s| s.actor) {
+                self.actors.remove(&actor.get_id());
                 actor.stop(Some("reloaded".into()));
             }
         }
-        self.strategy = spec.strategy;
-        self.max_restarts = spec.max_restarts;
-        self.max_window = spec.max_window;
-        for i in fresh {
-            info!(component = %self.entries[i].spec.name, "configured by a reload");
-            self.spawn_actor(myself, i, None).await.map_err(|e| {
-                TreeError::Reload(format!(
-                    "starting the actor of {}: {e}",
-                    self.entries[i].spec.name
-                ))
-            })?;
+        for name in &done.fresh {
+            info!(component = %name, "configured by a reload");
+            if let Some(spec) = self.planner.spec(name) {
+                self.slots.insert(name.clone(), Slot::new(spec));
+            }
+            self.spawn_actor(myself, name, None)
+                .await
+                .map_err(|e| TreeError::Reload(format!("starting the actor of {name}: {e}")))?;
         }
         Ok(())
     }
+}
 
-    fn status(&self) -> TreeStatus {
-        let now = Instant::now();
-        let wall_now = SystemTime::now();
-        let components = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let s = &e.snapshot;
-                let waiting = e.wanted && e.start_due;
-                ComponentStatus {
-                    name: e.spec.name.clone(),
-                    state: s.state,
-                    since: wall(s.since, now, wall_now),
-                    generation: s.generation,
-                    pid: s.pid,
-                    uptime: s.spawned_at.map(|t| now.saturating_duration_since(t)),
-                    memory: None,
-                    restarts: s.budget.restarts,
-                    last_exit: s.last_exit.clone(),
-                    fatal_reason: s.fatal_reason.clone(),
-                    next_retry: s
-                        .next_retry
-                        .map(|t| wall_now + t.saturating_duration_since(now)),
-                    wanted: e.wanted,
-                    waiting_for: if waiting {
-                        self.waiting_for(i).map(String::from)
-                    } else {
-                        None
-                    },
-                    blocked_by: if waiting { self.blocked_by(i) } else { None },
-                    depends_on: e.spec.depends_on.clone(),
-                    restart: e.spec.policy.restart,
-                    critical: e.spec.critical,
-                    memory_limit: e.spec.memory_limit,
-                    log_dropped_bytes: e.log.dropped_bytes(),
-                }
-            })
-            .collect();
-        TreeStatus {
-            components,
-            strategy: self.strategy,
-            group_restarts: self.group_restarts_total,
-            escalation: self.escalation.clone(),
+/// The supervisor's log line for one of the planner's notes.
+fn log(note: &Note) {
+    match note {
+        Note::ShutdownRequested => {
+            info!("shutdown requested: stopping every component in reverse dependency order")
+        }
+        Note::RestartRequested { component } => info!(%component, "restart requested"),
+        Note::ActorDied { component, reason } => {
+            error!(%component, %reason, "component actor died; replacing it")
+        }
+        Note::GroupRestart {
+            strategy,
+            failed,
+            reason,
+            group,
+        } => warn!(
+            strategy = strategy.as_str(),
+            %failed,
+            %reason,
+            ?group,
+            "group restart: stopping the group in reverse dependency order"
+        ),
+        Note::GroupStopped { group } => {
+            info!(components = ?group, "group stopped; starting it again in dependency order")
+        }
+        Note::Escalation { reason } => {
+            error!(%reason, "escalation: stopping every component, then the supervisor")
+        }
+        Note::AllStopped => info!("every component stopped"),
+        Note::EscalationComplete { reason } => {
+            error!(%reason, "every component stopped after the escalation; the supervisor exits")
         }
     }
 }
