@@ -3,11 +3,14 @@
 //!
 //! - [`status_json`]: `docs/status-json.md`, the keys of `status --json` and `events --json`,
 //!   against the protocol's types;
+//! - [`configuration`]: `docs/configuration.md`, the configuration keys and their defaults,
+//!   against the configuration parser;
 //! - [`markdown`]: the little Markdown reading they share.
 //!
 //! Every failure names the document, the table and the key to fix, and all the disagreements
 //! of one spec are reported at once.
 
+mod configuration;
 mod markdown;
 mod status_json;
 

@@ -98,6 +98,20 @@ impl Section {
         }
     }
 
+    /// The heading lines inside the section (its subsections' headings), in order.
+    pub fn headings(&self) -> Vec<&'static str> {
+        self.lines
+            .iter()
+            .filter(|(line, prose)| *prose && heading_level(line).is_some())
+            .map(|(line, _)| line.trim_end())
+            .collect()
+    }
+
+    /// The section of the subsection under `heading`, one of [`Section::headings`].
+    pub fn subsection(&self, heading: &str) -> Section {
+        self.doc.section(heading)
+    }
+
     /// The contents of the fenced code blocks of language `lang` (` ```json `), in order.
     pub fn code_blocks(&self, lang: &str) -> Vec<String> {
         let mut blocks = Vec::new();
