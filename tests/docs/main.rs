@@ -5,6 +5,8 @@
 //!   against the protocol's types;
 //! - [`configuration`]: `docs/configuration.md`, the configuration keys and their defaults,
 //!   against the configuration parser;
+//! - [`url_commands`]: `docs/image-serving.md`, the URL protocol's command table, against the
+//!   URL parser;
 //! - [`markdown`]: the little Markdown reading they share.
 //!
 //! Every failure names the document, the table and the key to fix, and all the disagreements
@@ -13,6 +15,7 @@
 mod configuration;
 mod markdown;
 mod status_json;
+mod url_commands;
 
 /// Fails with every problem found, one per line, or passes when there is none.
 fn report(problems: Vec<String>) {

@@ -98,6 +98,18 @@ impl Section {
         }
     }
 
+    /// The prose of the section, code blocks left out, one line after another.
+    pub fn prose(&self) -> String {
+        let mut text = String::new();
+        for (line, prose) in &self.lines {
+            if *prose {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+
     /// The heading lines inside the section (its subsections' headings), in order.
     pub fn headings(&self) -> Vec<&'static str> {
         self.lines
