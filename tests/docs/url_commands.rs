@@ -7,7 +7,8 @@
 //! - every field of [`ImageRequest`] (but the object) is set by some example, so a command
 //!   added to the parser, which needs a field to put its value in, cannot stay undocumented.
 //!
-//! The commands the doc says this release refuses by name must be refused as such.
+//! Every documented command needs a value, and the commands the page says this release refuses
+//! by name must be refused as such.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -98,6 +99,16 @@ fn url_commands_match_the_parser() {
     }
 
     for command in &documented {
+        // Known, and needing a value, as the page says of every command.
+        match parse(Some(&format!("{command}="))) {
+            Ok(_) => problems.push(format!(
+                "{place}: `{command}=` is accepted, but the page says every command needs a value"
+            )),
+            Err(message) if message.contains("unknown command") => problems.push(format!(
+                "{place}: `{command}` is documented, but the parser answers: {message}"
+            )),
+            Err(_) => {}
+        }
         if NOT_IN_THIS_RELEASE.contains(&command.as_str()) {
             problems.push(format!(
                 "{place}: `{command}` is documented, but the parser refuses it as not in this release"
