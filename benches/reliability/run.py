@@ -11,7 +11,7 @@ ours; its misses never count as ours. `--no-supervisord` skips that comparison.
 Every scenario uses a temporary home and ephemeral loopback ports, is bounded in time, and in a
 `finally` runs `imageserving --home H stop` and SIGKILLs whatever still carries the home's marker.
 Build first: `cargo build --release`. Run as root (scenario 5 switches a child to uid 65534).
-Scenario 6 is `tests/fuzz.rs` and `fuzz/`; scenario 8 is the e2e tests named `a_full_*` in
+Scenario 6 is `tests/fuzz/` and `fuzz/`; scenario 8 is the e2e tests named `a_full_*` in
 `tests/e2e/policy.rs`.
 """
 

@@ -14,7 +14,7 @@
 //! `scl`, `align`) → `op_sharpen` → `op_usm` → `MaxPix` check → `rect` → fill with `bgc` →
 //! encode. How it is *computed* differs (see "How" below) but gives the same pixels, up to
 //! resampling at the edges. A test pins each step's place
-//! (`tests::each_step_of_the_view_transform_has_its_place`).
+//! (`tests::order::each_step_of_the_view_transform_has_its_place`).
 //!
 //! - **Crop**: `crop=x,y,w,h` in source pixels, `cropN` in fractions of the source size; each
 //!   edge is rounded to a whole pixel (so `cropN` tiles meet exactly), the box is at least 1×1.
