@@ -1,7 +1,7 @@
 //! Starting a component process without copying the daemon, and waiting for it through a pidfd.
 //!
 //! `fork` copies the page tables of the whole daemon, and every page the daemon writes afterwards
-//! takes a copy-on-write fault, once per fork: with a thousand components the cold start was
+//! takes a copy-on-write fault, once per fork: with a thousand components the cold start would be
 //! quadratic, spent in the kernel. Like `posix_spawn`, [`spawn`] uses
 //! `clone(CLONE_VM | CLONE_VFORK)`: the child borrows the daemon's memory until its `exec`, and
 //! the calling thread sleeps until then. `posix_spawn` itself cannot be used, because the child
@@ -481,11 +481,12 @@ impl Child {
     }
 }
 
-/// `waitpid(pid, WNOHANG)`: the status if `pid` had ended and is now reaped. The orphan
-/// reaper forgets `pid` under the same lock, so a new child given the same number (only
-/// possible once this one is reaped) is registered after, never forgotten by mistake.
+/// `waitpid(pid, WNOHANG)`: the status if `pid` had ended and is now reaped. `pid` leaves the
+/// registry of waited children under the lock held across the reap, so a new child given the
+/// same number (only possible once this one is reaped) is registered after, never forgotten by
+/// mistake.
 fn reap(pid: u32) -> io::Result<Option<ExitStatus>> {
-    let mut waited = super::waited();
+    let mut waited = super::registry::waited();
     let mut status: libc::c_int = 0;
     loop {
         // SAFETY: waitpid on a specific pid with a valid status pointer.
@@ -522,7 +523,7 @@ impl Drop for Child {
         // Still running: reap it when it ends, so it never stays a zombie. Without a runtime,
         // the orphan reaper (if any) takes it.
         let (Some(pidfd), Ok(runtime)) = (self.pidfd.take(), Handle::try_current()) else {
-            super::waited().remove(&self.pid);
+            super::registry::waited().remove(&self.pid);
             return;
         };
         let pid = self.pid;
