@@ -31,12 +31,14 @@
 //!
 //! * Every line is in exactly one file, whole, and the files hold the lines in the order they
 //!   were written: `name.log.N` … `name.log.1`, then `name.log`.
-//! * Rotation is a series of renames, each atomic: at every instant a name is a complete file
-//!   or nothing. A rotation shifts every backup up by one, which keeps their order, so a reader
-//!   that tells files apart by identity (device and inode), not by name, finds each once.
-//! * A file is renamed (or deleted) only after its last write: once the live path names another
-//!   file, the old one will not grow any more, and a reader holding it open can read it to its
-//!   end.
+//! * A rotation renames `name.log.(N-1)` onto `name.log.N`, …, then `name.log` onto
+//!   `name.log.1`. Each rename is atomic: during a rotation a number may be missing for an
+//!   instant, and the files above it are still there. A rotation shifts every backup up by one,
+//!   which keeps their order, so a reader that tells files apart by identity (device and inode),
+//!   not by name, finds each once.
+//! * With one writer at a time, a file is renamed (or deleted) only after its last write: once
+//!   the live path names another file, the old one does not grow any more, and a reader holding
+//!   it open can read it to its end.
 //!
 //! [`tail::last_lines`] reads the last lines of a log backwards, going into its rotated files
 //! when the live one holds fewer; [`follow::Follower`] then emits every line written after
