@@ -16,16 +16,16 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use imageserving_actors::logs::{self, RotatingFile};
+use imageserving_logfile::{RotatingFile, DEFAULT_BACKUPS, DEFAULT_MAX_BYTES};
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::home::Home;
 
 /// `supervisor.log` is rotated when it would grow past this size (as a component's log by
 /// default; the supervisor has no configuration key for it).
-pub const MAX_BYTES: u64 = logs::DEFAULT_MAX_BYTES;
+pub const MAX_BYTES: u64 = DEFAULT_MAX_BYTES;
 /// Rotated `supervisor.log` files kept (`supervisor.log.1` newest).
-pub const BACKUPS: u32 = logs::DEFAULT_BACKUPS;
+pub const BACKUPS: u32 = DEFAULT_BACKUPS;
 
 thread_local! {
     /// Set while this thread writes an event: a panic there must not log through the writer

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
 
-use imageserving_actors::logs::{RotatingFile, DEFAULT_BACKUPS, DEFAULT_MAX_BYTES};
+use imageserving_logfile::{RotatingFile, DEFAULT_BACKUPS, DEFAULT_MAX_BYTES};
 use tracing::warn;
 
 /// The lines that may wait for the writer before new ones are dropped.
