@@ -9,9 +9,7 @@
 //! `IMAGESERVING_IS_ADDR`, `IMAGESERVING_SVG_ADDR`. Each module exposes a `serve` function that
 //! takes a bound listener and a shutdown future, so tests run them in-process on ephemeral ports.
 
-pub mod access_log;
 pub mod args;
-pub mod cache;
 pub mod image_server;
 pub mod platform_server;
 pub mod svg_server;

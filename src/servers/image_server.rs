@@ -38,7 +38,7 @@
 //!   `max-age=360` (6 minutes, as in the original); errors carry `no-store`. Answers made from a
 //!   source file name it for `ps`'s response cache: `x-source-path` (relative to `images/`,
 //!   percent-encoded), `x-source-mtime-ns` and `x-source-size`, from the file's metadata before
-//!   it was read ([`crate::servers::cache`]).
+//!   it was read ([`crate::servers::platform_server::cache`]).
 //! - **SVG.** Sources are rasterised by the svg server at `IMAGESERVING_SVG_ADDR`; without one, or
 //!   when it is down, SVG sources answer `503` and every other source is unaffected.
 //! - **Stop.** When the shutdown future completes, the listener closes, idle connections close,
@@ -76,7 +76,7 @@ use crate::imaging::pipeline::{
 use crate::imaging::request::{Req, TextFormat};
 use crate::imaging::text::{format_props, TEXT_CONTENT_TYPE};
 use crate::imaging::{ImageError, ImageRequest};
-use crate::servers::cache::SourceStamp;
+use crate::servers::platform_server::cache::SourceStamp;
 use crate::servers::svg_server::SvgClient;
 
 /// Where `is` listens by default (the original's port).

@@ -98,6 +98,9 @@
 //! completes and gives the requests in flight [`SHUTDOWN_GRACE`] to finish; idle keep-alive
 //! connections are closed at once.
 
+pub mod access_log;
+pub mod cache;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -123,8 +126,8 @@ use tracing::{debug, info, warn};
 
 use crate::imaging::request::{CacheControl, CacheMode};
 use crate::imaging::{query, ImageError, ImageRequest};
-use crate::servers::access_log::{self, AccessLog, CacheUse};
-use crate::servers::cache::{self, CachedAnswer, CatalogWatch, Lookup, ResponseCache, SourceStamp};
+use access_log::{AccessLog, CacheUse};
+use cache::{CachedAnswer, CatalogWatch, Lookup, ResponseCache, SourceStamp};
 
 /// The address to listen on, `host:port`.
 pub const ENV_LISTEN: &str = "IMAGESERVING_LISTEN";
