@@ -10,6 +10,7 @@
 //! takes a bound listener and a shutdown future, so tests run them in-process on ephemeral ports.
 
 pub mod args;
+pub mod http;
 pub mod image_server;
 pub mod platform_server;
 pub mod svg_server;

@@ -33,7 +33,7 @@
 //! | 404 | a path outside the routes above; and `is`'s "object not found", relayed |
 //! | 405 | a method other than `GET` or `HEAD` on a route above, with `Allow: GET, HEAD` |
 //! | 413 | a request with a body (no route takes one); the connection is closed |
-//! | 414, 431 | a request line or request head over [`MAX_HEAD`] bytes (answered by hyper) |
+//! | 414, 431 | a request line or request head over [`HTTP_LIMITS`]' `max_head_bytes` (answered by hyper) |
 //! | 500 | `is` answered something `ps` cannot relay (a reply over [`MAX_REPLY`]), or its own 500, relayed |
 //! | 503 | with `Retry-After: 1`: `is` is unreachable (connection refused or reset, no connection within [`PlatformConfig::connect_timeout`], a connection closed mid-request twice in a row), the whole exchange took longer than [`PlatformConfig::request_timeout`], or `is` itself answered 503; `/healthz` while `is` is not healthy |
 //!
@@ -93,15 +93,11 @@
 //!
 //! # Limits
 //!
-//! HTTP/1.1 with keep-alive; the request head (request line and headers) at most [`MAX_HEAD`]
-//! bytes, sent within [`HEAD_DEADLINE`]. [`serve`] stops accepting when its shutdown future
-//! completes and gives the requests in flight [`SHUTDOWN_GRACE`] to finish; idle keep-alive
-//! connections are closed at once.
+//! HTTP/1.1 with keep-alive, within [`HTTP_LIMITS`] (see [`http::HttpLimits`]).
 
 pub mod access_log;
 pub mod cache;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -113,21 +109,19 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::imaging::request::{CacheControl, CacheMode};
 use crate::imaging::{query, ImageError, ImageRequest};
 use access_log::{AccessLog, CacheUse};
 use cache::{CachedAnswer, CatalogWatch, Lookup, ResponseCache, SourceStamp};
+
+use crate::servers::http::{self, HttpLimits};
 
 /// The address to listen on, `host:port`.
 pub const ENV_LISTEN: &str = "IMAGESERVING_LISTEN";
@@ -152,17 +146,19 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `is` has to answer `GET /info`; it probes `svg`, so a little longer than a health check.
 pub const INFO_TIMEOUT: Duration = Duration::from_secs(3);
-/// The largest request head (request line and headers), in bytes.
-pub const MAX_HEAD: usize = 16 * 1024;
-/// How long a client has to send a whole request head; also how long an idle keep-alive
-/// connection stays open.
-pub const HEAD_DEADLINE: Duration = Duration::from_secs(30);
 /// The largest answer of `is` relayed; `is` limits its replies to 16 MB, so more is a bug.
 pub const MAX_REPLY: usize = 64 * 1024 * 1024;
 /// How long idle pooled connections to `is` are kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long requests in flight may take to finish once shutdown begins.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The HTTP limits of `ps`; their values and what a client sees at each one are in
+/// `docs/image-serving.md` (*HTTP limits*).
+pub const HTTP_LIMITS: HttpLimits = HttpLimits {
+    max_connections: 1024,
+    header_read_timeout: Duration::from_secs(30),
+    max_head_bytes: 16 * 1024,
+    accept_backoff: Duration::from_millis(50),
+    drain_deadline: Duration::from_secs(5),
+};
 /// How long the end of [`serve`] waits for the access log to be written.
 const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(2);
 
@@ -235,7 +231,7 @@ pub async fn run_from_env(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let var = |name: &str| {
-        std::env::var(name).with_context(|| format!("ps: environment variable {name} is not set"))
+        std::env::var(name).with_context(|| format!("environment variable {name} is not set"))
     };
     let listen = var(ENV_LISTEN)?;
     let mut config = PlatformConfig::new(var(ENV_IS_ADDR)?);
@@ -245,105 +241,52 @@ pub async fn run_from_env(
     let optional = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     if let Some(bytes) = optional(ENV_CACHE_BYTES) {
         config.cache_bytes =
-            parse_bytes(&bytes).map_err(|e| anyhow::anyhow!("ps: {ENV_CACHE_BYTES}: {e}"))?;
+            parse_bytes(&bytes).map_err(|e| anyhow::anyhow!("{ENV_CACHE_BYTES}: {e}"))?;
     }
     if let Some(check) = optional(ENV_CACHE_CHECK) {
         config.cache_check = humantime::parse_duration(check.trim()).with_context(|| {
-            format!("ps: {ENV_CACHE_CHECK}: {check:?} is not a duration such as 1s or 250ms")
+            format!("{ENV_CACHE_CHECK}: {check:?} is not a duration such as 1s or 250ms")
         })?;
     }
     let listener = TcpListener::bind(&listen)
         .await
-        .with_context(|| format!("ps: cannot listen on {listen}"))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr().map_or(listen, |a| a.to_string());
     info!(
         component = "ps",
+        addr = %local,
         is = %config.is_addr,
         cache_bytes = if config.home.is_some() { config.cache_bytes } else { 0 },
         cache_check = %humantime::format_duration(config.cache_check),
-        "ps: listening on {local}"
+        "listening"
     );
-    serve(listener, config, shutdown).await
+    serve(listener, config, shutdown).await?;
+    info!(component = "ps", "stopped");
+    Ok(())
 }
 
-/// Serves `ps` on `listener` until `shutdown` completes, then stops accepting, closes idle
-/// connections and gives requests in flight [`SHUTDOWN_GRACE`] before dropping them.
+/// Serves `ps` on `listener` until `shutdown` completes, then stops as [`HTTP_LIMITS`] says
+/// (see [`http::serve`]) and writes the last lines of the access log.
 pub async fn serve(
     listener: TcpListener,
     config: PlatformConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let state = Arc::new(State::new(&config)?);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(stream, peer, state.clone(), stop_rx.clone()));
-                }
-                Err(err) => {
-                    // Out of file descriptors and the like: pause instead of spinning.
-                    warn!(component = "ps", error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let _ = stop_tx.send(true);
-    let drain = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
-        warn!(
-            component = "ps",
-            remaining = connections.len(),
-            "requests still in flight after the grace period: dropped"
-        );
-        connections.shutdown().await;
-    }
+    let serving = state.clone();
+    http::serve("ps", listener, HTTP_LIMITS, shutdown, move |request, peer| {
+        let state = serving.clone();
+        async move { state.handle(request, peer).await }
+    })
+    .await;
     // The lines of the last requests, written before the process exits.
-    let flushing = state.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        if let Some(log) = &flushing.access_log {
+        if let Some(log) = &state.access_log {
             log.flush(ACCESS_LOG_FLUSH);
         }
     })
     .await;
-    info!(component = "ps", "stopped");
     Ok(())
-}
-
-/// Serves one client connection until it closes, or until shutdown closes it gracefully.
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    state: Arc<State>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let service = service_fn(move |request| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(state.handle(request, peer).await) }
-    });
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_DEADLINE)
-        .max_buf_size(MAX_HEAD)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(err) = result {
-        debug!(component = "ps", %peer, error = %err, "connection ended with an error");
-    }
 }
 
 /// Which route a path takes.
@@ -460,7 +403,7 @@ impl State {
             });
         let access_log = match &config.home {
             Some(home) => {
-                Some(AccessLog::open(home).context("ps: cannot start the access log's writer")?)
+                Some(AccessLog::open(home).context("cannot start the access log's writer")?)
             }
             None => None,
         };
@@ -980,9 +923,13 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
     use tokio::sync::oneshot;
-    use tokio::task::JoinHandle;
+    use tokio::task::{JoinHandle, JoinSet};
     use tokio::time::timeout;
 
     use super::*;
@@ -2090,7 +2037,7 @@ mod tests {
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
             let huge = format!(
                 "GET /is/image/a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
-                "a".repeat(MAX_HEAD + 1)
+                "a".repeat(HTTP_LIMITS.max_head_bytes + 1)
             );
             let answer = raw(ps.addr, huge.as_bytes()).await;
             assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");

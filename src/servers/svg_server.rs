@@ -74,7 +74,6 @@
 //! - What resvg itself does not do: scripts, animation, `<foreignObject>`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -89,16 +88,16 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use resvg::tiny_skia;
 use resvg::usvg;
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{oneshot, Semaphore};
 use tracing::{debug, error, info, warn};
 
 use crate::imaging::catalog::Attributes;
+use crate::servers::http::{self, error_chain, HttpLimits};
 use crate::imaging::ImageError;
 
 /// The environment variable holding the address to listen on, `host:port`.
@@ -115,18 +114,21 @@ pub const WIDTH_HEADER: &str = "x-width";
 /// The header of a render answer giving the height of the pixels in the body.
 pub const HEIGHT_HEADER: &str = "x-height";
 
-/// Connections served at once; further ones wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 256;
-/// How long a client has to send a request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The HTTP limits of `svg`; their values and what a client sees at each one are in
+/// `docs/image-serving.md` (*HTTP limits*).
+pub const HTTP_LIMITS: HttpLimits = HttpLimits {
+    max_connections: 256,
+    header_read_timeout: Duration::from_secs(10),
+    max_head_bytes: http::DEFAULT_MAX_HEAD_BYTES,
+    accept_backoff: Duration::from_millis(100),
+    drain_deadline: Duration::from_secs(5),
+};
 /// How long a client has to send a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of a too-large body is read and thrown away so that the 413 answer reaches the
 /// client: closing a socket with unread data resets it, and the reset can destroy the answer
 /// before the client reads it. A body declared larger than this is answered at once.
 const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
-/// How long in-flight requests may run on after shutdown was asked for.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The stack of a renderer thread. usvg and resvg recurse once per nesting level, and roxmltree
 /// accepts 1024 levels (more once `<use>` is expanded): the 2 MiB of a default thread overflow
 /// at about 1000 levels in a debug build, and an overflow aborts the whole process. Only the
@@ -612,7 +614,7 @@ impl Renderer {
                 })?;
             answered.await.map_err(|_| {
                 // The thread panicked (its message went to standard error): a renderer bug.
-                error!("svg: the renderer panicked");
+                error!(component = "svg", "the renderer panicked");
                 ImageError::internal("the SVG renderer failed on this document")
             })?
         };
@@ -681,7 +683,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body>
         _ => return text(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
     };
     result.unwrap_or_else(|(error, close)| {
-        debug!(%path, status = error.status, message = %error.message, "svg request refused");
+        debug!(component = "svg", %path, status = error.status, message = %error.message, "request refused");
         let mut response = error_response(&error);
         if close {
             response
@@ -837,8 +839,8 @@ async fn read_svg(request: Request<Incoming>, limit: usize) -> Result<Bytes, Ref
     Ok(svg)
 }
 
-/// Serves the SVG protocol on `listener` until `shutdown` completes, then stops accepting and
-/// lets in-flight requests finish for up to [`SHUTDOWN_GRACE`].
+/// Serves the SVG protocol on `listener` until `shutdown` completes, then stops as
+/// [`HTTP_LIMITS`] says (see [`http::serve`]).
 pub async fn serve(
     listener: TcpListener,
     config: SvgConfig,
@@ -847,75 +849,12 @@ pub async fn serve(
     let state = Arc::new(State {
         renderer: Renderer::new(config),
     });
-    let connection_slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let (stopping, stop) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let slot = tokio::select! {
-            () = &mut shutdown => break,
-            slot = Arc::clone(&connection_slots).acquire_owned() => slot.context("connection slots closed")?,
-        };
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    warn!(error = %err, "svg: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        // Reap finished connections so the set does not grow with the server's age.
-        while connections.try_join_next().is_some() {}
+    http::serve("svg", listener, HTTP_LIMITS, shutdown, move |request, _peer| {
         let state = Arc::clone(&state);
-        let mut stop = stop.clone();
-        connections.spawn(async move {
-            let _slot = slot;
-            let _ = stream.set_nodelay(true);
-            let service = hyper::service::service_fn(move |request| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handle(state, request).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(err) = result {
-                debug!(%peer, error = %err, "svg: connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    let _ = stopping.send(true);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while connections.join_next().await.is_some() {}
+        async move { handle(state, request).await }
     })
     .await;
-    if drained.is_err() {
-        warn!(
-            left = connections.len(),
-            "svg: requests still running after {SHUTDOWN_GRACE:?}, dropping them"
-        );
-        connections.shutdown().await;
-    }
     Ok(())
-}
-
-/// Completes once the server is stopping.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // An error means the server is gone: stopping as well.
-    let _ = stop.wait_for(|stopping| *stopping).await.map(|_| ());
 }
 
 /// Runs the SVG server as the supervisor starts it: listens on `IMAGESERVING_LISTEN` with the
@@ -927,10 +866,12 @@ pub async fn run_from_env(
         .with_context(|| format!("{ENV_LISTEN} is not set: where should svg listen?"))?;
     let listener = TcpListener::bind(&listen)
         .await
-        .with_context(|| format!("svg: cannot listen on {listen}"))?;
-    let addr = listener.local_addr().context("svg: no local address")?;
-    info!("svg: listening on {addr}");
-    serve(listener, SvgConfig::default(), shutdown).await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr().context("no local address")?;
+    info!(component = "svg", %addr, "listening");
+    serve(listener, SvgConfig::default(), shutdown).await?;
+    info!(component = "svg", "stopped");
+    Ok(())
 }
 
 /// How long the client waits for a connection to the SVG server.
@@ -1041,7 +982,7 @@ impl SvgClient {
             .map_err(|err| ImageError::internal(format!("bad svg server request: {err}")))?;
         let exchange = async {
             let response = self.http.request(request).await.map_err(|err| {
-                warn!(addr = %self.addr, error = %error_chain(&err), "svg server unreachable");
+                warn!(component = "is", addr = %self.addr, error = %error_chain(&err), "svg server unreachable");
                 if err.is_connect() {
                     ImageError::unavailable("svg server is not reachable")
                 } else {
@@ -1088,24 +1029,12 @@ async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ImageError>
         })
 }
 
-/// An error and its sources, `outer: inner: innermost`, for logs.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut chain = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        chain.push_str(": ");
-        chain.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    chain
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::task::JoinHandle;
+    use tokio::task::{JoinHandle, JoinSet};
 
     use super::*;
 
