@@ -33,7 +33,8 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
     };
     if let Err(e) = &result {
         // The supervisor shows the exit status; the reason goes to the component's log.
-        eprintln!("{name}: {e:#}");
+        let error = format!("{e:#}");
+        tracing::error!(component = name, %error, "stopped on an error");
     }
     result
 }

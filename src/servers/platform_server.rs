@@ -97,6 +97,7 @@
 
 pub mod access_log;
 pub mod cache;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -106,13 +107,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
@@ -120,6 +118,7 @@ use crate::imaging::request::{CacheControl, CacheMode};
 use crate::imaging::{query, ImageError, ImageRequest};
 use access_log::{AccessLog, CacheUse};
 use cache::{CachedAnswer, CatalogWatch, Lookup, ResponseCache, SourceStamp};
+use upstream::{Answer, Upstream, UpstreamError};
 
 use crate::servers::http::{self, HttpLimits};
 
@@ -146,10 +145,6 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `is` has to answer `GET /info`; it probes `svg`, so a little longer than a health check.
 pub const INFO_TIMEOUT: Duration = Duration::from_secs(3);
-/// The largest answer of `is` relayed; `is` limits its replies to 16 MB, so more is a bug.
-pub const MAX_REPLY: usize = 64 * 1024 * 1024;
-/// How long idle pooled connections to `is` are kept.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The HTTP limits of `ps`; their values and what a client sees at each one are in
 /// `docs/image-serving.md` (*HTTP limits*).
 pub const HTTP_LIMITS: HttpLimits = HttpLimits {
@@ -318,12 +313,8 @@ fn route(path: &str) -> Route<'_> {
 
 /// What every request handler shares: the clients of `is`, the response cache, the access log.
 struct State {
-    /// `http://{is_addr}`, without a trailing slash.
-    is_base: String,
-    /// The keep-alive client of `is`.
-    pooled: Client<HttpConnector, Full<Bytes>>,
-    /// A client without a pool: every request on a new connection, for the one retry.
-    fresh: Client<HttpConnector, Full<Bytes>>,
+    /// The clients of `is`.
+    upstream: Upstream,
     /// The deadline of one whole exchange with `/render`.
     request_timeout: Duration,
     /// The response cache, when there is a home and a capacity.
@@ -342,56 +333,9 @@ struct Cache {
     catalogs: Arc<CatalogWatch>,
 }
 
-/// An answer of `is`, read whole.
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// Why an exchange with `is` gave no answer.
-#[derive(Debug)]
-enum UpstreamError {
-    /// No connection, or the connection broke (after the retry).
-    Unavailable(String),
-    /// No answer within the deadline.
-    TimedOut,
-    /// An answer `ps` cannot relay.
-    Invalid(String),
-}
-
-/// How one attempt failed.
-enum AttemptError {
-    /// Connecting failed: no retry, `is` is down.
-    Connect(String),
-    /// The connection was up and broke: worth one retry on a new connection.
-    Broken(String),
-    /// The answer is unusable.
-    Invalid(String),
-}
-
 impl State {
     fn new(config: &PlatformConfig) -> anyhow::Result<Self> {
-        let is_base = format!("http://{}", config.is_addr);
-        let uri: Uri = format!("{is_base}/render")
-            .parse()
-            .with_context(|| format!("ps: invalid image server address {:?}", config.is_addr))?;
-        if uri.host().is_none() || uri.port().is_none() {
-            anyhow::bail!(
-                "ps: invalid image server address {:?}: expected host:port",
-                config.is_addr
-            );
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let pooled = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector.clone());
-        let fresh = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build(connector);
+        let upstream = Upstream::new(&config.is_addr, config.connect_timeout)?;
         let cache = config
             .home
             .as_ref()
@@ -408,9 +352,7 @@ impl State {
             None => None,
         };
         Ok(State {
-            is_base,
-            pooled,
-            fresh,
+            upstream,
             request_timeout: config.request_timeout,
             cache,
             access_log,
@@ -628,6 +570,7 @@ impl State {
             Err(err) => return Err(error_response(&ImageError::internal(err))),
         };
         let answer = self
+            .upstream
             .exchange(Method::POST, "/render", json, self.request_timeout)
             .await;
         Err(match answer {
@@ -667,6 +610,7 @@ impl State {
         ));
         if healthy {
             if let Ok(answer) = self
+                .upstream
                 .exchange(Method::GET, "/info", Bytes::new(), INFO_TIMEOUT)
                 .await
             {
@@ -709,6 +653,7 @@ impl State {
     /// Whether `is` answers `GET /healthz` with 200 within [`HEALTH_TIMEOUT`].
     async fn is_healthy(&self) -> bool {
         match self
+            .upstream
             .exchange(Method::GET, "/healthz", Bytes::new(), HEALTH_TIMEOUT)
             .await
         {
@@ -719,92 +664,6 @@ impl State {
             }
         }
     }
-
-    /// One exchange with `is` within `deadline`: a first attempt on the pooled client and, when
-    /// a connection that was up broke, one retry on a new connection.
-    async fn exchange(
-        &self,
-        method: Method,
-        path: &str,
-        body: Bytes,
-        deadline: Duration,
-    ) -> Result<Answer, UpstreamError> {
-        let uri = format!("{}{path}", self.is_base);
-        let attempts = async {
-            let first = self
-                .attempt(&self.pooled, &method, &uri, body.clone())
-                .await;
-            let failure = match first {
-                Ok(answer) => return Ok(answer),
-                Err(AttemptError::Connect(why)) => return Err(UpstreamError::Unavailable(why)),
-                Err(AttemptError::Invalid(why)) => return Err(UpstreamError::Invalid(why)),
-                Err(AttemptError::Broken(why)) => why,
-            };
-            debug!(component = "ps", error = %failure, "connection to the image server broke, retrying once on a new one");
-            match self.attempt(&self.fresh, &method, &uri, body).await {
-                Ok(answer) => Ok(answer),
-                Err(AttemptError::Connect(why) | AttemptError::Broken(why)) => {
-                    Err(UpstreamError::Unavailable(why))
-                }
-                Err(AttemptError::Invalid(why)) => Err(UpstreamError::Invalid(why)),
-            }
-        };
-        tokio::time::timeout(deadline, attempts)
-            .await
-            .unwrap_or(Err(UpstreamError::TimedOut))
-    }
-
-    /// One attempt on `client`, the answer read whole.
-    async fn attempt(
-        &self,
-        client: &Client<HttpConnector, Full<Bytes>>,
-        method: &Method,
-        uri: &str,
-        body: Bytes,
-    ) -> Result<Answer, AttemptError> {
-        let mut builder = Request::builder().method(method.clone()).uri(uri);
-        if !body.is_empty() {
-            builder = builder.header(header::CONTENT_TYPE, "application/json");
-        }
-        let request = builder
-            .body(Full::new(body))
-            .map_err(|err| AttemptError::Invalid(format!("cannot build the request: {err}")))?;
-        let response = client.request(request).await.map_err(|err| {
-            let why = error_chain(&err);
-            if err.is_connect() {
-                AttemptError::Connect(why)
-            } else {
-                AttemptError::Broken(why)
-            }
-        })?;
-        let (parts, incoming) = response.into_parts();
-        let body = match Limited::new(incoming, MAX_REPLY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-                return Err(AttemptError::Invalid(format!(
-                    "answer larger than {MAX_REPLY} bytes"
-                )))
-            }
-            Err(err) => return Err(AttemptError::Broken(error_chain(&*err))),
-        };
-        Ok(Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
-    }
-}
-
-/// An error and its causes on one line, for the log.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The answer of `is`, relayed: status, `Content-Type`, `Cache-Control`, `Retry-After`, body.
@@ -923,9 +782,12 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
+    use http_body_util::BodyExt as _;
     use hyper::server::conn::http1;
     use hyper::service::service_fn;
-    use hyper_util::rt::TokioIo;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::TcpStream;
     use tokio::sync::oneshot;
@@ -1735,14 +1597,6 @@ mod tests {
         assert_eq!(route("/is/imagex"), Route::NotFound);
         assert_eq!(route("/is/content/a"), Route::NotFound);
         assert_eq!(route("/"), Route::NotFound);
-    }
-
-    #[test]
-    fn bad_is_addresses_are_refused() {
-        assert!(State::new(&PlatformConfig::new("no port")).is_err());
-        assert!(State::new(&PlatformConfig::new("localhost")).is_err());
-        assert!(State::new(&PlatformConfig::new("127.0.0.1:27345")).is_ok());
-        assert!(State::new(&PlatformConfig::new("[::1]:27345")).is_ok());
     }
 
     #[tokio::test]
