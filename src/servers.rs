@@ -50,3 +50,74 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::http::HttpLimits;
+    use super::{image_server, platform_server, svg_server};
+
+    /// A duration as the documentation writes it: `30 s`, `50 ms`.
+    fn shown(duration: Duration) -> String {
+        if duration.subsec_nanos() == 0 {
+            format!("{} s", duration.as_secs())
+        } else {
+            format!("{} ms", duration.as_millis())
+        }
+    }
+
+    #[test]
+    fn the_documented_http_limits_are_the_servers_own() {
+        let doc = include_str!("../docs/image-serving.md");
+        // The `ps`, `is` and `svg` cells of a row of the table.
+        let row = |name: &str| -> Vec<&str> {
+            let line = doc
+                .lines()
+                .find(|line| line.starts_with(&format!("| {name} |")))
+                .unwrap_or_else(|| panic!("docs/image-serving.md has no row `{name}`"));
+            line.split('|').map(str::trim).skip(2).take(3).collect()
+        };
+        let limits = [
+            platform_server::HTTP_LIMITS,
+            image_server::HTTP_LIMITS,
+            svg_server::HTTP_LIMITS,
+        ];
+        let cells = |cell: fn(&HttpLimits) -> String| limits.iter().map(cell).collect::<Vec<_>>();
+        assert_eq!(
+            row("connections served at once"),
+            cells(|l| l.max_connections.to_string())
+        );
+        assert_eq!(
+            row("request head deadline"),
+            cells(|l| shown(l.header_read_timeout))
+        );
+        assert_eq!(
+            row("largest request head"),
+            cells(|l| format!("{} KiB", l.max_head_bytes / 1024))
+        );
+        assert!(limits.iter().all(|l| l.max_head_bytes % 1024 == 0));
+        assert_eq!(
+            row("pause after a failed accept"),
+            cells(|l| shown(l.accept_backoff))
+        );
+        // `is` drains for as long as its requests may take, and a margin.
+        let drain = image_server::HTTP_LIMITS.drain_deadline;
+        assert_eq!(
+            drain,
+            image_server::DEFAULT_REQUEST_TIMEOUT + image_server::DRAIN_MARGIN
+        );
+        assert_eq!(
+            row("graceful drain"),
+            [
+                shown(platform_server::HTTP_LIMITS.drain_deadline),
+                format!(
+                    "the request deadline + {} ({})",
+                    shown(image_server::DRAIN_MARGIN),
+                    shown(drain)
+                ),
+                shown(svg_server::HTTP_LIMITS.drain_deadline),
+            ]
+        );
+    }
+}

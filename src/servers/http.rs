@@ -53,8 +53,8 @@ pub struct HttpLimits {
     /// timeout.
     pub header_read_timeout: Duration,
     /// The largest request head in bytes (hyper's read buffer); a larger one is answered `431`
-    /// (`414` when the request line alone is too long). Values below 8 KiB count as 8 KiB,
-    /// hyper's minimum.
+    /// (`414` for a URI over hyper's 64 KiB that fits in this limit). Values below 8 KiB count as
+    /// 8 KiB, hyper's minimum.
     pub max_head_bytes: usize,
     /// The pause after a failed accept (out of file descriptors, say), so that a failure that
     /// lasts does not spin.

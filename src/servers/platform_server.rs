@@ -1,99 +1,22 @@
 //! The Platform Server (`ps`): the public HTTP front end of the URL protocol.
 //!
-//! `ps` parses each `/is/image/{object}?{modifiers}` URL into an [`ImageRequest`]
-//! ([`query::parse`]), answers it from its response cache ([`cache`]) when it can, else posts
-//! it as JSON to the Image Server's `POST /render` and relays (and keeps) the answer. It renders
-//! nothing itself; besides the cache it keeps only a pool of keep-alive connections to `is`, so
-//! a crash or restart of `is` costs at most a quick `503` for what is not cached, never a hang:
+//! What `ps` answers, and when, is specified once, in `docs/image-serving.md`: its routes,
+//! every status, talking to `is` (the quick `503` and the one retry), the response cache with
+//! `ETag` and `Cache-Control`, the access log, and its HTTP limits. This module is the code:
 //!
 //! ```text
 //!  client ──HTTP/1.1──▶ ps ──query::parse──▶ ImageRequest ──▶ response cache ──hit──▶ answer
 //!                                                                  │ miss
 //!                                     POST /render (JSON, pooled) ◀┘──▶ is ──▶ keep, answer
-//!         ◀── status, Content-Type, Cache-Control, ETag, Content-Length, body
 //!  every request ──▶ logs/access.log (one line, written by its own thread)
 //! ```
 //!
-//! # Routes
-//!
-//! | route | answer |
-//! |---|---|
-//! | `GET`/`HEAD /is/image/{object}?{query}` | the image or text answer of `is`, or of the cache (`HEAD`: the same headers, no body; `GET` and `HEAD` share cache entries) |
-//! | `GET`/`HEAD /is/image` (or `/is/image/`) | server properties, `text/plain`, always 200: `#S7Z OK`, then `imageServer.platformServer.version=…`, `imageServer.imageServer=ok\|unavailable`, the `imageServer.` lines of `is`'s `GET /info` (its version, `imageServer.svgServer=ok\|unreachable`), or `imageServer.svgServer=unknown` when `is` cannot tell |
-//! | `GET`/`HEAD /healthz` | `200 ok` when `is` answers its `GET /healthz` within [`HEALTH_TIMEOUT`], else `503` |
-//!
-//! # Every status `ps` answers
-//!
-//! | status | when |
-//! |---|---|
-//! | 200 | the image or text answer; the server properties; `/healthz` while `is` is healthy |
-//! | 304 | an image or text answer whose `ETag` the client's `If-None-Match` names (or `*`): `ETag` and `Cache-Control`, no body |
-//! | 400 | a malformed request line or header (answered by hyper before routing) |
-//! | 403 | the URL breaks the protocol: bad object path, bad value, unknown or unsupported command ([`query::parse`]); and the 403s of `is` (limits, undecodable sources), relayed |
-//! | 404 | a path outside the routes above; and `is`'s "object not found", relayed |
-//! | 405 | a method other than `GET` or `HEAD` on a route above, with `Allow: GET, HEAD` |
-//! | 413 | a request with a body (no route takes one); the connection is closed |
-//! | 414, 431 | a request line or request head over [`HTTP_LIMITS`]' `max_head_bytes` (answered by hyper) |
-//! | 500 | `is` answered something `ps` cannot relay (a reply over [`MAX_REPLY`]), or its own 500, relayed |
-//! | 503 | with `Retry-After: 1`: `is` is unreachable (connection refused or reset, no connection within [`PlatformConfig::connect_timeout`], a connection closed mid-request twice in a row), the whole exchange took longer than [`PlatformConfig::request_timeout`], or `is` itself answered 503; `/healthz` while `is` is not healthy |
-//!
-//! Any other status `is` answers is relayed as it is. Errors made by `ps` itself are
-//! `text/plain; charset=utf-8`, one line, with `Cache-Control: no-store`.
-//!
-//! # Talking to `is`
-//!
-//! One pooled [`hyper_util`] client keeps connections to `is` alive between requests (idle ones
-//! are dropped after [`POOL_IDLE_TIMEOUT`], shorter than a server's usual 30 s idle limit, so that
-//! `ps` rarely picks a connection `is` is about to close). A connection attempt that fails is
-//! answered at once with 503: a fresh connection just failed, so `is` is down or restarting.
-//! A request that fails *after* its connection was up (reset, closed before the answer, which is
-//! what a pooled connection looks like after `is` restarted) is retried **once**, on a brand-new
-//! connection from a second, unpooled client, so that the retry cannot pick another stale pooled
-//! connection. This is safe because rendering is idempotent: the same request gives the same
-//! answer. Nothing is remembered between requests, so `ps` reconnects by itself once `is` is back.
-//!
-//! The answer of `is` is read whole (up to [`MAX_REPLY`]) before `ps` answers, so a failure of
-//! `is` mid-body becomes a clean 503 (after the retry) rather than a truncated image.
-//!
-//! # The response cache, `ETag` and `Cache-Control`
-//!
-//! With a home ([`PlatformConfig::home`]) and a capacity above 0
-//! ([`PlatformConfig::cache_bytes`], 256 MiB by default), `200` answers of `is` that name their
-//! source file are kept in memory; [`cache`] says under which key, how the bound is kept, and
-//! when an entry is dropped (expiry at its `max-age`, a changed source or catalog seen by a
-//! check at most [`PlatformConfig::cache_check`] old). A hit is answered without contacting
-//! `is` at all, so it is served while `is` is down or restarting.
-//!
-//! `cache=client,server` (one value sets both) is honoured:
-//!
-//! | server side | `ps` |
-//! |---|---|
-//! | `on` (default) | serve a kept answer (checking its source when the interval has passed), else ask `is` and keep the answer |
-//! | `validate` | check the kept answer's source now, whatever the interval |
-//! | `update` | ask `is` again and replace the kept answer |
-//! | `off` | neither read nor write the cache |
-//!
-//! | client side | `Cache-Control` of a `200` |
-//! |---|---|
-//! | `on`, `update` (default) | `public, max-age=<s>`: `is`'s `max-age` (catalog `Expiration` for images, 6 minutes for text); from the cache, what is left of it |
-//! | `validate` | `no-cache` |
-//! | `off` | `no-store` |
-//!
-//! Every `200` image or text answer carries a strong `ETag` ([`cache::etag`], a hash of the
-//! body, so the same bytes have the same tag across restarts and whether they came from the
-//! cache or not). A `GET` or `HEAD` whose `If-None-Match` lists that tag (weak comparison) or
-//! `*` is answered `304` with the `ETag` and `Cache-Control`, without a body. Errors carry
-//! neither and are never kept.
-//!
-//! # The access log
-//!
-//! With a home, every request that reaches the service is one line of `logs/access.log`
-//! ([`access_log`] gives the format): time, client, method and target, status, bytes,
-//! duration, and how the cache took part (`hit`, `revalidated`, `miss`, `bypass`, `-`).
-//!
-//! # Limits
-//!
-//! HTTP/1.1 with keep-alive, within [`HTTP_LIMITS`] (see [`http::HttpLimits`]).
+//! - this file: the configuration, routing, and each answer (the use of the cache, `cache=`,
+//!   `ETag` and `304`, the server properties, `/healthz`);
+//! - [`upstream`]: the clients of `is` and the one retry;
+//! - [`cache`]: the response cache (keys, the bound, the checks of sources and catalogs);
+//! - [`access_log`]: the access log's line and its writer thread;
+//! - [`http`]: the accept loop, the limits ([`HTTP_LIMITS`]) and the graceful stop.
 
 pub mod access_log;
 pub mod cache;
