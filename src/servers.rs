@@ -2,7 +2,12 @@
 //!
 //! - [`platform_server`] (`ps`): the public HTTP front end of the URL protocol;
 //! - [`image_server`] (`is`): decodes, processes and encodes images;
-//! - [`svg_server`] (`svg`): rasterises SVG sources for `is`.
+//! - [`svg_server`] (`svg`): rasterises SVG sources for `is`, which talks to it with
+//!   [`svg_client`].
+//!
+//! All three serve HTTP/1.1 through one skeleton, [`http`]: the accept loop, the connection
+//! cap and the other limits, the graceful stop, and one log convention (a `component` field on
+//! every line). What each server answers is specified in `docs/image-serving.md`.
 //!
 //! They find each other through the environment the supervisor sets (see
 //! `docs/configuration.md`): `IMAGESERVING_LISTEN`, `IMAGESERVING_HOME`,
@@ -13,6 +18,7 @@ pub mod args;
 pub mod http;
 pub mod image_server;
 pub mod platform_server;
+pub mod svg_client;
 pub mod svg_server;
 
 use std::future::Future;

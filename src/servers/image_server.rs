@@ -59,7 +59,6 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
@@ -74,7 +73,7 @@ use crate::imaging::text::{format_props, TEXT_CONTENT_TYPE};
 use crate::imaging::{ImageError, ImageRequest};
 use crate::servers::http::{self, HttpLimits};
 use crate::servers::platform_server::cache::SourceStamp;
-use crate::servers::svg_server::SvgClient;
+use crate::servers::svg_client::SvgClient;
 
 /// Where `is` listens by default (the original's port).
 pub const DEFAULT_ADDR: &str = "127.0.0.1:27345";
@@ -99,8 +98,6 @@ pub const HTTP_LIMITS: HttpLimits = HttpLimits {
 };
 /// What a request in flight at shutdown gets beyond its own deadline to be answered.
 pub const DRAIN_MARGIN: Duration = Duration::from_secs(1);
-/// How long `/info` waits for the svg server's `/healthz`.
-const SVG_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The address to listen on, `host:port` (required by [`run_from_env`]).
 pub const ENV_LISTEN: &str = "IMAGESERVING_LISTEN";
@@ -257,8 +254,6 @@ struct Server {
     catalogs: LiveCatalogs,
     /// The svg server, if one is configured.
     svg: Option<SvgClient>,
-    /// Its address, for `/info`.
-    svg_addr: Option<String>,
     /// One permit per image being processed.
     workers: Arc<Semaphore>,
     /// How many permits there are.
@@ -280,8 +275,7 @@ impl Server {
         Ok(Server {
             images: config.home.join("images"),
             catalogs,
-            svg: config.svg_addr.clone().map(SvgClient::new),
-            svg_addr: config.svg_addr,
+            svg: config.svg_addr.map(SvgClient::new),
             workers: Arc::new(Semaphore::new(worker_count)),
             worker_count,
             request_timeout: config.request_timeout,
@@ -508,8 +502,8 @@ impl Server {
 
     /// `GET /info`: the server properties `ps` shows.
     async fn info(self: Arc<Self>) -> Response<Full<Bytes>> {
-        let svg = match &self.svg_addr {
-            Some(addr) if svg_healthy(addr).await => "ok",
+        let svg = match &self.svg {
+            Some(client) if client.is_healthy().await => "ok",
             _ => "unreachable",
         };
         let live = self.clone();
@@ -609,20 +603,6 @@ async fn run_blocking<T: Send + 'static>(
     }
 }
 
-/// Whether the svg server at `addr` answers `GET /healthz` with 200 within
-/// [`SVG_HEALTH_TIMEOUT`].
-async fn svg_healthy(addr: &str) -> bool {
-    let Ok(uri) = format!("http://{addr}/healthz").parse::<hyper::Uri>() else {
-        return false;
-    };
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    match tokio::time::timeout(SVG_HEALTH_TIMEOUT, client.get(uri)).await {
-        Ok(Ok(response)) => response.status() == StatusCode::OK,
-        _ => false,
-    }
-}
-
 /// A `text/plain` response.
 fn plain(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let body = Bytes::from(body.to_owned());
@@ -671,6 +651,7 @@ mod tests {
     use http_body_util::BodyExt as _;
     use hyper::HeaderMap;
     use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
     use tokio::sync::oneshot;
     use tokio::time::{timeout, Instant};
 
