@@ -7,7 +7,7 @@
 //!   requests and drops idle ones after [`POOL_IDLE_TIMEOUT`]. The fresh one has no pool, so
 //!   that the retry runs on a brand-new connection and cannot pick another stale pooled one
 //!   (which is what every pooled connection is after `is` restarted).
-//! - An attempt fails in one of three ways ([`AttemptError`]): connecting failed (`is` is down:
+//! - An attempt fails in one of three ways (`AttemptError`): connecting failed (`is` is down:
 //!   no retry), a connection that was up broke (worth one retry: rendering is idempotent), or
 //!   the answer is unusable.
 //! - The answer is read whole, up to [`MAX_REPLY`], before [`Upstream::exchange`] returns, so a
