@@ -239,7 +239,9 @@ mod tests {
         assert!(is_gzip(&[0x1f, 0x8b, 0x08]));
         assert!(!is_gzip(b"<svg"));
         assert_eq!(
-            intrinsic_size(&[0x1f, 0x8b, 0x08, 0x00], MIB).unwrap_err().status,
+            intrinsic_size(&[0x1f, 0x8b, 0x08, 0x00], MIB)
+                .unwrap_err()
+                .status,
             415
         );
     }

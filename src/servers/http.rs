@@ -458,11 +458,7 @@ mod tests {
         })
         .await;
         let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
-        assert_eq!(
-            text.matches("connection cap reached").count(),
-            1,
-            "{text}"
-        );
+        assert_eq!(text.matches("connection cap reached").count(), 1, "{text}");
         assert!(text.contains("component=\"test\""), "{text}");
         assert!(text.contains("max_connections=1"), "{text}");
     }

@@ -192,10 +192,16 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let state = Arc::new(State::new(&config)?);
     let serving = state.clone();
-    http::serve("ps", listener, HTTP_LIMITS, shutdown, move |request, peer| {
-        let state = serving.clone();
-        async move { state.handle(request, peer).await }
-    })
+    http::serve(
+        "ps",
+        listener,
+        HTTP_LIMITS,
+        shutdown,
+        move |request, peer| {
+            let state = serving.clone();
+            async move { state.handle(request, peer).await }
+        },
+    )
     .await;
     // The lines of the last requests, written before the process exits.
     let _ = tokio::task::spawn_blocking(move || {

@@ -19,7 +19,9 @@ use tracing::warn;
 
 use crate::imaging::ImageError;
 use crate::servers::http::error_chain;
-use crate::servers::svg_server::{HEALTH_PATH, HEIGHT_HEADER, RENDER_PATH, SIZE_PATH, WIDTH_HEADER};
+use crate::servers::svg_server::{
+    HEALTH_PATH, HEIGHT_HEADER, RENDER_PATH, SIZE_PATH, WIDTH_HEADER,
+};
 
 /// How long the client waits for a connection to the SVG server.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

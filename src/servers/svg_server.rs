@@ -408,10 +408,16 @@ pub async fn serve(
     let state = Arc::new(State {
         renderer: Renderer::new(config),
     });
-    http::serve("svg", listener, HTTP_LIMITS, shutdown, move |request, _peer| {
-        let state = Arc::clone(&state);
-        async move { handle(state, request).await }
-    })
+    http::serve(
+        "svg",
+        listener,
+        HTTP_LIMITS,
+        shutdown,
+        move |request, _peer| {
+            let state = Arc::clone(&state);
+            async move { handle(state, request).await }
+        },
+    )
     .await;
     Ok(())
 }

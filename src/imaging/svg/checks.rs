@@ -292,9 +292,17 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
 
         let looping = "<!DOCTYPE svg [<!ENTITY a '&b;'><!ENTITY b '&a;'>]><svg>&a;</svg>";
-        assert_eq!(intrinsic_size(looping.as_bytes(), MIB).unwrap_err().status, 403);
+        assert_eq!(
+            intrinsic_size(looping.as_bytes(), MIB).unwrap_err().status,
+            403
+        );
         let parameter = "<!DOCTYPE svg [<!ENTITY % p 'x'>]><svg/>";
-        assert_eq!(intrinsic_size(parameter.as_bytes(), MIB).unwrap_err().status, 403);
+        assert_eq!(
+            intrinsic_size(parameter.as_bytes(), MIB)
+                .unwrap_err()
+                .status,
+            403
+        );
 
         // Illustrator-style namespace entities are fine.
         let illustrator = r#"<?xml version="1.0"?>
@@ -303,7 +311,10 @@ mod tests {
   <!ENTITY ns_xlink "http://www.w3.org/1999/xlink">
 ]>
 <svg xmlns="&ns_svg;" xmlns:xlink="&ns_xlink;" width="30" height="20"><rect width="30" height="20"/></svg>"#;
-        assert_eq!(intrinsic_size(illustrator.as_bytes(), MIB).unwrap(), (30.0, 20.0));
+        assert_eq!(
+            intrinsic_size(illustrator.as_bytes(), MIB).unwrap(),
+            (30.0, 20.0)
+        );
     }
 
     #[test]

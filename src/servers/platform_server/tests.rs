@@ -230,11 +230,7 @@ fn client() -> TestClient {
 }
 
 /// Sends a request and reads the whole answer.
-async fn send(
-    client: &TestClient,
-    method: Method,
-    url: &str,
-) -> (StatusCode, HeaderMap, Bytes) {
+async fn send(client: &TestClient, method: Method, url: &str) -> (StatusCode, HeaderMap, Bytes) {
     let request = Request::builder()
         .method(method)
         .uri(url)
