@@ -88,7 +88,7 @@ pub const TEXT_MAX_AGE: u64 = 360;
 /// The HTTP limits of `is`; their values and what a client sees at each one are in
 /// `docs/image-serving.md` (*HTTP limits*). The drain deadline is the request deadline
 /// ([`ImageServerConfig::request_timeout`]) plus [`DRAIN_MARGIN`], so that a request in flight
-/// at shutdown can always finish; the value here is the default's.
+/// at shutdown keeps all the time its deadline gives it; the value here is the default's.
 pub const HTTP_LIMITS: HttpLimits = HttpLimits {
     max_connections: 1024,
     header_read_timeout: Duration::from_secs(10),

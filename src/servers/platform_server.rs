@@ -39,11 +39,11 @@ use tracing::{debug, info, warn};
 
 use crate::imaging::request::{CacheControl, CacheMode};
 use crate::imaging::{query, ImageError, ImageRequest};
-use access_log::{AccessLog, CacheUse};
-use cache::{CachedAnswer, CatalogWatch, Lookup, ResponseCache, SourceStamp};
-use upstream::{Answer, Upstream, UpstreamError};
-
 use crate::servers::http::{self, HttpLimits};
+
+use self::access_log::{AccessLog, CacheUse};
+use self::cache::{CachedAnswer, CatalogWatch, Lookup, ResponseCache, SourceStamp};
+use self::upstream::{Answer, Upstream, UpstreamError};
 
 /// The address to listen on, `host:port`.
 pub const ENV_LISTEN: &str = "IMAGESERVING_LISTEN";
