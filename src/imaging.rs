@@ -1,9 +1,9 @@
 //! The image side shared by the three servers: the request model of the URL protocol, the
-//! catalog, the processing pipeline, and the errors they answer with.
+//! catalog, the processing pipeline, SVG rasterising, and the errors they answer with.
 //!
 //! ```text
 //!  ps: URL ──query::parse──▶ ImageRequest ──JSON──▶ is: catalog::resolve ─▶ read source
-//!                                                        │ SVG? ──▶ svg server: rasterise
+//!                                                        │ SVG? ──▶ svg server: svg::render
 //!                                                        ▼
 //!                                           pipeline::render ─▶ encoded reply
 //! ```
@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod query;
 pub mod request;
 pub mod samples;
+pub mod svg;
 pub mod text;
 
 pub use error::ImageError;

@@ -152,7 +152,11 @@ fn parse_object(raw: &str) -> Result<String, ImageError> {
 }
 
 /// Percent-decodes `raw` and reads the bytes as UTF-8; `+` stays `+`.
-fn percent_decode(raw: &str) -> Result<String, &'static str> {
+///
+/// Strict: every `%` must be followed by exactly two hex digits (`%zz`, `%4` and `%+1` are
+/// malformed). The one decoder of the crate: the URL's object and modifiers, and the source
+/// path `is` sends `ps` in a header.
+pub fn percent_decode(raw: &str) -> Result<String, &'static str> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -703,6 +707,14 @@ mod tests {
     }
 
     #[test]
+    fn percent_escapes_need_two_hex_digits() {
+        assert_eq!(percent_decode("a%41%62").as_deref(), Ok("aAb"));
+        for malformed in ["%", "%4", "%zz", "%+1", "%-1", "% 1", "%1 ", "%\u{e9}1"] {
+            assert!(percent_decode(malformed).is_err(), "{malformed:?}");
+        }
+    }
+
+    #[test]
     fn object_is_percent_decoded_per_element() {
         assert_eq!(ok("my%20cat/a%2Bb+c.jpg", "").object, "my cat/a+b+c.jpg");
         assert_eq!(ok("caf%C3%A9/%E2%82%AC", "").object, "café/€");
@@ -817,6 +829,7 @@ mod tests {
         );
         assert_eq!(ok("a", "scl=+2").scl, Some(2.0));
         assert!(message("wid=%zz").contains("percent"));
+        assert!(message("wid=%+1").contains("percent"));
         assert!(message("wid=%ff").contains("UTF-8"));
     }
 

@@ -31,14 +31,13 @@
 //!   keeps serving.
 //! - **Limits.** Request bodies ≤ [`MAX_REQUEST_BYTES`] (`413` beyond), sources ≤
 //!   [`MAX_SOURCE_BYTES`], SVG sources ≤ the catalog's `MaxSvgBytes`, source pixels ≤
-//!   `MaxSourcePix`, replies ≤ `MaxReplyBytes` (all `403 too large`); at most
-//!   [`MAX_CONNECTIONS`] connections at once; a request head must arrive within
-//!   [`HEADER_READ_TIMEOUT`].
+//!   `MaxSourcePix`, replies ≤ `MaxReplyBytes` (all `403 too large`); connections and request
+//!   heads as [`HTTP_LIMITS`] says.
 //! - **Caching.** Images carry `Cache-Control: public, max-age=<catalog Expiration>`, text answers
 //!   `max-age=360` (6 minutes, as in the original); errors carry `no-store`. Answers made from a
 //!   source file name it for `ps`'s response cache: `x-source-path` (relative to `images/`,
 //!   percent-encoded), `x-source-mtime-ns` and `x-source-size`, from the file's metadata before
-//!   it was read ([`crate::servers::cache`]).
+//!   it was read ([`crate::servers::platform_server::cache`]).
 //! - **SVG.** Sources are rasterised by the svg server at `IMAGESERVING_SVG_ADDR`; without one, or
 //!   when it is down, SVG sources answer `503` and every other source is unaffected.
 //! - **Stop.** When the shutdown future completes, the listener closes, idle connections close,
@@ -48,7 +47,6 @@
 //! [`crate::imaging::catalog`] describes. The samples of [`crate::imaging::samples`] are not
 //! created here: whoever sets up a home calls [`crate::imaging::samples::provision`].
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -60,13 +58,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{error, info, warn};
 
 use crate::imaging::catalog::{Catalogs, LiveCatalogs, Resolved};
 use crate::imaging::pipeline::{
@@ -76,8 +71,9 @@ use crate::imaging::pipeline::{
 use crate::imaging::request::{Req, TextFormat};
 use crate::imaging::text::{format_props, TEXT_CONTENT_TYPE};
 use crate::imaging::{ImageError, ImageRequest};
-use crate::servers::cache::SourceStamp;
-use crate::servers::svg_server::SvgClient;
+use crate::servers::http::{self, HttpLimits};
+use crate::servers::platform_server::cache::SourceStamp;
+use crate::servers::svg_client::SvgClient;
 
 /// Where `is` listens by default (the original's port).
 pub const DEFAULT_ADDR: &str = "127.0.0.1:27345";
@@ -89,12 +85,19 @@ pub const MAX_SOURCE_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long clients and caches may keep a text answer, in seconds (6 minutes).
 pub const TEXT_MAX_AGE: u64 = 360;
-/// Connections served at once; further ones wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 1024;
-/// How long a client has to send a request head.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long `/info` waits for the svg server's `/healthz`.
-const SVG_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// The HTTP limits of `is`; their values and what a client sees at each one are in
+/// `docs/image-serving.md` (*HTTP limits*). The drain deadline is the request deadline
+/// ([`ImageServerConfig::request_timeout`]) plus [`DRAIN_MARGIN`], so that a request in flight
+/// at shutdown keeps all the time its deadline gives it; the value here is the default's.
+pub const HTTP_LIMITS: HttpLimits = HttpLimits {
+    max_connections: 1024,
+    header_read_timeout: Duration::from_secs(10),
+    max_head_bytes: http::DEFAULT_MAX_HEAD_BYTES,
+    accept_backoff: Duration::from_millis(100),
+    drain_deadline: DEFAULT_REQUEST_TIMEOUT.saturating_add(DRAIN_MARGIN),
+};
+/// What a request in flight at shutdown gets beyond its own deadline to be answered.
+pub const DRAIN_MARGIN: Duration = Duration::from_secs(1);
 
 /// The address to listen on, `host:port` (required by [`run_from_env`]).
 pub const ENV_LISTEN: &str = "IMAGESERVING_LISTEN";
@@ -152,17 +155,17 @@ pub async fn run_from_env(
 ) -> anyhow::Result<()> {
     keep_freed_memory();
     let listen = std::env::var(ENV_LISTEN).with_context(|| {
-        format!("is: {ENV_LISTEN} is not set; the supervisor passes it as host:port")
+        format!("{ENV_LISTEN} is not set; the supervisor passes it as host:port")
     })?;
     let home = std::env::var_os(ENV_HOME)
         .filter(|h| !h.is_empty())
-        .with_context(|| format!("is: {ENV_HOME} is not set; the supervisor passes the home"))?;
+        .with_context(|| format!("{ENV_HOME} is not set; the supervisor passes the home"))?;
     let svg_addr = std::env::var(ENV_SVG_ADDR)
         .ok()
         .filter(|a| !a.trim().is_empty());
     let listener = TcpListener::bind(&listen)
         .await
-        .with_context(|| format!("is: cannot listen on {listen}"))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let shown = listener
         .local_addr()
         .map_or_else(|_| listen.clone(), |addr| addr.to_string());
@@ -170,82 +173,30 @@ pub async fn run_from_env(
         svg_addr,
         ..ImageServerConfig::new(home)
     };
-    tracing::info!(svg = ?config.svg_addr, "is: listening on {shown}");
+    info!(component = "is", addr = %shown, svg = ?config.svg_addr, "listening");
     serve(listener, config, shutdown).await?;
-    tracing::info!("is: stopped");
+    info!(component = "is", "stopped");
     Ok(())
 }
 
 /// Serves `is` on `listener` until `shutdown` completes, then lets the requests in flight finish
-/// (each within its deadline). Fails at once if the catalogs are invalid.
+/// (each within its deadline, see [`HTTP_LIMITS`]). Fails at once if the catalogs are invalid.
 pub async fn serve(
     listener: TcpListener,
     config: ImageServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let limits = HttpLimits {
+        drain_deadline: config.request_timeout.saturating_add(DRAIN_MARGIN),
+        ..HTTP_LIMITS
+    };
     let server = Arc::new(Server::new(config)?);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut connections = JoinSet::new();
-    loop {
-        let full = connections.len() >= MAX_CONNECTIONS;
-        tokio::select! {
-            () = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept(), if !full => match accepted {
-                Ok((stream, _peer)) => {
-                    connections.spawn(serve_connection(stream, server.clone(), stop_rx.clone()));
-                }
-                Err(error) => {
-                    // Out of file descriptors, or a connection aborted before accept: transient.
-                    // Pause so that a persistent failure does not spin.
-                    tracing::warn!(%error, "is: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-    drop(listener);
-    let _ = stop_tx.send(true);
-    let grace = server.request_timeout + Duration::from_secs(1);
-    let drained = tokio::time::timeout(grace, async {
-        while connections.join_next().await.is_some() {}
+    http::serve("is", listener, limits, shutdown, move |request, _peer| {
+        let server = server.clone();
+        async move { server.handle(request).await }
     })
     .await;
-    if drained.is_err() {
-        tracing::warn!(
-            left = connections.len(),
-            "is: connections still open after the grace period are dropped"
-        );
-        connections.shutdown().await;
-    }
     Ok(())
-}
-
-/// Serves one connection until it closes, or until `stop` turns true: then the request in
-/// progress finishes and the connection closes.
-async fn serve_connection(stream: TcpStream, server: Arc<Server>, mut stop: watch::Receiver<bool>) {
-    let _ = stream.set_nodelay(true);
-    let service = service_fn(move |request| {
-        let server = server.clone();
-        async move { Ok::<_, Infallible>(server.handle(request).await) }
-    });
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
-    let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(%error, "is: connection ended with an error");
-            }
-        }
-        () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-    }
 }
 
 /// One answer before it becomes an HTTP response.
@@ -303,8 +254,6 @@ struct Server {
     catalogs: LiveCatalogs,
     /// The svg server, if one is configured.
     svg: Option<SvgClient>,
-    /// Its address, for `/info`.
-    svg_addr: Option<String>,
     /// One permit per image being processed.
     workers: Arc<Semaphore>,
     /// How many permits there are.
@@ -317,7 +266,7 @@ impl Server {
     /// Loads the catalogs and sets up the worker limit.
     fn new(config: ImageServerConfig) -> anyhow::Result<Server> {
         let catalog_dir = config.home.join("catalog");
-        let catalogs = LiveCatalogs::open(&catalog_dir).context("is: cannot load the catalogs")?;
+        let catalogs = LiveCatalogs::open(&catalog_dir).context("cannot load the catalogs")?;
         let worker_count = if config.workers == 0 {
             cores()
         } else {
@@ -326,8 +275,7 @@ impl Server {
         Ok(Server {
             images: config.home.join("images"),
             catalogs,
-            svg: config.svg_addr.clone().map(SvgClient::new),
-            svg_addr: config.svg_addr,
+            svg: config.svg_addr.map(SvgClient::new),
             workers: Arc::new(Semaphore::new(worker_count)),
             worker_count,
             request_timeout: config.request_timeout,
@@ -412,9 +360,9 @@ impl Server {
             }
             Err(error) => {
                 if error.status >= 500 {
-                    tracing::error!(%object, status = error.status, error = %error.message, "is: request failed");
+                    error!(component = "is", %object, status = error.status, error = %error.message, "request failed");
                 } else {
-                    tracing::info!(%object, status = error.status, error = %error.message, "is: request refused");
+                    info!(component = "is", %object, status = error.status, error = %error.message, "request refused");
                 }
                 error_response(&error, error_detail)
             }
@@ -554,8 +502,8 @@ impl Server {
 
     /// `GET /info`: the server properties `ps` shows.
     async fn info(self: Arc<Self>) -> Response<Full<Bytes>> {
-        let svg = match &self.svg_addr {
-            Some(addr) if svg_healthy(addr).await => "ok",
+        let svg = match &self.svg {
+            Some(client) if client.is_healthy().await => "ok",
             _ => "unreachable",
         };
         let live = self.clone();
@@ -582,7 +530,7 @@ fn load_source(
     let resolved = catalogs.resolve_with_default(object, default_image, images)?;
     let attrs = catalogs.attributes(&resolved.catalog);
     let unreadable = |error: std::io::Error| {
-        tracing::warn!(%object, path = %resolved.path.display(), %error, "is: cannot read a source");
+        warn!(component = "is", %object, path = %resolved.path.display(), %error, "cannot read a source");
         ImageError::not_found(object)
     };
     // Taken before reading: a stamp older than the bytes is safe (`ps` re-renders when it
@@ -648,24 +596,10 @@ async fn run_blocking<T: Send + 'static>(
                 .map(|s| (*s).to_owned())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".to_owned());
-            tracing::error!(panic = %what, "is: image processing panicked");
+            error!(component = "is", panic = %what, "image processing panicked");
             Err(ImageError::internal("image processing failed"))
         }
         Err(_) => Err(ImageError::internal("image processing was cancelled")),
-    }
-}
-
-/// Whether the svg server at `addr` answers `GET /healthz` with 200 within
-/// [`SVG_HEALTH_TIMEOUT`].
-async fn svg_healthy(addr: &str) -> bool {
-    let Ok(uri) = format!("http://{addr}/healthz").parse::<hyper::Uri>() else {
-        return false;
-    };
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    match tokio::time::timeout(SVG_HEALTH_TIMEOUT, client.get(uri)).await {
-        Ok(Ok(response)) => response.status() == StatusCode::OK,
-        _ => false,
     }
 }
 
@@ -717,6 +651,7 @@ mod tests {
     use http_body_util::BodyExt as _;
     use hyper::HeaderMap;
     use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
     use tokio::sync::oneshot;
     use tokio::time::{timeout, Instant};
 

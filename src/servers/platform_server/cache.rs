@@ -52,7 +52,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::imaging::ImageRequest;
+use crate::imaging::{query, ImageRequest};
 
 /// The default capacity: 256 MiB.
 pub const DEFAULT_CAPACITY: u64 = 256 * 1024 * 1024;
@@ -171,22 +171,10 @@ pub fn encode_path(path: &str) -> String {
     out
 }
 
-/// The inverse of [`encode_path`]; `None` for malformed escapes or bytes that are not UTF-8.
+/// The inverse of [`encode_path`]; `None` for malformed escapes (see
+/// [`query::percent_decode`]) or bytes that are not UTF-8.
 pub fn decode_path(encoded: &str) -> Option<String> {
-    let bytes = encoded.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = encoded.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    query::percent_decode(encoded).ok()
 }
 
 /// The cache key of `request`: its JSON without the `cache` field (see the module docs).
@@ -567,6 +555,9 @@ mod tests {
         }
         assert_eq!(decode_path("%4"), None);
         assert_eq!(decode_path("%zz"), None);
+        // Two hex digits, not whatever `u8::from_str_radix` would take: `+1` is not byte 1.
+        assert_eq!(decode_path("%+1"), None);
+        assert_eq!(decode_path("a%2Fb").as_deref(), Some("a/b"));
         let stamp = SourceStamp {
             path: "dir/my photo.jpg".into(),
             mtime_ns: -5,
