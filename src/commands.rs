@@ -118,7 +118,8 @@ pub(crate) fn provision_samples(home: &Home) {
 /// Loads the configuration; an invalid one ends the command with exit code 6.
 fn load_config(home: &Home) -> anyhow::Result<Config> {
     let exe = std::env::current_exe()?;
-    config::load(home, &exe).map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()).into())
+    let self_program = crate::servers::args::self_program(exe);
+    config::load(home, &self_program).map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()).into())
 }
 
 /// The configured name of `name` (or alias), or a usage error listing the configured names.

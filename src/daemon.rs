@@ -68,6 +68,12 @@ pub fn program() -> Option<PathBuf> {
     crate::installed_beside(&std::env::current_exe().ok()?, "imageserving-supervisor")
 }
 
+/// What `@self` stands for in the configuration when `exe` is the `imageserving` program. Read
+/// at each load, so that a reload sees a server program installed since.
+fn self_program(exe: &Path) -> config::SelfProgram {
+    crate::servers::args::self_program(exe.to_path_buf())
+}
+
 /// The command that runs the daemon on `home`: `imageserving-supervisor` if installed, else
 /// this program's `supervisor` command. `@self` stays this program either way.
 pub fn command(home: &Home, detached: bool, verbose: u8, quiet: bool) -> anyhow::Result<Command> {
@@ -106,7 +112,8 @@ pub fn command(home: &Home, detached: bool, verbose: u8, quiet: bool) -> anyhow:
 fn run_daemon(home: &Home, detached: bool, exe: &Path) -> anyhow::Result<u8> {
     home.ensure_layout()?;
     home.check_socket_path()?;
-    let config = config::load(home, exe).map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()))?;
+    let config = config::load(home, &self_program(exe))
+        .map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()))?;
     let _lock = lock(home, detached)?;
     raise_open_file_limit();
     sweep_leftovers(home);

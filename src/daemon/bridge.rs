@@ -94,7 +94,7 @@ impl Bridge {
     /// the supervisor-wide policy follow a reload; the socket and the home stay as they are.
     pub async fn reload(&self, wait: Option<Duration>) -> Response {
         let _one_at_a_time = self.reloading.lock().await;
-        let config = match config::load(&self.home_dir, &self.exe) {
+        let config = match config::load(&self.home_dir, &super::self_program(&self.exe)) {
             Ok(config) => config,
             Err(e) => {
                 warn!(error = %e, "reload refused: the configuration is invalid; nothing changed");
