@@ -90,29 +90,12 @@ fn component(name: &str, global: &crate::cli::GlobalArgs) -> anyhow::Result<u8> 
 /// pid a service manager or a container runtime knows stays the daemon's), else in this process.
 fn supervisor(home: &Home, detached: bool, global: &crate::cli::GlobalArgs) -> anyhow::Result<u8> {
     use std::os::unix::process::CommandExt;
-    provision_samples(home);
     if crate::daemon::program().is_some() {
         let err = crate::daemon::command(home, detached, global.verbose, global.quiet)?.exec();
         return Err(anyhow::Error::from(err).context("running imageserving-supervisor"));
     }
     let exe = std::env::current_exe()?;
     crate::daemon::run(home, detached, &exe)
-}
-
-/// Creates the sample catalog and images in a home that lacks them (files that exist, even
-/// edited or emptied, are left alone). Done by the command that starts a daemon, not by the
-/// daemon, which links no image encoder.
-pub(crate) fn provision_samples(home: &Home) {
-    match crate::imaging::samples::provision(home.root()) {
-        Ok(created) if !created.is_empty() => {
-            tracing::info!(
-                files = created.len(),
-                "created the sample catalog and images"
-            )
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not create the sample catalog and images"),
-    }
 }
 
 /// Loads the configuration; an invalid one ends the command with exit code 6.
