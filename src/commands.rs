@@ -90,7 +90,6 @@ fn component(name: &str, global: &crate::cli::GlobalArgs) -> anyhow::Result<u8> 
 /// pid a service manager or a container runtime knows stays the daemon's), else in this process.
 fn supervisor(home: &Home, detached: bool, global: &crate::cli::GlobalArgs) -> anyhow::Result<u8> {
     use std::os::unix::process::CommandExt;
-    provision_samples(home);
     if crate::daemon::program().is_some() {
         let err = crate::daemon::command(home, detached, global.verbose, global.quiet)?.exec();
         return Err(anyhow::Error::from(err).context("running imageserving-supervisor"));
@@ -99,26 +98,11 @@ fn supervisor(home: &Home, detached: bool, global: &crate::cli::GlobalArgs) -> a
     crate::daemon::run(home, detached, &exe)
 }
 
-/// Creates the sample catalog and images in a home that lacks them (files that exist, even
-/// edited or emptied, are left alone). Done by the command that starts a daemon, not by the
-/// daemon, which links no image encoder.
-pub(crate) fn provision_samples(home: &Home) {
-    match crate::imaging::samples::provision(home.root()) {
-        Ok(created) if !created.is_empty() => {
-            tracing::info!(
-                files = created.len(),
-                "created the sample catalog and images"
-            )
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not create the sample catalog and images"),
-    }
-}
-
 /// Loads the configuration; an invalid one ends the command with exit code 6.
 fn load_config(home: &Home) -> anyhow::Result<Config> {
     let exe = std::env::current_exe()?;
-    config::load(home, &exe).map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()).into())
+    let self_program = crate::servers::args::self_program(exe);
+    config::load(home, &self_program).map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()).into())
 }
 
 /// The configured name of `name` (or alias), or a usage error listing the configured names.

@@ -5,6 +5,10 @@
 //! file (every table with `deny_unknown_fields`), then [`parse`] turns them into a
 //! [`TreeSpec`] for the actors crate, checked by [`TreeSpec::validate`]. Every error names the
 //! file (or "embedded default") and the key, so a user can find the line to fix.
+//!
+//! Parsing is pure: the text, the home and what `@self` stands for ([`SelfProgram`], which the
+//! caller resolves) give the configuration. Nothing here looks at which programs are installed;
+//! only [`load`] reads a file, the home's configuration.
 //! `docs/configuration.md` documents every key; a test keeps it in step with [`DEFAULT_CONFIG`].
 
 use std::collections::{BTreeMap, HashMap};
@@ -52,6 +56,27 @@ command = ["@self", "component", "svg"]
 aliases = ["svg-server"]
 port = 27346
 "#;
+
+/// What a leading `@self` in a component's `command` stands for, as the caller found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelfProgram {
+    /// This program (`imageserving`), which `@self` names.
+    pub exe: PathBuf,
+    /// The component servers' own program (`imageserving-server`) when it is installed beside
+    /// `exe`: `@self component NAME` then runs it directly (one exec instead of two, and the
+    /// CLI, which maps no image code, is not in between).
+    pub server_exe: Option<PathBuf>,
+}
+
+impl SelfProgram {
+    /// `@self` is `exe`, and `@self component NAME` runs `exe component NAME`.
+    pub fn new(exe: impl Into<PathBuf>) -> Self {
+        SelfProgram {
+            exe: exe.into(),
+            server_exe: None,
+        }
+    }
+}
 
 /// What [`Config::source`] is called in messages when it is `None`.
 pub const EMBEDDED_ORIGIN: &str = "embedded default";
@@ -164,29 +189,30 @@ impl Config {
 }
 
 /// Reads `home`'s `conf/imageserving.toml`, or the embedded default when it does not exist.
-/// `self_exe` replaces a leading `@self` in commands.
-pub fn load(home: &Home, self_exe: &Path) -> Result<Config, ConfigError> {
+/// `self_program` replaces a leading `@self` in commands.
+pub fn load(home: &Home, self_program: &SelfProgram) -> Result<Config, ConfigError> {
     let path = home.conf_file();
     match fs::read_to_string(&path) {
         Ok(text) => {
-            let mut config = parse(&text, &path.display().to_string(), home, self_exe)?;
+            let mut config = parse(&text, &path.display().to_string(), home, self_program)?;
             config.source = Some(path);
             Ok(config)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            parse(DEFAULT_CONFIG, EMBEDDED_ORIGIN, home, self_exe)
+            parse(DEFAULT_CONFIG, EMBEDDED_ORIGIN, home, self_program)
         }
         Err(source) => Err(ConfigError::Read { path, source }),
     }
 }
 
 /// Parses and validates configuration `text`; `origin` names it in errors. The result's
-/// `source` is `None`: [`load`] fills it in for a file.
+/// `source` is `None`: [`load`] fills it in for a file. `home` places the logs, `cwd` and the
+/// file checks; `self_program` replaces a leading `@self` in commands.
 pub fn parse(
     text: &str,
     origin: &str,
     home: &Home,
-    self_exe: &Path,
+    self_program: &SelfProgram,
 ) -> Result<Config, ConfigError> {
     let raw = read_raw(text, origin)?;
     let start_wait = match &raw.supervisor.start_wait {
@@ -229,7 +255,7 @@ pub fn parse(
     let builder = Builder {
         origin,
         home,
-        self_exe,
+        self_program,
     };
     let mut built = Vec::with_capacity(components.len());
     for (name, raw) in &components {
@@ -412,7 +438,7 @@ fn read_raw(text: &str, origin: &str) -> Result<RawFile, ConfigError> {
 struct Builder<'a> {
     origin: &'a str,
     home: &'a Home,
-    self_exe: &'a Path,
+    self_program: &'a SelfProgram,
 }
 
 impl Builder<'_> {
@@ -625,24 +651,27 @@ impl Builder<'_> {
         }
         let mut command = command.to_vec();
         if program == SELF_COMMAND {
-            let Some(exe) = self.self_exe.to_str() else {
+            let exe = &self.self_program.exe;
+            let Some(exe_text) = exe.to_str() else {
                 return Err(self.err(
                     name,
                     "command",
                     format!(
                         "cannot use `@self`: this program's path `{}` is not UTF-8",
-                        self.self_exe.display()
+                        exe.display()
                     ),
                 ));
             };
-            command[0] = exe.to_string();
-            // `@self component NAME`: the servers' own program, when it is installed beside
-            // (one exec instead of two, and the small CLI never maps the image code).
+            command[0] = exe_text.to_string();
+            // `@self component NAME`: the servers' own program, when there is one.
             if command.get(1).map(String::as_str) == Some("component") {
-                if let Some(server) = crate::servers::args::program_beside(self.self_exe)
-                    .and_then(|p| p.to_str().map(String::from))
+                if let Some(server) = self
+                    .self_program
+                    .server_exe
+                    .as_deref()
+                    .and_then(Path::to_str)
                 {
-                    command.splice(0..2, [server]);
+                    command.splice(0..2, [server.to_string()]);
                 }
             }
         }
@@ -1003,18 +1032,23 @@ mod tests {
     use super::*;
 
     const EXE: &str = "/opt/imageserving/bin/imageserving";
+    const SERVER_EXE: &str = "/opt/imageserving/bin/imageserving-server";
+
+    fn self_program() -> SelfProgram {
+        SelfProgram::new(EXE)
+    }
 
     fn home() -> Home {
         Home::new("/nonexistent-imageserving/home").unwrap()
     }
 
     fn parse_ok(text: &str) -> Config {
-        parse(text, "test.toml", &home(), Path::new(EXE)).unwrap()
+        parse(text, "test.toml", &home(), &self_program()).unwrap()
     }
 
     /// The error message for `text`, which must be invalid.
     fn parse_err(text: &str) -> String {
-        let e = parse(text, "test.toml", &home(), Path::new(EXE)).unwrap_err();
+        let e = parse(text, "test.toml", &home(), &self_program()).unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("test.toml: "), "{msg}");
         msg
@@ -1038,7 +1072,7 @@ mod tests {
 
     #[test]
     fn default_has_three_components_back_ends_first() {
-        let c = parse(DEFAULT_CONFIG, EMBEDDED_ORIGIN, &home(), Path::new(EXE)).unwrap();
+        let c = parse(DEFAULT_CONFIG, EMBEDDED_ORIGIN, &home(), &self_program()).unwrap();
         assert_eq!(c.component_names(), ["is", "svg", "ps"]);
         assert_eq!(c.start_wait, Duration::from_secs(60));
         assert_eq!(c.tree.tree_id, "/nonexistent-imageserving/home");
@@ -1083,7 +1117,7 @@ mod tests {
     fn load_falls_back_to_the_default_and_reads_the_file() {
         let tmp = tempfile::tempdir().unwrap();
         let home = Home::new(tmp.path()).unwrap();
-        let c = load(&home, Path::new(EXE)).unwrap();
+        let c = load(&home, &self_program()).unwrap();
         assert_eq!(c.source, None);
         assert_eq!(c.origin(), "embedded default");
         assert_eq!(c.tree.components.len(), 3);
@@ -1094,12 +1128,12 @@ mod tests {
             "[components.solo]\ncommand = [\"sleep\", \"100\"]\n",
         )
         .unwrap();
-        let c = load(&home, Path::new(EXE)).unwrap();
+        let c = load(&home, &self_program()).unwrap();
         assert_eq!(c.source.as_deref(), Some(home.conf_file().as_path()));
         assert_eq!(c.component_names(), ["solo"]);
 
         fs::write(home.conf_file(), "[components.solo]\ncommand = []\n").unwrap();
-        let msg = load(&home, Path::new(EXE)).unwrap_err().to_string();
+        let msg = load(&home, &self_program()).unwrap_err().to_string();
         assert!(
             msg.contains("imageserving.toml: components.solo.command"),
             "{msg}"
@@ -1290,6 +1324,42 @@ file = "/tmp/worker.alive"
     fn self_is_replaced_only_in_first_place() {
         let c = parse_ok("[components.a]\ncommand = [\"@self\", \"@self\"]\n");
         assert_eq!(c.component("a").unwrap().command, [EXE, "@self"]);
+    }
+
+    #[test]
+    fn self_component_runs_the_server_program_when_there_is_one() {
+        let text = "[components.a]\ncommand = [\"@self\", \"component\", \"is\", \"-v\"]\n\
+                    [components.b]\ncommand = [\"@self\", \"status\"]\n";
+        let with_server = SelfProgram {
+            exe: EXE.into(),
+            server_exe: Some(SERVER_EXE.into()),
+        };
+        let c = parse(text, "test.toml", &home(), &with_server).unwrap();
+        assert_eq!(c.component("a").unwrap().command, [SERVER_EXE, "is", "-v"]);
+        assert_eq!(c.component("b").unwrap().command, [EXE, "status"]);
+        let c = parse_ok(text);
+        assert_eq!(
+            c.component("a").unwrap().command,
+            [EXE, "component", "is", "-v"]
+        );
+    }
+
+    #[test]
+    fn self_needs_a_utf8_path() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let exe = PathBuf::from(std::ffi::OsStr::from_bytes(b"/opt/\xff/imageserving"));
+        let e = parse(
+            "[components.a]\ncommand = [\"@self\", \"component\", \"is\"]\n",
+            "test.toml",
+            &home(),
+            &SelfProgram::new(exe),
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("test.toml: components.a.command: cannot use `@self`"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -1777,7 +1847,7 @@ file = "/tmp/worker.alive"
         let mut blocks = 0;
         for block in docs.split("```toml\n").skip(1) {
             let text = block.split("```").next().unwrap_or_default();
-            if let Err(e) = parse(text, "docs", &home(), Path::new(EXE)) {
+            if let Err(e) = parse(text, "docs", &home(), &self_program()) {
                 panic!("a TOML example in docs/configuration.md does not parse: {e}\n{text}");
             }
             blocks += 1;

@@ -3,8 +3,9 @@
 //!
 //! Start-up order matters: the lock first (so nothing of a live supervisor is ever touched),
 //! then the cleanup of what a killed supervisor left (socket, pid file, marked processes),
-//! then the pid file, the tree and the socket. Shut-down is the reverse; the lock is released
-//! last, when the process exits.
+//! then the pid file, the request for the samples of a fresh home (`run/samples.due`, which
+//! the Image Server takes), the tree and the socket. Shut-down is the reverse; the lock is
+//! released last, when the process exits.
 //!
 //! Detached (started by `start`), the daemon logs to `logs/supervisor.log`, rotated (see
 //! [`log`]); in the foreground, to standard error.
@@ -68,6 +69,12 @@ pub fn program() -> Option<PathBuf> {
     crate::installed_beside(&std::env::current_exe().ok()?, "imageserving-supervisor")
 }
 
+/// What `@self` stands for in the configuration when `exe` is the `imageserving` program. Read
+/// at each load, so that a reload sees a server program installed since.
+fn self_program(exe: &Path) -> config::SelfProgram {
+    crate::servers::args::self_program(exe.to_path_buf())
+}
+
 /// The command that runs the daemon on `home`: `imageserving-supervisor` if installed, else
 /// this program's `supervisor` command. `@self` stays this program either way.
 pub fn command(home: &Home, detached: bool, verbose: u8, quiet: bool) -> anyhow::Result<Command> {
@@ -106,11 +113,13 @@ pub fn command(home: &Home, detached: bool, verbose: u8, quiet: bool) -> anyhow:
 fn run_daemon(home: &Home, detached: bool, exe: &Path) -> anyhow::Result<u8> {
     home.ensure_layout()?;
     home.check_socket_path()?;
-    let config = config::load(home, exe).map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()))?;
+    let config = config::load(home, &self_program(exe))
+        .map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()))?;
     let _lock = lock(home, detached)?;
     raise_open_file_limit();
     sweep_leftovers(home);
     write_pid_file(home)?;
+    request_samples(home);
     // One thread runs every actor and the control socket: their handlers only compute and
     // send messages; what blocks (/proc scans, log writes, kills and waits) goes to the
     // blocking pool, and spawning to the spawner thread. Supervising needs no parallelism,
@@ -206,6 +215,15 @@ fn raise_open_file_limit() {
                 warn!("could not raise the open-file limit");
             }
         }
+    }
+}
+
+/// Asks the Image Server to create the samples of a fresh home where they are missing, once per
+/// start of the supervisor (see `imaging::samples`): the daemon maps no image code itself.
+fn request_samples(home: &Home) {
+    let path = home.samples_due();
+    if let Err(e) = File::create(&path) {
+        warn!(path = %path.display(), error = %e, "could not ask for the sample catalog and images");
     }
 }
 

@@ -6,7 +6,8 @@
 //!   conf/imageserving.toml   optional configuration (see docs/configuration.md)
 //!   logs/supervisor.log      the daemon's log
 //!   logs/<component>.log     each component's standard output and error
-//!   run/                     mode 0700: control.sock, supervisor.pid, supervisor.lock
+//!   run/                     mode 0700: control.sock, supervisor.pid, supervisor.lock,
+//!                            samples.due
 //!   catalog/                 default.ini and the named catalogs (attributes, ids)
 //!   images/                  source images
 //! ```
@@ -177,6 +178,12 @@ impl Home {
         self.run_dir().join("supervisor.lock")
     }
 
+    /// `run/samples.due`: written by the daemon when it starts, taken by the Image Server, which
+    /// then creates the samples of a fresh home (see `imaging::samples::provision_if_due`).
+    pub fn samples_due(&self) -> PathBuf {
+        self.run_dir().join("samples.due")
+    }
+
     /// The daemon's own log, `logs/supervisor.log`.
     pub fn supervisor_log(&self) -> PathBuf {
         self.logs_dir().join("supervisor.log")
@@ -335,6 +342,7 @@ mod tests {
         assert_eq!(home.socket_path(), root.join("run/control.sock"));
         assert_eq!(home.pid_file(), root.join("run/supervisor.pid"));
         assert_eq!(home.lock_file(), root.join("run/supervisor.lock"));
+        assert_eq!(home.samples_due(), root.join("run/samples.due"));
         assert_eq!(home.supervisor_log(), root.join("logs/supervisor.log"));
         assert_eq!(home.component_log("is"), root.join("logs/is.log"));
         assert_eq!(home.tree_id(), root.to_str().unwrap());

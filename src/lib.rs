@@ -9,6 +9,10 @@
 //! - [`home`]: the home directory layout; [`config`]: the TOML configuration;
 //! - [`servers`]: the component servers `ps`, `is`, `svg`; [`imaging`]: the image protocol and
 //!   pipeline they share.
+//!
+//! Which of these may use which (the wire format not the tree, configuration parsing not the
+//! servers, the CLI and the daemon not the image code) is checked by `tests/layering.rs`, whose
+//! module documentation draws the layers.
 
 pub mod cli;
 pub mod client;

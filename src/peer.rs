@@ -4,15 +4,14 @@
 //! home's `run/` directory, mode 0700, and is itself mode 0600, so a process of another uid
 //! already fails at `connect`. The second is this module: on every accepted connection the
 //! daemon asks the kernel who the peer is (`SO_PEERCRED`, through tokio's
-//! [`UnixStream::peer_cred`]) and serves it only if [`authorize`] agrees. The second wall
-//! matters when the first is weakened, e.g. a home whose permissions were loosened by hand or a
-//! root-owned daemon whose socket directory was made group-readable.
+//! [`UnixStream::peer_cred`](tokio::net::UnixStream::peer_cred)) and serves it only if
+//! [`authorize`] agrees. The second wall matters when the first is weakened, e.g. a home whose
+//! permissions were loosened by hand or a root-owned daemon whose socket directory was made
+//! group-readable.
 //!
 //! The policy: the daemon's own user is served, and so is root (which can do anything to the
 //! daemon anyway). Everyone else is denied, root's daemon included: a root supervisor obeys only
 //! root.
-
-use tokio::net::UnixStream;
 
 /// A refused peer. The message names both uids so that the log says who tried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,25 +37,6 @@ pub fn authorize(peer_uid: u32, daemon_uid: u32) -> Result<(), Denied> {
             daemon_uid,
         })
     }
-}
-
-/// Why an accepted connection was not authorized.
-#[derive(Debug, thiserror::Error)]
-pub enum PeerError {
-    /// The kernel would not say who the peer is; the connection is refused.
-    #[error("reading the credentials of a control connection: {0}")]
-    Credentials(#[source] std::io::Error),
-    /// The peer is not allowed.
-    #[error(transparent)]
-    Denied(#[from] Denied),
-}
-
-/// Applies [`authorize`] to an accepted connection, returning the peer's uid on success.
-/// `daemon_uid` is the daemon's effective uid (`nix::unistd::geteuid()`).
-pub fn authorize_stream(stream: &UnixStream, daemon_uid: u32) -> Result<u32, PeerError> {
-    let peer_uid = stream.peer_cred().map_err(PeerError::Credentials)?.uid();
-    authorize(peer_uid, daemon_uid)?;
-    Ok(peer_uid)
 }
 
 #[cfg(test)]
@@ -92,25 +72,5 @@ mod tests {
     #[test]
     fn root_daemon_denies_ordinary_users() {
         assert!(authorize(1000, 0).is_err());
-    }
-
-    #[tokio::test]
-    async fn a_connection_from_our_own_process_is_served() {
-        let (a, _b) = UnixStream::pair().unwrap();
-        let me = nix::unistd::geteuid().as_raw();
-        assert_eq!(authorize_stream(&a, me).unwrap(), me);
-        // The same stream, judged by a daemon of another (non-root) uid, is refused,
-        // unless the test itself runs as root, which every daemon serves.
-        let other = if me == 4_000_000 {
-            4_000_001
-        } else {
-            4_000_000
-        };
-        let result = authorize_stream(&a, other);
-        if me == 0 {
-            assert!(result.is_ok());
-        } else {
-            assert!(matches!(result, Err(PeerError::Denied(_))));
-        }
     }
 }

@@ -338,55 +338,6 @@ pub struct EventReport {
     pub limit_bytes: Option<u64>,
 }
 
-impl EventReport {
-    /// The wire form of a tree event.
-    pub fn of(event: &imageserving_actors::events::TreeEvent) -> Self {
-        use imageserving_actors::events::EventKind;
-        use imageserving_actors::lifecycle::ExitReason;
-        let mut report = EventReport {
-            component: event.component.clone(),
-            event: event.kind.name().to_string(),
-            at: rfc3339_ms(event.at),
-            at_unix_ms: unix_ms(event.at),
-            text: event.to_string(),
-            pid: None,
-            attempt: None,
-            exit_code: None,
-            signal: None,
-            delay_ms: None,
-            reason: None,
-            used_bytes: None,
-            limit_bytes: None,
-        };
-        match &event.kind {
-            EventKind::Spawned { pid, attempt } => {
-                report.pid = Some(*pid);
-                report.attempt = Some(*attempt);
-            }
-            EventKind::Running { pid } => report.pid = Some(*pid),
-            EventKind::Exited { pid, reason } => {
-                report.pid = *pid;
-                match reason {
-                    ExitReason::Code(c) => report.exit_code = Some(*c),
-                    ExitReason::Signal(s) => report.signal = Some(*s),
-                }
-            }
-            EventKind::Backoff { delay } => {
-                report.delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-            }
-            EventKind::Fatal { reason } | EventKind::Unhealthy { reason } => {
-                report.reason = Some(reason.clone());
-            }
-            EventKind::MemoryLimit { used, limit } => {
-                report.used_bytes = Some(*used);
-                report.limit_bytes = Some(*limit);
-            }
-            _ => {}
-        }
-        report
-    }
-}
-
 /// The class of a failed request, serialized in `snake_case`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -830,6 +781,38 @@ mod tests {
         }
     }
 
+    fn sample_event() -> EventReport {
+        EventReport {
+            component: "is".into(),
+            event: "exited".into(),
+            at: "2025-11-26T21:22:58.004Z".into(),
+            at_unix_ms: 1_764_192_178_004,
+            text: "is exited: pid 7 killed by signal 9 (SIGKILL)".into(),
+            pid: Some(7),
+            attempt: None,
+            exit_code: None,
+            signal: Some(9),
+            delay_ms: None,
+            reason: None,
+            used_bytes: None,
+            limit_bytes: None,
+        }
+    }
+
+    #[test]
+    fn event_has_a_stable_shape_without_the_details_that_do_not_apply() {
+        let json = String::from_utf8(encode(&Response::Event(sample_event()))).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"v":1,"response":{"type":"event","component":"is","event":"exited","#,
+                r#""at":"2025-11-26T21:22:58.004Z","at_unix_ms":1764192178004,"#,
+                r#""text":"is exited: pid 7 killed by signal 9 (SIGKILL)","pid":7,"signal":9}}"#,
+                "\n"
+            )
+        );
+    }
+
     async fn read_one(bytes: &[u8]) -> Result<Option<Vec<u8>>, ProtocolError> {
         let mut reader = BufReader::new(bytes);
         read_frame(&mut reader).await
@@ -895,15 +878,7 @@ mod tests {
             },
             Response::Subscribed,
             Response::Missed { count: 3 },
-            Response::Event(EventReport::of(
-                &imageserving_actors::events::TreeEvent::now(
-                    "is",
-                    imageserving_actors::events::EventKind::Exited {
-                        pid: Some(7),
-                        reason: imageserving_actors::lifecycle::ExitReason::Signal(9),
-                    },
-                ),
-            )),
+            Response::Event(sample_event()),
         ];
         for kind in [
             ErrorKind::BadRequest,

@@ -2,7 +2,6 @@
 //! configuration has at least one component.
 #![no_main]
 
-use std::path::Path;
 use std::sync::OnceLock;
 
 use imageserving::config;
@@ -23,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         text,
         ORIGIN,
         home,
-        Path::new("/opt/imageserving/bin/imageserving"),
+        &config::SelfProgram::new("/opt/imageserving/bin/imageserving"),
     ) {
         Ok(config) => assert!(!config.tree.components.is_empty()),
         Err(e) => assert!(e.to_string().starts_with("fuzz.toml: "), "{e}"),

@@ -11,15 +11,15 @@ use std::time::Duration;
 use imageserving_actors::format;
 use imageserving_actors::spec::{ComponentSpec, Health, LogSpec, Ready, RestartType, Strategy};
 
-use crate::config::{self, Config, ConfigError, HOME_ENV, LISTEN_ENV};
+use crate::config::{self, Config, ConfigError, SelfProgram, HOME_ENV, LISTEN_ENV};
 use crate::exit::{self, Exit};
 use crate::home::Home;
 
 pub fn run(home: &Home, file: Option<&Path>) -> anyhow::Result<u8> {
-    let exe = std::env::current_exe()?;
+    let self_program = crate::servers::args::self_program(std::env::current_exe()?);
     let config = match file {
-        None => config::load(home, &exe),
-        Some(path) => load_file(path, home, &exe),
+        None => config::load(home, &self_program),
+        Some(path) => load_file(path, home, &self_program),
     }
     .map_err(|e| Exit::new(exit::BAD_CONFIG, e.to_string()))?;
     let text = explain(&config, home).map_err(|e| Exit::new(exit::BAD_CONFIG, e))?;
@@ -27,12 +27,12 @@ pub fn run(home: &Home, file: Option<&Path>) -> anyhow::Result<u8> {
 }
 
 /// `path` read and validated as [`config::load`] does the home's file.
-fn load_file(path: &Path, home: &Home, exe: &Path) -> Result<Config, ConfigError> {
+fn load_file(path: &Path, home: &Home, self_program: &SelfProgram) -> Result<Config, ConfigError> {
     let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut config = config::parse(&text, &path.display().to_string(), home, exe)?;
+    let mut config = config::parse(&text, &path.display().to_string(), home, self_program)?;
     config.source = Some(path.to_path_buf());
     Ok(config)
 }
@@ -300,8 +300,8 @@ mod tests {
     fn the_default_configuration_is_explained_in_start_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let home = Home::new(dir.path()).expect("home");
-        let exe = Path::new("/opt/is bin/imageserving");
-        let config = config::load(&home, exe).expect("the embedded default");
+        let exe = SelfProgram::new("/opt/is bin/imageserving");
+        let config = config::load(&home, &exe).expect("the embedded default");
         let text = explain(&config, &home).expect("explained");
         assert!(text.contains("embedded default"), "{text}");
         let at = |name: &str| text.find(&format!(". {name} (alias")).expect(name);

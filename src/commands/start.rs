@@ -104,7 +104,6 @@ pub fn failure(c: &ComponentStatus, wait: Duration) -> String {
 /// error go to `logs/supervisor.stderr` (appended, not rotated), which only receives what
 /// bypasses its log: a panic's message, the error it exits with.
 fn spawn_daemon(home: &Home) -> anyhow::Result<Client> {
-    super::provision_samples(home);
     let stderr_path = home.supervisor_stderr();
     let stderr = OpenOptions::new()
         .create(true)

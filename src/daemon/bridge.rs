@@ -2,6 +2,10 @@
 //! the [`SupervisorHandle`]. Its only state is the configuration in force, which a reload
 //! replaces.
 //!
+//! It is also where the tree's types become wire types ([`crate::protocol`] knows nothing of
+//! the tree): the status in `report`, the lifecycle states in `wire_state`, the events in
+//! `event_report`.
+//!
 //! Every connection is checked (peer uid), every frame is bounded in size and in time, and a
 //! request can only name configured components: nothing a client sends can make the daemon
 //! run a command of its choosing.
@@ -11,6 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
+use imageserving_actors::events::{EventKind, TreeEvent};
+use imageserving_actors::lifecycle::ExitReason;
 use imageserving_actors::{format, SupervisorHandle, TreeError, TreeStatus};
 use tokio::io::{AsyncReadExt, BufReader};
 use tokio::net::UnixStream;
@@ -88,7 +94,7 @@ impl Bridge {
     /// the supervisor-wide policy follow a reload; the socket and the home stay as they are.
     pub async fn reload(&self, wait: Option<Duration>) -> Response {
         let _one_at_a_time = self.reloading.lock().await;
-        let config = match config::load(&self.home_dir, &self.exe) {
+        let config = match config::load(&self.home_dir, &super::self_program(&self.exe)) {
             Ok(config) => config,
             Err(e) => {
                 warn!(error = %e, "reload refused: the configuration is invalid; nothing changed");
@@ -144,7 +150,7 @@ impl Bridge {
         loop {
             let frame = tokio::select! {
                 event = events.recv() => match event {
-                    Ok(event) => Response::Event(EventReport::of(&event)),
+                    Ok(event) => Response::Event(event_report(&event)),
                     Err(RecvError::Lagged(count)) => Response::Missed { count },
                     Err(RecvError::Closed) => return Ok(()),
                 },
@@ -448,6 +454,52 @@ fn wire_state(s: imageserving_actors::State) -> State {
     }
 }
 
+/// The wire form of a tree event: its name, when, its line for humans, and the details that
+/// apply to its kind.
+fn event_report(event: &TreeEvent) -> EventReport {
+    let mut report = EventReport {
+        component: event.component.clone(),
+        event: event.kind.name().to_string(),
+        at: protocol::rfc3339_ms(event.at),
+        at_unix_ms: protocol::unix_ms(event.at),
+        text: event.to_string(),
+        pid: None,
+        attempt: None,
+        exit_code: None,
+        signal: None,
+        delay_ms: None,
+        reason: None,
+        used_bytes: None,
+        limit_bytes: None,
+    };
+    match &event.kind {
+        EventKind::Spawned { pid, attempt } => {
+            report.pid = Some(*pid);
+            report.attempt = Some(*attempt);
+        }
+        EventKind::Running { pid } => report.pid = Some(*pid),
+        EventKind::Exited { pid, reason } => {
+            report.pid = *pid;
+            match reason {
+                ExitReason::Code(c) => report.exit_code = Some(*c),
+                ExitReason::Signal(s) => report.signal = Some(*s),
+            }
+        }
+        EventKind::Backoff { delay } => {
+            report.delay_ms = Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        }
+        EventKind::Fatal { reason } | EventKind::Unhealthy { reason } => {
+            report.reason = Some(reason.clone());
+        }
+        EventKind::MemoryLimit { used, limit } => {
+            report.used_bytes = Some(*used);
+            report.limit_bytes = Some(*limit);
+        }
+        _ => {}
+    }
+    report
+}
+
 fn tree_error(e: TreeError) -> Response {
     let kind = match e {
         TreeError::UnknownComponent { .. } => ErrorKind::UnknownComponent,
@@ -471,4 +523,105 @@ fn own_memory() -> Option<u64> {
         sysinfo::ProcessRefreshKind::nothing().with_memory(),
     );
     sys.process(pid).map(|p| p.memory())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    fn event(kind: EventKind) -> TreeEvent {
+        TreeEvent {
+            component: "is".into(),
+            at: UNIX_EPOCH + Duration::from_millis(1_764_192_178_004),
+            kind,
+        }
+    }
+
+    /// The JSON line `events --json` prints for `kind`: the response without its envelope.
+    fn json(kind: EventKind) -> String {
+        serde_json::to_string(&event_report(&event(kind))).unwrap()
+    }
+
+    #[test]
+    fn events_carry_the_details_of_their_kind_and_no_others() {
+        let head = r#"{"component":"is","#;
+        let at = r#""at":"2025-11-26T21:22:58.004Z","at_unix_ms":1764192178004,"#;
+        let cases = [
+            (
+                EventKind::Spawned { pid: 7, attempt: 2 },
+                r#""pid":7,"attempt":2"#,
+            ),
+            (EventKind::Running { pid: 7 }, r#""pid":7"#),
+            (
+                EventKind::Exited {
+                    pid: Some(7),
+                    reason: ExitReason::Signal(9),
+                },
+                r#""pid":7,"signal":9"#,
+            ),
+            (
+                EventKind::Exited {
+                    pid: None,
+                    reason: ExitReason::Code(1),
+                },
+                r#""exit_code":1"#,
+            ),
+            (
+                EventKind::Backoff {
+                    delay: Duration::from_millis(1500),
+                },
+                r#""delay_ms":1500"#,
+            ),
+            (
+                EventKind::Fatal {
+                    reason: "gave up".into(),
+                },
+                r#""reason":"gave up""#,
+            ),
+            (
+                EventKind::Unhealthy {
+                    reason: "no answer".into(),
+                },
+                r#""reason":"no answer""#,
+            ),
+            (
+                EventKind::MemoryLimit { used: 10, limit: 8 },
+                r#""used_bytes":10,"limit_bytes":8"#,
+            ),
+            (EventKind::Stopping, ""),
+            (EventKind::Stopped, ""),
+            (EventKind::Completed, ""),
+        ];
+        for (kind, details) in cases {
+            let name = kind.name();
+            let text = event(kind.clone()).to_string();
+            let details = if details.is_empty() {
+                String::new()
+            } else {
+                format!(",{details}")
+            };
+            assert_eq!(
+                json(kind),
+                format!(r#"{head}"event":"{name}",{at}"text":"{text}"{details}}}"#)
+            );
+        }
+    }
+
+    #[test]
+    fn every_state_has_its_wire_name() {
+        use imageserving_actors::State as S;
+        for (state, name) in [
+            (S::Stopped, "STOPPED"),
+            (S::Starting, "STARTING"),
+            (S::Running, "RUNNING"),
+            (S::Backoff, "BACKOFF"),
+            (S::Stopping, "STOPPING"),
+            (S::Exited, "EXITED"),
+            (S::Fatal, "FATAL"),
+        ] {
+            assert_eq!(wire_state(state).as_str(), name);
+        }
+    }
 }

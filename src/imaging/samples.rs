@@ -14,6 +14,12 @@
 //! It never overwrites: each file is written to a temporary name, then hard-linked to its final
 //! name, which fails if that name exists (even when another process creates it meanwhile), so an
 //! interrupted run leaves no half-written sample behind and an edited catalog is never replaced.
+//!
+//! When: once per start of the Server Supervisor. The daemon, which maps no image code, writes
+//! `run/samples.due` ([`Home::samples_due`]) when it starts; the Image Server takes it when it
+//! starts, before it loads the catalogs and opens its port ([`provision_if_due`]), so `start`
+//! returning with `is` running means the samples are served. A sample the operator deleted is
+//! created again by the next start of the supervisor, not by a restart of `is`.
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -23,6 +29,7 @@ use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::{ExtendedColorType, ImageEncoder as _};
 
+use crate::home::Home;
 use crate::imaging::catalog::{Attributes, ResMode, NEVER_EXPIRES};
 
 /// Width of the sample photo.
@@ -109,6 +116,40 @@ pub fn provision(home: &Path) -> io::Result<Vec<PathBuf>> {
         }
     }
     Ok(created)
+}
+
+/// Provisions the samples below `home` if the supervisor asked for them since the last time
+/// (`run/samples.due` exists), then takes the request back. A failure (a read-only `images/`)
+/// is logged and does not stop the caller.
+pub fn provision_if_due(home: &Path) {
+    let home = match Home::new(home) {
+        Ok(home) => home,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not create the sample catalog and images");
+            return;
+        }
+    };
+    let due = home.samples_due();
+    if fs::symlink_metadata(&due).is_err() {
+        return;
+    }
+    match provision(home.root()) {
+        Ok(created) if !created.is_empty() => {
+            tracing::info!(
+                files = created.len(),
+                "created the sample catalog and images"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not create the sample catalog and images"),
+    }
+    match fs::remove_file(&due) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %due.display(), error = %e, "could not remove the request for the samples")
+        }
+    }
 }
 
 /// Writes `path` unless it exists; returns whether it did.
@@ -455,6 +496,38 @@ mod tests {
             "# mine\n"
         );
         assert!(provision(home).unwrap().is_empty());
+    }
+
+    #[test]
+    fn provision_if_due_runs_once_per_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = Home::new(tmp.path()).unwrap();
+        home.ensure_layout().unwrap();
+        // The slow images exist already: what is created here is what is missing.
+        let sample = home.images_dir().join("sample");
+        fs::create_dir_all(&sample).unwrap();
+        for name in ["photo.jpg", "logo.png", "drawing.svg"] {
+            fs::write(sample.join(name), name).unwrap();
+        }
+        let default_ini = home.catalog_dir().join("default.ini");
+
+        // No request: nothing is created.
+        provision_if_due(home.root());
+        assert!(!default_ini.exists());
+
+        fs::write(home.samples_due(), "").unwrap();
+        provision_if_due(home.root());
+        assert!(default_ini.exists() && home.catalog_dir().join("sample.ini").exists());
+        assert!(!home.samples_due().exists(), "the request is taken");
+        assert_eq!(fs::read(sample.join("photo.jpg")).unwrap(), b"photo.jpg");
+
+        // A deleted sample stays deleted until the next request.
+        fs::remove_file(&default_ini).unwrap();
+        provision_if_due(home.root());
+        assert!(!default_ini.exists());
+        fs::write(home.samples_due(), "").unwrap();
+        provision_if_due(home.root());
+        assert!(default_ini.exists());
     }
 
     #[test]

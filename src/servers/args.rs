@@ -11,6 +11,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use crate::config::SelfProgram;
+
 /// What `imageserving-server` was asked to run.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ServerArgs {
@@ -98,6 +100,13 @@ impl ServerArgs {
 /// `imageserving-server` beside `exe` (the `imageserving` program), if it is installed there.
 pub fn program_beside(exe: &std::path::Path) -> Option<PathBuf> {
     crate::installed_beside(exe, "imageserving-server")
+}
+
+/// What `@self` stands for in the configuration when this program is `exe`: `exe` itself, and
+/// for `@self component NAME` this program, [`program_beside`] `exe`, if it is installed.
+pub fn self_program(exe: PathBuf) -> SelfProgram {
+    let server_exe = program_beside(&exe);
+    SelfProgram { exe, server_exe }
 }
 
 #[cfg(test)]

@@ -44,8 +44,8 @@
 //!   and requests in flight get up to their deadline (plus a second) to finish.
 //!
 //! Catalogs are read at start (an invalid one stops the server from starting) and reloaded as
-//! [`crate::imaging::catalog`] describes. The samples of [`crate::imaging::samples`] are not
-//! created here: whoever sets up a home calls [`crate::imaging::samples::provision`].
+//! [`crate::imaging::catalog`] describes. Before that, [`run_from_env`] creates the samples of a
+//! fresh home when the supervisor asks for them ([`crate::imaging::samples::provision_if_due`]).
 
 use std::future::Future;
 use std::io::Read as _;
@@ -163,6 +163,8 @@ pub async fn run_from_env(
     let svg_addr = std::env::var(ENV_SVG_ADDR)
         .ok()
         .filter(|a| !a.trim().is_empty());
+    // Before the port opens: once `is` counts as running, the samples are served.
+    crate::imaging::samples::provision_if_due(std::path::Path::new(&home));
     let listener = TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

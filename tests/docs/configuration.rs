@@ -8,7 +8,6 @@
 //! and the same file with `key = <documented default>`: the two configurations must be equal.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use imageserving::config::{self, Config};
 use imageserving::home::Home;
@@ -288,7 +287,7 @@ fn parse(text: &str) -> Result<Config, String> {
         text,
         "test.toml",
         &home,
-        Path::new("/nonexistent-imageserving-docs/bin/imageserving"),
+        &config::SelfProgram::new("/nonexistent-imageserving-docs/bin/imageserving"),
     )
     .map_err(|e| e.to_string())
 }

@@ -364,7 +364,7 @@ const SELF_EXE: &str = "/opt/imageserving/bin/imageserving";
 /// Parses `text`: an error names `origin` first; a configuration keeps every promise the daemon
 /// relies on without checking again.
 fn check_config(text: &str, origin: &str) -> Result<(), TestCaseError> {
-    let config = match config::parse(text, origin, home(), Path::new(SELF_EXE)) {
+    let config = match config::parse(text, origin, home(), &config::SelfProgram::new(SELF_EXE)) {
         Ok(config) => config,
         Err(e) => {
             prop_assert!(
