@@ -598,6 +598,9 @@ async fn a_fatal_dependency_blocks_its_dependent_and_wait_settled_returns() {
             let mut a = shell(dir, "a", "exit 1");
             a.policy.max_restarts = 2;
             a.policy.backoff_initial = Duration::from_millis(20);
+            // Each attempt must fail before it counts as up, however slow the machine is to
+            // run `sh`: otherwise a slow `exit 1` is RUNNING for a moment and `b` starts.
+            a.policy.start_secs = Duration::from_secs(5);
             let mut b = command(dir, "b", &["sleep", "1000"]);
             b.depends_on = vec!["a".into()];
             vec![a, b]
