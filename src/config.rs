@@ -9,7 +9,8 @@
 //! Parsing is pure: the text, the home and what `@self` stands for ([`SelfProgram`], which the
 //! caller resolves) give the configuration. Nothing here looks at which programs are installed;
 //! only [`load`] reads a file, the home's configuration.
-//! `docs/configuration.md` documents every key; a test keeps it in step with [`DEFAULT_CONFIG`].
+//! `docs/configuration.md` documents every key: `tests/docs/` checks its key tables and
+//! defaults against this parser, and a unit test keeps it in step with [`DEFAULT_CONFIG`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;

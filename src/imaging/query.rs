@@ -18,42 +18,12 @@
 //!
 //! The query is split on `&`. Empty elements are skipped; an element starting with `.` is a
 //! comment and runs to the next `&`. Each other element is `name[=value]`, split at the first
-//! `=`. The name is case-insensitive; the value is percent-decoded (`+` stays `+`, it is not a
-//! space) and then split on `,` into a list, so an encoded comma (`%2C`) separates items too.
-//! Keyword values (`req=PROPS`, `fmt=JPG`, `fit=Crop`) are case-insensitive as well.
-//!
-//! Choices of ours, where the original's documentation is silent:
-//! - **A command given twice: the last one wins** (`crop` and `cropN` set the same crop, so the
-//!   later of the two wins; likewise `extend`/`extendN` and `rgn`/`rgnN`).
-//! - **Names starting with `$` are custom variables**: accepted and ignored (this release has no
-//!   variable substitution).
-//! - A command without a value (`wid`, `wid=`) is an error: every command here needs one.
-//! - Commands of the protocol that this release does not implement (`layer`, `icc`, `op_blur`,
-//!   `size`, …, see [`NOT_IN_THIS_RELEASE`]) are refused as unsupported, naming
-//!   them; any other name is an unknown command. Nothing is silently ignored, so a URL never
-//!   returns an image that quietly differs from what it asked for.
-//!
-//! | command | values accepted |
-//! |---|---|
-//! | `req` | `img` (default) `\| props \| imageprops \| exists`, then for the text answers an optional `text \| json \| xml` |
-//! | `wid`, `hei` | integers 1–65535 |
-//! | `scl` | a finite number > 0 |
-//! | `fit` | `fit \| constrain \| crop \| wrap \| stretch \| hfit \| vfit` then an optional upscale `0 \| 1` (default 0) |
-//! | `align` | `h,v`, each a number in −1…1 |
-//! | `bgc` | `[0x]RRGGBB`, `[0x]RRGGBBAA`, `0xRGB` (short: `0xf80` = `ff8800`), a bare 3-character short form with a hex letter (`f80`), `0xGG` (hex gray), a decimal gray `0`–`255` (the original's form: `bgc=128` is gray 128, not the short form `112288`), or `r,g,b` decimals 0–255 (the original's form). Alpha is 255 unless given |
-//! | `crop`, `cropN` | `x,y,w,h`, finite numbers, `w` and `h` > 0; pixels for `crop`, fractions of the source for `cropN`; may reach past the source |
-//! | `flip` | `lr \| ud \| lrud`, or `none` (clears an earlier `flip`) |
-//! | `rotate` | any finite number of degrees, clockwise, normalised to 0 ≤ angle < 360 (`-90` is `270`, `450` is `90`, `-30.5` is `329.5`) |
-//! | `extend`, `extendN` | `l,t,r,b`, finite numbers, negative to crop; pixels for `extend`, fractions of the image's width (`l`, `r`) and height (`t`, `b`) for `extendN` (each within ±100) |
-//! | `rgn`, `rgnN` | `x,y,w,h` like `crop`, in pixels / fractions of the composite (the image after crop, flip, rotate and extend); may reach past it |
-//! | `rect` | `x,y,w,h` integers, `x`, `y` 0–65535, `w`, `h` 1–65535: a tile of the final view |
-//! | `op_sharpen` | `0 \| 1` |
-//! | `op_usm` | `amount,radius[,threshold[,mono]]`: amount 0–5, radius 0–250 (numbers), threshold an integer 0–255 (default 0), mono `0 \| 1` (default 0) |
-//! | `resMode` | `bilin \| bicub \| sharp2 \| bisharp` (`trilin` refused as not in this release) |
-//! | `defaultImage` | an object, checked like the URL's (no empty, `.` or `..` element, no `\` or control character) |
-//! | `fmt` | `jpeg \| jpg \| png \| png-alpha \| webp \| webp-alpha \| gif \| tif \| tif-alpha` (`tiff`, `tiff-alpha` too), then an optional pixel type (`rgb` only; `gray`, `cmyk` refused as a later release), then an optional compression (`lossy` for WebP only, what it does anyway; TIFF is written uncompressed, `lzw`, `zip`, … are refused as a later release); `avif`, `gif-alpha`, … are refused as unsupported |
-//! | `qlt` | an integer 1–100, then an optional chroma flag `0 \| 1`, checked, not stored: JPEG replies are always 4:4:4 (no chroma subsampling, `image`'s encoder has no other mode), which is what `1` asks; `0` gives the same file |
-//! | `cache` | `on \| off \| validate \| update`, or `client,server` with one of those each (see the response cache of `ps`) |
+//! `=`; the name is case-insensitive, the value is percent-decoded and then split on `,`. Every
+//! command, the values it accepts and the choices where the original's documentation is silent
+//! are specified in `docs/image-serving.md` (the command table and the rules beside it), which
+//! `tests/docs/` keeps in step with this parser. Commands of the protocol that this release does
+//! not implement ([`NOT_IN_THIS_RELEASE`]) are refused by name; any other name is an unknown
+//! command: nothing is silently ignored.
 
 use std::fmt::Write as _;
 
