@@ -72,10 +72,10 @@ pub enum Command {
     },
     /// Print the last lines of a component's log, or of the Server Supervisor's; -f follows it.
     ///
-    /// Reads the files the configuration gives the component: logs/<name>.log, and
-    /// logs/<name>.stderr.log too with `log_stderr` (each under a `==> file <==` header). When
+    /// Reads the files the configuration gives the component: `logs/<name>.log`, and
+    /// `logs/<name>.stderr.log` too with `log_stderr` (each under a `==> file <==` header). When
     /// the log holds fewer lines than asked for since its last rotation, the rest comes from
-    /// the rotated files (<name>.log.1, ...). A component with `log_to_supervisor` has its lines
+    /// the rotated files (`<name>.log.1`, ...). A component with `log_to_supervisor` has its lines
     /// read from logs/supervisor.stderr, where a supervisor started by `start` writes them.
     /// `supervisor` shows the Server Supervisor's own log, logs/supervisor.log. Works whether or
     /// not the supervisor runs; a log that does not exist yet is an error, except with -f.
@@ -111,7 +111,7 @@ pub enum Command {
     /// Print the man page of imageserving (roff), or write every command's page into a directory.
     ///
     /// Without --dir, prints imageserving.1 (`imageserving man | man -l -` shows it); with
-    /// --dir, writes imageserving.1 and one imageserving-<command>.1 per command there, e.g.
+    /// --dir, writes imageserving.1 and one `imageserving-<command>.1` per command there, e.g.
     /// `imageserving man --dir /usr/local/share/man/man1`.
     Man {
         /// Write the pages into this directory (created if needed) instead of printing one.
