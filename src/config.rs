@@ -1,10 +1,11 @@
 //! The validated configuration the daemon runs on, read from `conf/imageserving.toml` in the
 //! home, or the embedded [`DEFAULT_CONFIG`] when that file is absent.
 //!
-//! Parsing happens in two steps: serde reads the TOML into private `Raw*` types that mirror the
-//! file (every table with `deny_unknown_fields`), then [`parse`] turns them into a
-//! [`TreeSpec`] for the actors crate, checked by [`TreeSpec::validate`]. Every error names the
-//! file (or "embedded default") and the key, so a user can find the line to fix.
+//! Parsing happens in two steps: serde reads the TOML into the `Raw*` types that mirror the
+//! file (`raw.rs`; every table with `deny_unknown_fields`), then [`parse`] turns them into a
+//! [`TreeSpec`] for the actors crate (`build.rs`, with the value syntax of `values.rs`), checked
+//! by [`TreeSpec::validate`]. Every error names the file (or "embedded default") and the key, so
+//! a user can find the line to fix.
 //!
 //! Parsing is pure: the text, the home and what `@self` stands for ([`SelfProgram`], which the
 //! caller resolves) give the configuration. Nothing here looks at which programs are installed;
