@@ -81,3 +81,22 @@ impl fmt::Display for ImageError {
 }
 
 impl std::error::Error for ImageError {}
+
+/// A value of the client's as it may appear in a message: at most 64 characters, control
+/// characters escaped, so that a message stays one short line.
+pub(crate) fn shown(value: &str) -> String {
+    const MAX: usize = 64;
+    let mut out = String::new();
+    for (n, c) in value.chars().enumerate() {
+        if n == MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

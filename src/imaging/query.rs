@@ -25,9 +25,8 @@
 //! not implement ([`NOT_IN_THIS_RELEASE`]) are refused by name; any other name is an unknown
 //! command: nothing is silently ignored.
 
-use std::fmt::Write as _;
 
-use crate::imaging::error::ImageError;
+use crate::imaging::error::{shown, ImageError};
 use crate::imaging::request::{
     Align, CacheControl, CacheMode, Crop, Extend, Fit, FitMode, Flip, ImageRequest, OutputFormat,
     Req, ResMode, Rgba, TextFormat, Usm, ViewRect,
@@ -144,25 +143,6 @@ pub fn percent_decode(raw: &str) -> Result<String, &'static str> {
         }
     }
     String::from_utf8(out).map_err(|_| "not UTF-8 after percent-decoding")
-}
-
-/// A value as it may appear in a message: at most 64 characters, control characters escaped,
-/// so that a message stays one short line.
-fn shown(value: &str) -> String {
-    const MAX: usize = 64;
-    let mut out = String::new();
-    for (n, c) in value.chars().enumerate() {
-        if n == MAX {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            let _ = write!(out, "{}", c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// One modifier being applied: its name as the client wrote it and its decoded value.

@@ -45,6 +45,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use resvg::tiny_skia;
 use resvg::usvg;
 
+use crate::imaging::error::shown;
 use crate::imaging::ImageError;
 
 /// The largest intrinsic size accepted on either side, in CSS pixels. Larger documents are
@@ -91,24 +92,6 @@ fn parse_options(external: Arc<Mutex<Option<String>>>) -> usvg::Options<'static>
         style_sheet: None,
         ..usvg::Options::default()
     }
-}
-
-/// `value` as it may appear in a message: at most 64 characters, control characters escaped.
-fn shown(value: &str) -> String {
-    const MAX: usize = 64;
-    let mut out = String::new();
-    for (n, c) in value.chars().enumerate() {
-        if n == MAX {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Whether `data` starts like a gzip stream (an `.svgz` file).
