@@ -72,8 +72,8 @@ pub fn supervisor_entry() -> ExitCode {
 }
 
 /// The entry point of `imageserving-server`, the component servers' own program: `ps`, `is`
-/// and `svg` run from it, so that the CLI maps none of the image code (it starts about 0.3 ms
-/// quicker, see docs/performance.md). Its arguments are read by hand like the daemon's.
+/// and `svg` run from it, so that the CLI maps none of the image code and starts quicker (see
+/// docs/performance.md). Its arguments are read by hand like the daemon's.
 pub fn server_entry() -> ExitCode {
     let args = match servers::args::ServerArgs::parse(std::env::args_os().skip(1)) {
         Ok(args) => args,

@@ -15,7 +15,7 @@ use crate::spec::{Health, Ready};
 
 /// The longest pause between two readiness checks. The first retry comes after 1 ms and the
 /// pause doubles from there: a server usually listens a few milliseconds after its exec, and a
-/// fixed 50 ms pause made it count as RUNNING 50 ms late.
+/// fixed pause of this length would make it count as RUNNING that much late.
 pub const READY_INTERVAL: Duration = Duration::from_millis(50);
 /// How long one readiness check may take.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
