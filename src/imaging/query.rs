@@ -25,7 +25,6 @@
 //! not implement ([`NOT_IN_THIS_RELEASE`]) are refused by name; any other name is an unknown
 //! command: nothing is silently ignored.
 
-
 use crate::imaging::error::{shown, ImageError};
 use crate::imaging::request::{
     Align, CacheControl, CacheMode, Crop, Extend, Fit, FitMode, Flip, ImageRequest, OutputFormat,
