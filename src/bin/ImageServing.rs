@@ -1,6 +1,6 @@
 //! `ImageServing`: the original control script's name, for `service ImageServing start` and the
 //! scripts that call it. A small program that execs `imageserving` from its own directory with
-//! the same arguments, and with its own name as argv[0], so that usage lines and `--help` say
+//! the same arguments, and with its own name as `argv[0]`, so that usage lines and `--help` say
 //! `ImageServing` as the original's did. It links nothing but the standard library.
 
 use std::os::unix::process::CommandExt;
