@@ -63,8 +63,9 @@
 //!
 //! # The policy vocabulary
 //!
-//! The words are OTP's and supervisord's; `docs/configuration.md` in the repository has every
-//! key and default.
+//! The words are OTP's and supervisord's. Each setting named here is a field of a
+//! [`ComponentSpec`], of its [`RestartPolicy`] (defaults in its `Default`) or of the
+//! [`TreeSpec`] (the strategy and the tree's budget; defaults in [`TreeSpec::new`]).
 //!
 //! - **States** ([`State`]): STOPPED, STARTING (spawned, not yet up `start_secs` and ready),
 //!   RUNNING, BACKOFF (failed, waiting before the next start), STOPPING (stop signal sent),

@@ -252,7 +252,7 @@ fn hex_color([r, g, b, a]: [u8; 4]) -> String {
 
 /// Seconds as hours, without a trailing `.0` for whole hours.
 fn format_hours(secs: u64) -> String {
-    if secs % 3600 == 0 {
+    if secs.is_multiple_of(3600) {
         (secs / 3600).to_string()
     } else {
         format!("{}", secs as f64 / 3600.0)
