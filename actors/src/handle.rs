@@ -20,12 +20,12 @@ use crate::TreeError;
 
 /// How long a status query may take before it is an error.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
-/// Up to this many components, a memory sample is taken on the calling task (when the daemon
-/// adopts orphans it reads a few `/proc` files per component; together with reading `statm`
-/// instead of sysinfo, a cold `status` of three components went from 0.71 to 0.58 ms);
-/// beyond, on the blocking pool.
+/// Up to this many components, a memory sample is taken on the calling task: adopting orphans,
+/// it reads two `/proc` files per process (see [`process::MemorySampler`]), cheaper than handing
+/// the work to a blocking thread (often one to be started first). Beyond, on the blocking pool.
 const INLINE_MEMORY_SCAN: usize = 16;
-/// How long a memory sample serves `status` calls for the same processes.
+/// How long a memory sample serves `status` calls for the same processes: a burst of calls
+/// shares one sample, and a figure is never older than this.
 const MEMORY_SAMPLE_TTL: Duration = Duration::from_millis(200);
 /// `wait_settled` looks at the tree whenever the supervisor reports a change, and at least this
 /// often (a safety net: it does not depend on every change being reported).
@@ -36,15 +36,23 @@ const SETTLE_POLL_MAX: Duration = Duration::from_millis(50);
 pub struct SupervisorHandle {
     actor: ActorRef<SupervisorMessage>,
     tree_id: Arc<str>,
-    /// The last memory sample, shared by every clone: concurrent `status` calls wait for one
-    /// /proc scan instead of each running its own.
-    memory: Arc<tokio::sync::Mutex<Option<MemorySample>>>,
+    /// The memory sampler and its last sample, shared by every clone: concurrent `status` calls
+    /// wait for one sample instead of each taking its own.
+    memory: Arc<tokio::sync::Mutex<Memory>>,
     /// The reason of an escalation, published by the root actor before it stops.
     escalation: watch::Receiver<Option<String>>,
     /// Changes when the root actor handled something that may change the status.
     changes: watch::Receiver<u64>,
     /// The components' lifecycle events (weak: the stream ends with the tree's actors).
     events: WeakEventSender,
+}
+
+/// The memory sampler (it keeps the `/proc` files of the processes it saw for the next sample)
+/// and its last sample.
+#[derive(Default)]
+struct Memory {
+    sampler: process::MemorySampler,
+    last: Option<MemorySample>,
 }
 
 /// Memory figures of a set of processes, and when they were taken.
@@ -107,7 +115,7 @@ impl SupervisorHandle {
         SupervisorHandle {
             actor,
             tree_id,
-            memory: Arc::new(tokio::sync::Mutex::new(None)),
+            memory: Arc::default(),
             escalation,
             changes,
             events,
@@ -327,8 +335,8 @@ impl SupervisorHandle {
 
 impl SupervisorHandle {
     /// Fills in the memory figures: each component's process tree plus any marked process that
-    /// escaped it. The /proc scan runs off the async threads, at most once per
-    /// [`MEMORY_SAMPLE_TTL`] for the same processes, however many callers ask at once.
+    /// escaped it. A sample is taken at most once per [`MEMORY_SAMPLE_TTL`] for the same
+    /// processes, however many callers ask at once; between calls nothing runs.
     async fn with_memory(&self, mut status: TreeStatus) -> TreeStatus {
         let roots: Vec<(String, u32)> = status
             .components
@@ -338,32 +346,36 @@ impl SupervisorHandle {
         if roots.is_empty() {
             return status;
         }
-        let mut sample = self.memory.lock().await;
-        let fresh = sample
+        let mut memory = self.memory.lock().await;
+        let fresh = memory
+            .last
             .as_ref()
             .is_some_and(|s| s.roots == roots && s.taken.elapsed() < MEMORY_SAMPLE_TTL);
         if !fresh {
             let tree_id = self.tree_id.to_string();
-            // A few components below a subreaper: a few reads of /proc (which never wait for a
-            // disk), cheaper than handing them to a blocking thread (often one to be started
-            // first). Otherwise the scan reads every process of the machine: off the runtime.
             let by_component = if roots.len() <= INLINE_MEMORY_SCAN && process::adopts_orphans() {
-                process::component_memory(&tree_id, &roots)
+                memory.sampler.sample(&tree_id, &roots)
             } else {
+                // Otherwise the sample reads many processes (every process of the machine, when
+                // not adopting): off the runtime. A panic there loses the kept files, no more.
+                let mut sampler = std::mem::take(&mut memory.sampler);
                 let scan_roots = roots.clone();
-                tokio::task::spawn_blocking(move || {
-                    process::component_memory(&tree_id, &scan_roots)
+                let (sampler, by_component) = tokio::task::spawn_blocking(move || {
+                    let by_component = sampler.sample(&tree_id, &scan_roots);
+                    (sampler, by_component)
                 })
                 .await
-                .unwrap_or_default()
+                .unwrap_or_default();
+                memory.sampler = sampler;
+                by_component
             };
-            *sample = Some(MemorySample {
+            memory.last = Some(MemorySample {
                 taken: Instant::now(),
                 roots,
                 by_component,
             });
         }
-        if let Some(sample) = sample.as_ref() {
+        if let Some(sample) = memory.last.as_ref() {
             for c in &mut status.components {
                 if c.pid.is_some() {
                     c.memory = sample.by_component.get(&c.name).copied();

@@ -48,7 +48,7 @@
 //! - `spawner`: the spawner thread, [`spawn`] ([`SpawnRequest`], [`Spawned`]).
 //! - `adopt`: [`adopt_orphans`], which makes this process a child subreaper.
 //! - `leftovers`: [`kill_leftovers`], [`kill_attempt`], [`kill_marked`], [`sweep_marked`].
-//! - `memory`: [`component_memory`] and [`resident_memory`].
+//! - `memory`: [`component_memory`], [`MemorySampler`] and [`resident_memory`].
 
 mod adopt;
 mod child;
@@ -67,7 +67,7 @@ pub use adopt::adopt_orphans;
 pub use child::Child;
 pub use leftovers::{kill_attempt, kill_leftovers, kill_marked, sweep_marked};
 pub use marker::{find_marked, ATTEMPT_ENV, COMPONENT_ENV, TREE_ENV};
-pub use memory::{component_memory, resident_memory};
+pub use memory::{component_memory, resident_memory, MemorySampler};
 pub use pump::Drained;
 pub use registry::adopts_orphans;
 pub use signal::signal_group;

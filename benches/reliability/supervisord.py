@@ -83,8 +83,10 @@ class Supervisord:
 
     `programs` maps a program name to its options (supervisord's keys: `command`, `startsecs`,
     `stopwaitsecs`, `stopasgroup`, ...). Each program also gets `environment` (the marker, plus
-    any `env` dict given), `stdout_logfile=<dir>/logs/<name>.log` and `redirect_stderr=true`,
-    unless set. `{dir}` in a string option is replaced by the instance's directory.
+    any `env` dict given) and `stdout_logfile=<dir>/logs/<name>.log`, unless set; its stderr goes
+    to a file of its own in the same directory (supervisord's default: no `redirect_stderr`, which
+    makes its stop wait for its 1 s poll timeout between programs). `{dir}` in a string option is
+    replaced by the instance's directory.
     """
 
     def __init__(self, programs, keep=False):
@@ -112,7 +114,6 @@ class Supervisord:
             env = {PROGRAM_MARK: self.dir, **opts.pop("env", {})}
             opts.setdefault("environment", ",".join(f'{k}="{v}"' for k, v in env.items()))
             opts.setdefault("stdout_logfile", os.path.join(self.logs, f"{name}.log"))
-            opts.setdefault("redirect_stderr", True)
             lines.append(f"[program:{name}]")
             lines += [f"{k}={_ini_value(v)}" for k, v in opts.items()]
             lines.append("")

@@ -12,10 +12,12 @@ use crate::protocol::{Request, Response, State, StatusReport};
 pub fn run(home: &Home, component: Option<&str>, json: bool) -> anyhow::Result<u8> {
     // A name unknown to the configuration is a usage error even when nothing runs. If the file
     // is broken now, the running daemon (which read it earlier) resolves the name instead.
-    let name = match (component, load_config(home)) {
-        (Some(c), Ok(config)) => Some(resolve_name(&config, c)?),
-        (Some(c), Err(_)) => Some(c.to_string()),
-        (None, _) => None,
+    // Without a name the configuration is not read at all (with a thousand components, parsing
+    // it would cost more than the whole request).
+    let name = match component.map(|c| (c, load_config(home))) {
+        Some((c, Ok(config))) => Some(resolve_name(&config, c)?),
+        Some((c, Err(_))) => Some(c.to_string()),
+        None => None,
     };
     let Some(mut client) = connect(home)? else {
         // Informational, like the original's: on standard output, exit 3 (LSB "not running").
@@ -85,16 +87,18 @@ pub fn table(report: &StatusReport) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
+    // Written straight into `out`, padded by hand: no string per padded cell.
     for r in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
+        let start = out.len();
         for (i, cell) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            out.push_str(cell);
+            if i + 1 < r.len() {
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
+                out.extend(std::iter::repeat_n(' ', pad));
             }
         }
-        out.push_str(line.trim_end());
+        let line = out[start..].trim_end().len();
+        out.truncate(start + line);
         out.push('\n');
     }
     out

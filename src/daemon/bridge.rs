@@ -513,16 +513,9 @@ fn tree_error(e: TreeError) -> Response {
     }
 }
 
-/// The supervisor's own resident memory (not its children's).
+/// The supervisor's own resident memory (not its children's): one read of its `statm`.
 fn own_memory() -> Option<u64> {
-    let pid = sysinfo::Pid::from_u32(std::process::id());
-    let mut sys = sysinfo::System::new();
-    sys.refresh_processes_specifics(
-        sysinfo::ProcessesToUpdate::Some(&[pid]),
-        true,
-        sysinfo::ProcessRefreshKind::nothing().with_memory(),
-    );
-    sys.process(pid).map(|p| p.memory())
+    imageserving_actors::process::resident_memory(std::process::id())
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! Reading `/proc`: a process's name, state, parent, group and owner, the children of a
-//! process, and the live processes of this user (all of them, or only those below this one).
+//! process, and the live processes of this user (all of them, or only those below this one);
+//! and [`ProcFiles`], a process's files kept open to be read again.
 //!
 //! A process may vanish between two reads: every reader here answers `None` (or skips it)
 //! rather than failing.
 
 use std::collections::BTreeSet;
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 
 use nix::unistd::geteuid;
 
@@ -132,6 +134,119 @@ pub(super) fn own_live_below(skip: BTreeSet<u32>) -> Vec<OwnProcess> {
     out
 }
 
+/// What a memory sample needs of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Usage {
+    /// Not a zombie: it still has its memory.
+    pub(super) alive: bool,
+    /// Its threads: with more than one, some of its children may be listed under another
+    /// thread than the main one.
+    pub(super) threads: u64,
+    /// Resident pages (`statm`'s second field: the figure of `ps`, `top` and `VmRSS`; the `rss`
+    /// of `/proc/PID/stat` is an estimate that may be short by a few hundred KiB).
+    pub(super) resident_pages: u64,
+}
+
+/// Parses the size and resident pages of `/proc/PID/statm`: (whether it has memory at all,
+/// resident pages). A zombie's reads all zeros.
+pub(super) fn parse_statm(statm: &[u8]) -> Option<(bool, u64)> {
+    let mut fields = statm
+        .split(u8::is_ascii_whitespace)
+        .filter(|f| !f.is_empty());
+    let size = number(fields.next()?)?;
+    let resident = number(fields.next()?)?;
+    Some((size > 0, resident))
+}
+
+/// A decimal number of ASCII digits.
+fn number(digits: &[u8]) -> Option<u64> {
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// A process's `statm`, its main thread's `children` and its `task` directory, kept open so that
+/// reading them again costs one system call each instead of an open, a read and a close (on
+/// this kind of machine about 6 µs a process instead of 25).
+///
+/// The files stay bound to the process they were opened for: once it is gone they read as gone
+/// (an error), even when its pid has been given to another process. `statm` and `children`
+/// each hold a page of kernel buffer while open; the directory, opened with `O_PATH`, none.
+#[derive(Debug)]
+pub(super) struct ProcFiles {
+    statm: File,
+    children: File,
+    /// `/proc/PID/task`, whose link count is two plus the number of threads.
+    task: File,
+}
+
+impl ProcFiles {
+    /// Opens the files of `pid`; `None` if it is gone.
+    pub(super) fn open(pid: u32) -> Option<Self> {
+        Some(Self {
+            statm: File::open(format!("/proc/{pid}/statm")).ok()?,
+            children: File::open(format!("/proc/{pid}/task/{pid}/children")).ok()?,
+            task: OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open(format!("/proc/{pid}/task"))
+                .ok()?,
+        })
+    }
+
+    /// The process's threads and resident memory now; `None` once it is gone.
+    pub(super) fn usage(&self, buf: &mut Vec<u8>) -> Option<Usage> {
+        let (alive, resident_pages) = parse_statm(read_from_start(&self.statm, buf, true).ok()?)?;
+        let threads = self.task.metadata().ok()?.nlink().saturating_sub(2);
+        Some(Usage {
+            alive,
+            threads,
+            resident_pages,
+        })
+    }
+
+    /// Appends the children of the process's main thread to `out`.
+    pub(super) fn main_thread_children(&self, buf: &mut Vec<u8>, out: &mut Vec<u32>) {
+        if let Ok(list) = read_from_start(&self.children, buf, false) {
+            out.extend(
+                list.split(u8::is_ascii_whitespace)
+                    .filter_map(|p| u32::try_from(number(p)?).ok()),
+            );
+        }
+    }
+}
+
+/// Reads a `/proc` file from its start into `buf` (which only grows) with `pread`: a read at
+/// offset 0 makes the kernel render the file afresh, so an open file can be read again and
+/// again. A file of one record (`statm`, `stat`) is complete once a read returns less than
+/// asked; a list (`children`) may come in page-sized pieces, so it is read until a read
+/// returns nothing.
+pub(super) fn read_from_start<'a>(
+    file: &File,
+    buf: &'a mut Vec<u8>,
+    one_record: bool,
+) -> io::Result<&'a [u8]> {
+    if buf.len() < 1024 {
+        buf.resize(1024, 0);
+    }
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match file.read_at(&mut buf[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                if one_record && filled < buf.len() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(&buf[..filled])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +273,82 @@ mod tests {
         let status = "Name:\tsh\nUid:\t1000\t0\t0\t0\nGid:\t1\t1\t1\t1\n";
         assert_eq!(parse_real_uid(status), Some(1000));
         assert_eq!(parse_real_uid("Name:\tsh\n"), None);
+    }
+
+    #[test]
+    fn statm_gives_the_resident_pages() {
+        assert_eq!(parse_statm(b"730 422 394 5 0 89 0\n"), Some((true, 422)));
+        assert_eq!(parse_statm(b"0 0 0 0 0 0 0\n"), Some((false, 0)));
+        assert_eq!(parse_statm(b"730"), None);
+    }
+
+    #[test]
+    fn kept_files_read_fresh_figures_and_go_stale_with_their_process() {
+        let me = std::process::id();
+        let files = ProcFiles::open(me).expect("our own files");
+        let mut buf = Vec::new();
+        let before = files.usage(&mut buf).expect("alive");
+        assert!(before.alive && before.resident_pages > 0 && before.threads >= 1);
+        // Touch 16 MiB more: the same open file shows it.
+        let block = std::hint::black_box(vec![1u8; 16 << 20]);
+        let after = files.usage(&mut buf).expect("alive");
+        assert!(
+            after.resident_pages > before.resident_pages + 2048,
+            "{before:?} -> {after:?}"
+        );
+        drop(block);
+
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        let files = ProcFiles::open(pid).expect("the child's files");
+        assert!(files
+            .usage(&mut buf)
+            .is_some_and(|u| u.alive && u.threads == 1));
+        let mut children = Vec::new();
+        files.main_thread_children(&mut buf, &mut children);
+        assert!(children.is_empty());
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        assert!(
+            files.usage(&mut buf).is_none(),
+            "a reaped process reads as gone"
+        );
+    }
+
+    #[test]
+    fn files_are_read_whole_and_again() {
+        let mut buf = Vec::new();
+        let file = File::open("/proc/self/stat").expect("stat");
+        let once = read_from_start(&file, &mut buf, true)
+            .expect("read")
+            .to_vec();
+        assert!(parse_stat(&String::from_utf8_lossy(&once)).is_some());
+        let again = read_from_start(&file, &mut buf, true)
+            .expect("read again")
+            .to_vec();
+        assert!(parse_stat(&String::from_utf8_lossy(&again)).is_some());
+        // Longer than the first buffer: the buffer grows, the file is read in pieces.
+        let entry = format!("IMAGESERVING_TEST_PADDING={}", "x".repeat(5000));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env("IMAGESERVING_TEST_PADDING", &entry[26..])
+            .spawn()
+            .expect("sleep");
+        let file = File::open(format!("/proc/{}/environ", child.id())).expect("environ");
+        // The spawn may return before the new program's environment is in place.
+        let start = std::time::Instant::now();
+        let mut read = Vec::new();
+        while read.is_empty() && start.elapsed() < std::time::Duration::from_secs(10) {
+            read = read_from_start(&file, &mut buf, false)
+                .expect("read")
+                .to_vec();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        assert!(read.split(|&b| b == 0).any(|e| e == entry.as_bytes()));
     }
 }
