@@ -1346,9 +1346,10 @@ def binary_stamp():
 
 
 def make_template(keep):
-    """A home provisioned once (sample catalog and images), copied into every measured home, so
-    that cold starts do not include generating the samples of a fresh home. Returns (path, the
-    fresh home's start in seconds)."""
+    """A home started once (its directories and files created), copied into every measured home, so
+    that cold starts measure a home that has been used before. Its only component is a sleeper: the
+    sample images are provisioned by `is` (run/samples.due), which no measured home runs. Returns
+    (path, the fresh home's start in seconds)."""
     path = os.path.realpath(tempfile.mkdtemp(prefix="isbench-tpl-"))
     os.makedirs(os.path.join(path, "conf"))
     with open(os.path.join(path, "conf", "imageserving.toml"), "w") as f:
@@ -1413,8 +1414,8 @@ def main():
             out.append(f"supervisord {SD.VERSION}: its defaults, but for {', '.join(f'`{x}`' for x in SD_SETTINGS)} "
                        "in the bench configuration (none in the defaults one), and `childlogdir`, `minfds`, "
                        "`minprocs` (see the script's docstring).")
-        out.append(f"First start of a fresh home (one component; `start` generates the sample images): "
-                   f"{fmt_s(fresh)} ms. Every measured home gets a copy of those files instead.")
+        out.append(f"First start of a fresh home (one sleeper; it creates the home's directories): "
+                   f"{fmt_s(fresh)} ms. Every measured home starts from a copy of that home instead.")
         out.append("")
         print("floor…", file=sys.stderr)
         out += ["### Floor: the child alone", "", floor(tiny, sizes, variants, args.floor_reps), ""]
