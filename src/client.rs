@@ -40,6 +40,7 @@ pub enum ConnectError {
 }
 
 /// A connection to the supervisor.
+#[derive(Debug)]
 pub struct Client {
     reader: BufReader<UnixStream>,
 }

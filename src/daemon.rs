@@ -186,7 +186,7 @@ fn sweep_leftovers(home: &Home) {
     for path in [home.socket_path(), home.pid_file()] {
         match fs::remove_file(&path) {
             Ok(()) => {
-                info!(path = %path.display(), "removed a stale file of an earlier supervisor")
+                info!(path = %path.display(), "removed a stale file of an earlier supervisor");
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => warn!(path = %path.display(), error = %e, "could not remove a stale file"),

@@ -470,8 +470,7 @@ pub fn rfc3339_ms(t: SystemTime) -> String {
 /// Milliseconds since the Unix epoch, 0 for instants before it.
 pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Why a frame could not be read, written or decoded.

@@ -31,9 +31,11 @@ use crate::spec::{ComponentSpec, Ready};
 const LEFTOVER_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The component actor. Stateless: everything lives in [`ComponentState`].
+#[derive(Debug)]
 pub struct ComponentActor;
 
 /// What a component actor starts from.
+#[derive(Debug)]
 pub struct ComponentArgs {
     /// The component.
     pub spec: ComponentSpec,
@@ -76,6 +78,7 @@ pub enum Command {
 }
 
 /// Messages of a component actor.
+#[derive(Debug)]
 pub enum ComponentMessage {
     /// An operator command; answers with the snapshot right after the transition.
     Command(Command, RpcReplyPort<ComponentSnapshot>),
@@ -166,6 +169,7 @@ impl ComponentSnapshot {
 /// Kills the current attempt's process group and marked descendants when dropped while a
 /// process may be alive: the last line of defence when the actor dies without `post_stop`.
 /// Only that attempt's processes: the drop may come after a replacement actor started its own.
+#[derive(Debug)]
 pub struct ProcessGuard {
     tree_id: String,
     component: String,
@@ -184,6 +188,7 @@ impl Drop for ProcessGuard {
 
 /// A task that ends with its owner: dropped with the actor's state, even when the actor
 /// panicked, so no watcher outlives the actor that started it.
+#[derive(Debug)]
 struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -193,6 +198,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// The state of a component actor.
+#[derive(Debug)]
 pub struct ComponentState {
     spec: ComponentSpec,
     lc: Lifecycle,
@@ -609,7 +615,7 @@ impl ComponentState {
                         retry_in = %crate::format::duration(wait),
                         last_exit = snap.last_exit.as_deref().unwrap_or(""),
                         "{before} -> BACKOFF"
-                    )
+                    );
                 }
                 State::Starting if failed => info!(
                     component = %name,

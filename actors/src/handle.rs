@@ -32,7 +32,7 @@ const MEMORY_SAMPLE_TTL: Duration = Duration::from_millis(200);
 const SETTLE_POLL_MAX: Duration = Duration::from_millis(50);
 
 /// A cloneable handle on a running supervision tree.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SupervisorHandle {
     actor: ActorRef<SupervisorMessage>,
     tree_id: Arc<str>,
@@ -49,13 +49,14 @@ pub struct SupervisorHandle {
 
 /// The memory sampler (it keeps the `/proc` files of the processes it saw for the next sample)
 /// and its last sample.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Memory {
     sampler: process::MemorySampler,
     last: Option<MemorySample>,
 }
 
 /// Memory figures of a set of processes, and when they were taken.
+#[derive(Debug)]
 struct MemorySample {
     taken: Instant,
     roots: Vec<(String, u32)>,
@@ -179,7 +180,7 @@ impl SupervisorHandle {
                 .components
                 .iter()
                 .filter(|c| components.is_empty() || components.contains(&c.name))
-                .all(|c| c.is_settled());
+                .all(super::status::ComponentStatus::is_settled);
             let now = Instant::now();
             if settled || now >= until {
                 return Ok(status);

@@ -105,8 +105,7 @@ impl fmt::Display for ExitReason {
 /// The conventional name of a signal number (`SIGKILL` for 9), or `signal N`.
 pub fn signal_name(sig: i32) -> String {
     nix::sys::signal::Signal::try_from(sig)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {sig}"))
+        .map_or_else(|_| format!("signal {sig}"), |s| s.as_str().to_string())
 }
 
 /// The timers a component arms; each fires an [`Event`] carrying its generation.
@@ -236,8 +235,7 @@ impl XorShift {
     pub fn from_entropy() -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+            .map_or(0, |d| d.as_nanos() as u64);
         XorShift((nanos ^ (u64::from(std::process::id()) << 32)) | 1)
     }
 }
@@ -490,7 +488,7 @@ impl Lifecycle {
                         };
                         match (self.policy.restart, normal) {
                             (RestartType::Permanent, _) | (RestartType::Transient, false) => {
-                                self.failure(reason.to_string(), now, jitter, &mut out)
+                                self.failure(reason.to_string(), now, jitter, &mut out);
                             }
                             (RestartType::Transient, true) | (RestartType::Temporary, _) => {
                                 self.last_exit = Some(reason.to_string());

@@ -266,6 +266,7 @@ pub(crate) struct Reconfigured {
 }
 
 /// One component as the planner sees it.
+#[derive(Debug)]
 struct Entry {
     spec: ComponentSpec,
     snapshot: ComponentSnapshot,
@@ -273,6 +274,7 @@ struct Entry {
 }
 
 /// Someone waiting for components to be down.
+#[derive(Debug)]
 enum Waiter {
     /// A `Stop` request and the indices it stops.
     Stop(RequestId, Vec<usize>),
@@ -283,6 +285,7 @@ enum Waiter {
 }
 
 /// The root supervisor's decisions (see the module documentation).
+#[derive(Debug)]
 pub(crate) struct Planner {
     tree_id: String,
     /// In start order.

@@ -243,7 +243,7 @@ impl ComponentSpec {
         if !valid_component_name(&self.name) {
             return Err(SpecError::InvalidName(self.name.clone()));
         }
-        if self.command.first().is_none_or(|p| p.is_empty()) {
+        if self.command.first().is_none_or(String::is_empty) {
             return Err(SpecError::EmptyCommand(self.name.clone()));
         }
         self.policy.validate(&self.name)?;
@@ -728,7 +728,7 @@ mod tests {
 
     fn comp(name: &str, deps: &[&str]) -> ComponentSpec {
         let mut c = ComponentSpec::new(name, vec!["true".into()]);
-        c.depends_on = deps.iter().map(|d| d.to_string()).collect();
+        c.depends_on = deps.iter().map(ToString::to_string).collect();
         c
     }
 

@@ -57,9 +57,11 @@ const COMMAND_TIMEOUT_MS: u64 = 2_000;
 const LEFTOVER_SWEEP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The root actor. Stateless: everything lives in [`SupervisorState`].
+#[derive(Debug)]
 pub struct ServerSupervisor;
 
 /// Messages of the root actor.
+#[derive(Debug)]
 pub enum SupervisorMessage {
     /// Start these components (all when empty) and their dependencies; answers with the names
     /// of those that were already running.
@@ -135,6 +137,7 @@ impl TryFrom<SupervisorMessage> for ComponentReport {
 }
 
 /// What the root actor starts from.
+#[derive(Debug)]
 pub struct SupervisorArgs {
     /// The tree.
     pub spec: TreeSpec,
@@ -148,6 +151,7 @@ pub struct SupervisorArgs {
 }
 
 /// What the actor holds for one component, beside the planner's view of it.
+#[derive(Debug)]
 struct Slot {
     /// The component's log, shared by every actor that owns the component in turn.
     log: Arc<ComponentLog>,
@@ -155,6 +159,7 @@ struct Slot {
 }
 
 /// A request whose answer the planner gives later.
+#[derive(Debug)]
 enum Pending {
     Started(RpcReplyPort<Result<Vec<String>, TreeError>>),
     Done(RpcReplyPort<Result<(), TreeError>>),
@@ -162,6 +167,7 @@ enum Pending {
 }
 
 /// The state of the root actor.
+#[derive(Debug)]
 pub struct SupervisorState {
     planner: Planner,
     slots: HashMap<String, Slot>,
@@ -206,7 +212,7 @@ impl Actor for ServerSupervisor {
                 warn!(
                     killed,
                     "leftover processes of an earlier run survive SIGKILL"
-                )
+                );
             }
         }
         let mut state = SupervisorState {
@@ -439,7 +445,7 @@ impl SupervisorState {
                 error!(
                     ?answer,
                     "an answer of the wrong kind; the request stays unanswered"
-                )
+                );
             }
         }
     }
@@ -515,11 +521,11 @@ impl SupervisorState {
 fn log(note: &Note) {
     match note {
         Note::ShutdownRequested => {
-            info!("shutdown requested: stopping every component in reverse dependency order")
+            info!("shutdown requested: stopping every component in reverse dependency order");
         }
         Note::RestartRequested { component } => info!(%component, "restart requested"),
         Note::ActorDied { component, reason } => {
-            error!(%component, %reason, "component actor died; replacing it")
+            error!(%component, %reason, "component actor died; replacing it");
         }
         Note::GroupRestart {
             strategy,
@@ -534,14 +540,14 @@ fn log(note: &Note) {
             "group restart: stopping the group in reverse dependency order"
         ),
         Note::GroupStopped { group } => {
-            info!(components = ?group, "group stopped; starting it again in dependency order")
+            info!(components = ?group, "group stopped; starting it again in dependency order");
         }
         Note::Escalation { reason } => {
-            error!(%reason, "escalation: stopping every component, then the supervisor")
+            error!(%reason, "escalation: stopping every component, then the supervisor");
         }
         Note::AllStopped => info!("every component stopped"),
         Note::EscalationComplete { reason } => {
-            error!(%reason, "every component stopped after the escalation; the supervisor exits")
+            error!(%reason, "every component stopped after the escalation; the supervisor exits");
         }
     }
 }

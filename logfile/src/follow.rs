@@ -37,6 +37,7 @@ pub enum Event<'a> {
 }
 
 /// A file being read, and how far.
+#[derive(Debug)]
 struct Reading {
     file: File,
     /// Where it was read from, for messages.
@@ -92,6 +93,7 @@ impl Reading {
 }
 
 /// Follows one log across rotations; see the module's documentation.
+#[derive(Debug)]
 pub struct Follower<'a> {
     log: &'a Log,
     /// `None` until the file exists.

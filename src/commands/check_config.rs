@@ -15,7 +15,7 @@ use crate::config::{self, Config, ConfigError, SelfProgram, HOME_ENV, LISTEN_ENV
 use crate::exit::{self, Exit};
 use crate::home::Home;
 
-pub fn run(home: &Home, file: Option<&Path>) -> anyhow::Result<u8> {
+pub(super) fn run(home: &Home, file: Option<&Path>) -> anyhow::Result<u8> {
     let self_program = crate::servers::args::self_program(std::env::current_exe()?);
     let config = match file {
         None => config::load(home, &self_program),

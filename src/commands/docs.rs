@@ -18,7 +18,7 @@ use crate::exit;
 const PROGRAM: &str = "imageserving";
 
 /// Prints the completion script of `shell`.
-pub fn completions(shell: Shell) -> anyhow::Result<u8> {
+pub(super) fn completions(shell: Shell) -> anyhow::Result<u8> {
     let mut cmd = visible(&Cli::command());
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut cmd, PROGRAM, &mut script);
@@ -27,7 +27,7 @@ pub fn completions(shell: Shell) -> anyhow::Result<u8> {
 
 /// Prints `imageserving.1`, or with `dir` writes it and one page per command there, listing
 /// the files written.
-pub fn man(dir: Option<&Path>) -> anyhow::Result<u8> {
+pub(super) fn man(dir: Option<&Path>) -> anyhow::Result<u8> {
     // `help` is no command of its own in a man page.
     let mut cmd = Cli::command().disable_help_subcommand(true);
     cmd.build();
@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn completion_command_keeps_the_visible_parts_only() {
         let cmd = visible(&Cli::command());
-        let names: Vec<&str> = cmd.get_subcommands().map(|s| s.get_name()).collect();
+        let names: Vec<&str> = cmd.get_subcommands().map(clap::Command::get_name).collect();
         assert!(
             names.contains(&"logs") && names.contains(&"start"),
             "{names:?}"

@@ -8,7 +8,7 @@ use crate::exit::{self, Exit};
 use crate::home::Home;
 use crate::protocol::{Request, Response};
 
-pub fn run(home: &Home, json: bool) -> anyhow::Result<u8> {
+pub(super) fn run(home: &Home, json: bool) -> anyhow::Result<u8> {
     let Some(mut client) = connect(home)? else {
         return Err(Exit::new(
             exit::NEEDS_SUPERVISOR,

@@ -48,7 +48,7 @@ struct Target {
     sources: Vec<Log>,
 }
 
-pub fn run(home: &Home, args: &LogsArgs, quiet: bool) -> anyhow::Result<u8> {
+pub(super) fn run(home: &Home, args: &LogsArgs, quiet: bool) -> anyhow::Result<u8> {
     let target = target(home, &args.component)?;
     let shown = |p: &Path| shown_path(home, p);
     let result = if args.follow {

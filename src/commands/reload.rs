@@ -7,7 +7,7 @@ use crate::exit::{self, Exit};
 use crate::home::Home;
 use crate::protocol::{Request, Response, State};
 
-pub fn run(home: &Home, wait: Option<Duration>) -> anyhow::Result<u8> {
+pub(super) fn run(home: &Home, wait: Option<Duration>) -> anyhow::Result<u8> {
     // Checked here first, so that a broken file is reported with the CLI's exit code for it
     // (the supervisor checks again: the file may change in between).
     let config = load_config(home)?;

@@ -7,7 +7,7 @@ use crate::exit::{self, Exit};
 use crate::home::Home;
 use crate::protocol::{Request, Response, State};
 
-pub fn all(home: &Home, wait: Option<Duration>) -> anyhow::Result<u8> {
+pub(super) fn all(home: &Home, wait: Option<Duration>) -> anyhow::Result<u8> {
     // Check what the start half needs before stopping anything: a broken file, or a home
     // this user cannot run (`run/` owned by another user), must not leave the installation
     // down.
@@ -17,7 +17,7 @@ pub fn all(home: &Home, wait: Option<Duration>) -> anyhow::Result<u8> {
     super::start::run(home, wait)
 }
 
-pub fn one(home: &Home, name: &str, wait: Option<Duration>) -> anyhow::Result<u8> {
+pub(super) fn one(home: &Home, name: &str, wait: Option<Duration>) -> anyhow::Result<u8> {
     let config = load_config(home)?;
     let name = resolve_name(&config, name)?;
     let wait = wait.unwrap_or(config.start_wait);

@@ -19,7 +19,7 @@ use crate::protocol::{ComponentStatus, Request, Response, State};
 /// How long a new daemon may take to answer on its socket.
 const DAEMON_READY_DEADLINE: Duration = Duration::from_secs(15);
 
-pub fn run(home: &Home, wait: Option<Duration>) -> anyhow::Result<u8> {
+pub(super) fn run(home: &Home, wait: Option<Duration>) -> anyhow::Result<u8> {
     home.ensure_layout()?;
     home.check_socket_path()?;
     // An invalid configuration stops here, before any daemon exists.
@@ -65,7 +65,7 @@ fn start_components(mut client: Client, wait: Duration) -> anyhow::Result<u8> {
 }
 
 /// One line of the outcome of a start.
-pub fn line(c: &ComponentStatus, already: bool) -> String {
+pub(super) fn line(c: &ComponentStatus, already: bool) -> String {
     let mut s = format!("{:<8} {:<9}", c.name, c.state);
     if let Some(pid) = c.pid {
         s.push_str(&format!(" pid {pid}"));
@@ -80,7 +80,7 @@ pub fn line(c: &ComponentStatus, already: bool) -> String {
 }
 
 /// Why a component is not running after a start, pointing at its log.
-pub fn failure(c: &ComponentStatus, wait: Duration) -> String {
+pub(super) fn failure(c: &ComponentStatus, wait: Duration) -> String {
     let why = match c.state {
         State::Fatal => c.fatal_reason.clone().unwrap_or_else(|| c.info.clone()),
         State::Stopped if !c.info.is_empty() => c.info.clone(),
@@ -111,7 +111,7 @@ fn spawn_daemon(home: &Home) -> anyhow::Result<Client> {
         .open(&stderr_path)
         .with_context(|| format!("opening {}", stderr_path.display()))?;
     // What the daemon writes there from now on is shown if it fails to start.
-    let stderr_start = stderr.metadata().map(|m| m.len()).unwrap_or(0);
+    let stderr_start = stderr.metadata().map_or(0, |m| m.len());
     let mut cmd = crate::daemon::command(home, true, 0, false)?;
     cmd.env(TREE_ENV, home.tree_id())
         .stdin(Stdio::null())

@@ -9,7 +9,7 @@ use crate::exit;
 use crate::home::Home;
 use crate::protocol::{Request, Response, State, StatusReport};
 
-pub fn run(home: &Home, component: Option<&str>, json: bool) -> anyhow::Result<u8> {
+pub(super) fn run(home: &Home, component: Option<&str>, json: bool) -> anyhow::Result<u8> {
     // A name unknown to the configuration is a usage error even when nothing runs. If the file
     // is broken now, the running daemon (which read it earlier) resolves the name instead.
     // Without a name the configuration is not read at all (with a thousand components, parsing
@@ -47,7 +47,7 @@ pub fn run(home: &Home, component: Option<&str>, json: bool) -> anyhow::Result<u
 }
 
 /// The status table: the supervisor first, then one row per component.
-pub fn table(report: &StatusReport) -> String {
+pub(super) fn table(report: &StatusReport) -> String {
     let s = &report.supervisor;
     let mut out = format!(
         "Server Supervisor  pid {}  up {}  memory {}  strategy {}  home {}\n",

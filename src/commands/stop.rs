@@ -13,7 +13,7 @@ const STOP_ANSWER_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long the daemon may take to exit after answering.
 const EXIT_DEADLINE: Duration = Duration::from_secs(15);
 
-pub fn run(home: &Home) -> anyhow::Result<u8> {
+pub(super) fn run(home: &Home) -> anyhow::Result<u8> {
     if !stop(home)? {
         println!("{}; nothing to stop", not_running(home));
     }
@@ -21,7 +21,7 @@ pub fn run(home: &Home) -> anyhow::Result<u8> {
 }
 
 /// Stops the supervisor of `home` and waits until it has exited. False when none ran.
-pub fn stop(home: &Home) -> anyhow::Result<bool> {
+pub(super) fn stop(home: &Home) -> anyhow::Result<bool> {
     let Some(mut client) = connect(home)? else {
         return Ok(false);
     };

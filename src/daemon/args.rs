@@ -63,7 +63,7 @@ impl SupervisorArgs {
                 "-q" | "--quiet" => parsed.quiet = true,
                 "--verbose" => parsed.verbose = parsed.verbose.saturating_add(1),
                 short if short.len() > 1 && short.trim_start_matches('-') == "v".repeat(short.len() - 1) => {
-                    parsed.verbose = parsed.verbose.saturating_add((short.len() - 1) as u8)
+                    parsed.verbose = parsed.verbose.saturating_add((short.len() - 1) as u8);
                 }
                 "-h" | "--help" => {
                     return Err(

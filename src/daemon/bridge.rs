@@ -41,7 +41,7 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(2);
 const MAX_CONNECTIONS: usize = 2048;
 
 /// The bridge between the control socket and the tree.
-pub struct Bridge {
+pub(super) struct Bridge {
     handle: SupervisorHandle,
     /// The configuration in force: replaced by a reload.
     config: RwLock<Arc<Config>>,
@@ -61,7 +61,7 @@ pub struct Bridge {
 
 impl Bridge {
     /// A bridge onto `handle`.
-    pub fn new(
+    pub(super) fn new(
         handle: SupervisorHandle,
         config: Config,
         home: &Home,
@@ -92,7 +92,7 @@ impl Bridge {
     /// Re-reads the configuration and applies the difference (a `reload` request or SIGHUP).
     /// An invalid configuration changes nothing; the error says why. Only the components and
     /// the supervisor-wide policy follow a reload; the socket and the home stay as they are.
-    pub async fn reload(&self, wait: Option<Duration>) -> Response {
+    pub(super) async fn reload(&self, wait: Option<Duration>) -> Response {
         let _one_at_a_time = self.reloading.lock().await;
         let config = match config::load(&self.home_dir, &super::self_program(&self.exe)) {
             Ok(config) => config,
@@ -166,12 +166,12 @@ impl Bridge {
     }
 
     /// Whether a `stop` request began the shutdown.
-    pub fn shutting_down(&self) -> bool {
+    pub(super) fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
     /// Foreground mode: start every component and log the outcome.
-    pub async fn start_all_and_log(&self) {
+    pub(super) async fn start_all_and_log(&self) {
         if let Err(e) = self.handle.start(&[]).await {
             warn!(error = %e, "could not start the components");
             return;
@@ -193,7 +193,7 @@ impl Bridge {
     /// Serves one connection in its own task.
     /// Past [`MAX_CONNECTIONS`] at once, a connection waits for a slot rather than being
     /// refused: a burst of clients is served in turn, none is dropped.
-    pub fn accept(self: Arc<Self>, stream: UnixStream) {
+    pub(super) fn accept(self: Arc<Self>, stream: UnixStream) {
         tokio::spawn(async move {
             let Ok(_permit) = self.slots.clone().acquire_owned().await else {
                 return;
@@ -403,8 +403,7 @@ impl Bridge {
                 started_at: protocol::rfc3339_ms(self.started_at),
                 uptime_ms: now
                     .duration_since(self.started_at)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
+                    .map_or(0, |d| d.as_millis() as u64),
                 memory_bytes: own_memory(),
                 strategy,
                 group_restarts,

@@ -35,6 +35,7 @@ thread_local! {
 
 /// `logs/supervisor.log`, as the writer of the tracing subscriber: each event is buffered and
 /// written whole when it ends.
+#[derive(Debug)]
 pub struct SupervisorLog {
     file: Mutex<RotatingFile>,
     /// Set while writes fail, so that the failure is reported once, not once per event.
@@ -89,6 +90,7 @@ impl<'a> MakeWriter<'a> for SupervisorLog {
 }
 
 /// Collects one event, written to the log when dropped.
+#[derive(Debug)]
 pub struct EventWriter<'a> {
     log: &'a SupervisorLog,
     event: Vec<u8>,

@@ -553,7 +553,7 @@ fn parse_fmt(command: &Command) -> Result<OutputFormat, ImageError> {
     };
     let pixel_type = items.get(1).map(|p| p.to_ascii_lowercase());
     match pixel_type.as_deref() {
-        None | Some("") | Some("rgb") => {}
+        None | Some("" | "rgb") => {}
         Some(p @ ("gray" | "cmyk")) => {
             return Err(ImageError::unsupported(format!(
                 "fmt pixel type `{p}` (a later release)"

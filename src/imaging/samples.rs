@@ -138,7 +138,7 @@ pub fn provision_if_due(home: &Path) {
             tracing::info!(
                 files = created.len(),
                 "created the sample catalog and images"
-            )
+            );
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not create the sample catalog and images"),
@@ -147,7 +147,7 @@ pub fn provision_if_due(home: &Path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => {
-            tracing::warn!(path = %due.display(), error = %e, "could not remove the request for the samples")
+            tracing::warn!(path = %due.display(), error = %e, "could not remove the request for the samples");
         }
     }
 }

@@ -181,7 +181,7 @@ async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ImageError>
     Limited::new(body, limit)
         .collect()
         .await
-        .map(|collected| collected.to_bytes())
+        .map(http_body_util::Collected::to_bytes)
         .map_err(|err| {
             if err.is::<http_body_util::LengthLimitError>() {
                 ImageError::internal(format!("the svg server sent more than {limit} bytes"))

@@ -122,9 +122,7 @@ impl Default for SvgConfig {
             max_svg_bytes: attributes.max_svg_bytes,
             max_svg_pix: attributes.max_svg_pix,
             render_timeout: Duration::from_secs(10),
-            max_concurrent: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(4),
+            max_concurrent: std::thread::available_parallelism().map_or(4, std::num::NonZero::get),
         }
     }
 }

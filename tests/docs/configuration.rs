@@ -194,14 +194,11 @@ fn literal_defaults(table: &Table, only: Option<&str>) -> Vec<(String, String)> 
 
 /// The keys the parser names in its answer to [`UNKNOWN`] in `table`.
 fn parser_keys(table: &FileTable) -> Result<BTreeSet<String>, String> {
-    let message = match parse(&table.probe) {
-        Ok(_) => {
-            return Err(format!(
-                "the parser accepts the unknown key `{UNKNOWN}` in {}",
-                table.name
-            ))
-        }
-        Err(message) => message,
+    let Err(message) = parse(&table.probe) else {
+        return Err(format!(
+            "the parser accepts the unknown key `{UNKNOWN}` in {}",
+            table.name
+        ));
     };
     let marker = format!("unknown field `{UNKNOWN}`, expected");
     let Some((_, expected)) = message.split_once(&marker) else {

@@ -4,7 +4,7 @@
 
 /// One document of `docs/`, named as a failure message should name it.
 #[derive(Clone, Copy)]
-pub struct Doc {
+pub(crate) struct Doc {
     /// The path from the repository's root, e.g. `docs/status-json.md`.
     pub path: &'static str,
     /// The whole text.
@@ -15,7 +15,7 @@ impl Doc {
     /// The part of the document under the heading line `heading` (e.g. "## `events --json`"),
     /// up to the next heading of the same or a higher level. Panics, naming the document, when
     /// the heading is missing.
-    pub fn section(&self, heading: &str) -> Section {
+    pub(crate) fn section(&self, heading: &str) -> Section {
         let level = heading_level(heading)
             .unwrap_or_else(|| panic!("`{heading}` is not a Markdown heading line"));
         let lines = prose_lines(self.text);
@@ -38,7 +38,7 @@ impl Doc {
 }
 
 /// The lines under one heading.
-pub struct Section {
+pub(crate) struct Section {
     doc: Doc,
     heading: String,
     /// Each line with whether it is prose (outside a fenced code block).
@@ -47,12 +47,12 @@ pub struct Section {
 
 impl Section {
     /// Where this section is, for messages: `docs/x.md, section "## y"`.
-    pub fn place(&self) -> String {
+    pub(crate) fn place(&self) -> String {
         format!("{}, section \"{}\"", self.doc.path, self.heading)
     }
 
     /// The pipe tables of the section, in order.
-    pub fn tables(&self) -> Vec<Table> {
+    pub(crate) fn tables(&self) -> Vec<Table> {
         let mut tables = Vec::new();
         let mut rows: Vec<Vec<String>> = Vec::new();
         let mut flush = |rows: &mut Vec<Vec<String>>| {
@@ -82,7 +82,7 @@ impl Section {
     }
 
     /// The one table whose header is exactly `header` (e.g. `["key", "type", "meaning"]`).
-    pub fn table(&self, header: &[&str]) -> Table {
+    pub(crate) fn table(&self, header: &[&str]) -> Table {
         let mut found: Vec<Table> = self
             .tables()
             .into_iter()
@@ -99,7 +99,7 @@ impl Section {
     }
 
     /// The prose of the section, code blocks left out, one line after another.
-    pub fn prose(&self) -> String {
+    pub(crate) fn prose(&self) -> String {
         let mut text = String::new();
         for (line, prose) in &self.lines {
             if *prose {
@@ -111,7 +111,7 @@ impl Section {
     }
 
     /// The heading lines inside the section (its subsections' headings), in order.
-    pub fn headings(&self) -> Vec<&'static str> {
+    pub(crate) fn headings(&self) -> Vec<&'static str> {
         self.lines
             .iter()
             .filter(|(line, prose)| *prose && heading_level(line).is_some())
@@ -120,12 +120,12 @@ impl Section {
     }
 
     /// The section of the subsection under `heading`, one of [`Section::headings`].
-    pub fn subsection(&self, heading: &str) -> Section {
+    pub(crate) fn subsection(&self, heading: &str) -> Section {
         self.doc.section(heading)
     }
 
     /// The contents of the fenced code blocks of language `lang` (` ```json `), in order.
-    pub fn code_blocks(&self, lang: &str) -> Vec<String> {
+    pub(crate) fn code_blocks(&self, lang: &str) -> Vec<String> {
         let mut blocks = Vec::new();
         let mut current: Option<String> = None;
         for (line, _) in &self.lines {
@@ -145,7 +145,7 @@ impl Section {
 }
 
 /// A pipe table: its header cells and its rows of cells, trimmed.
-pub struct Table {
+pub(crate) struct Table {
     /// Where the table is, for messages.
     pub place: String,
     /// The header cells.
@@ -156,7 +156,7 @@ pub struct Table {
 
 impl Table {
     /// The index of the column headed `name`. Panics, naming the table, when there is none.
-    pub fn column(&self, name: &str) -> usize {
+    pub(crate) fn column(&self, name: &str) -> usize {
         self.header
             .iter()
             .position(|h| h == name)
@@ -164,13 +164,13 @@ impl Table {
     }
 
     /// The cell of `row` in the column headed `name` (empty when the row is short).
-    pub fn cell<'a>(&self, row: &'a [String], name: &str) -> &'a str {
+    pub(crate) fn cell<'a>(&self, row: &'a [String], name: &str) -> &'a str {
         row.get(self.column(name)).map_or("", String::as_str)
     }
 }
 
 /// The code spans of `text`: `` `a`, `b` `` gives `["a", "b"]`.
-pub fn code_spans(text: &str) -> Vec<&str> {
+pub(crate) fn code_spans(text: &str) -> Vec<&str> {
     text.split('`').skip(1).step_by(2).collect()
 }
 

@@ -25,17 +25,17 @@ use serde_json::Value;
 use crate::procs::{self, ProcId};
 
 /// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_imageserving");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_imageserving");
 
 /// The marker variable the daemon and every component process carry.
-pub const TREE_ENV: &str = "IMAGESERVING_TREE";
+pub(crate) const TREE_ENV: &str = "IMAGESERVING_TREE";
 
 /// The default deadline of one command. Generous: a loaded CI machine is slow, and configs
 /// here keep `start_wait` well below it so that `start` reports before we give up.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long to wait for a state the supervisor should reach on its own.
-pub const SETTLE: Duration = Duration::from_secs(20);
+pub(crate) const SETTLE: Duration = Duration::from_secs(20);
 
 /// How long the guard's `stop` may take before the guard kills instead.
 const GUARD_STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -56,7 +56,7 @@ fn become_subreaper() {
 
 /// A free TCP port on the loopback interface: bound, read, released. Another process could
 /// take it in between, which is unlikely enough for tests and never the default ports.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
     listener
         .local_addr()
@@ -66,7 +66,7 @@ pub fn free_port() -> u16 {
 
 /// The three components of the embedded default (`ps` needs `is` and `svg`), on
 /// ephemeral ports, with a short `start_secs` so the tests do not wait a second per level.
-pub fn stack_config() -> String {
+pub(crate) fn stack_config() -> String {
     format!(
         r#"
 [components.ps]
@@ -98,7 +98,7 @@ stop_timeout = "5s"
 }
 
 /// A `[components.<name>]` table running `command`, with `extra` TOML lines.
-pub fn component(name: &str, command: &[&str], extra: &str) -> String {
+pub(crate) fn component(name: &str, command: &[&str], extra: &str) -> String {
     let command: Vec<String> = command.iter().map(|a| format!("{a:?}")).collect();
     format!(
         "\n[components.{name}]\ncommand = [{}]\nstart_secs = \"200ms\"\n{extra}\n",
@@ -108,10 +108,10 @@ pub fn component(name: &str, command: &[&str], extra: &str) -> String {
 
 /// The `[supervisor]` table every test uses: `start` reports well before
 /// [`COMMAND_TIMEOUT`].
-pub const SUPERVISOR: &str = "[supervisor]\nstart_wait = \"20s\"\n";
+pub(crate) const SUPERVISOR: &str = "[supervisor]\nstart_wait = \"20s\"\n";
 
 /// What a finished command did.
-pub struct Output {
+pub(crate) struct Output {
     /// The command line, for messages.
     pub args: String,
     /// How it ended.
@@ -126,13 +126,13 @@ pub struct Output {
 
 impl Output {
     /// The exit code; `None` when killed by a signal.
-    pub fn code(&self) -> Option<i32> {
+    pub(crate) fn code(&self) -> Option<i32> {
         self.status.code()
     }
 
     /// Asserts the exit code, showing everything on failure.
     #[track_caller]
-    pub fn expect_code(&self, code: i32) -> &Self {
+    pub(crate) fn expect_code(&self, code: i32) -> &Self {
         assert_eq!(self.code(), Some(code), "unexpected exit code\n{self}");
         self
     }
@@ -152,7 +152,11 @@ impl fmt::Display for Output {
 
 /// Runs `cmd` with piped output, killing it if it outlives `timeout`. `Err` carries what it
 /// printed before it was killed.
-pub fn run_command(mut cmd: Command, args: String, timeout: Duration) -> Result<Output, Output> {
+pub(crate) fn run_command(
+    mut cmd: Command,
+    args: String,
+    timeout: Duration,
+) -> Result<Output, Output> {
     become_subreaper();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -232,7 +236,7 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> Drained {
 
 /// Polls `cond` every 20 ms until it holds, panicking with `what` after `timeout`.
 #[track_caller]
-pub fn wait_for(timeout: Duration, what: impl fmt::Display, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(timeout: Duration, what: impl fmt::Display, mut cond: impl FnMut() -> bool) {
     let until = Instant::now() + timeout;
     loop {
         if cond() {
@@ -247,7 +251,7 @@ pub fn wait_for(timeout: Duration, what: impl fmt::Display, mut cond: impl FnMut
 
 /// Whether the current user is root; when not, either skips the test (returns false) or, in
 /// CI, fails it: a CI run must not silently skip what it is meant to check.
-pub fn require_root(test: &str) -> bool {
+pub(crate) fn require_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
@@ -265,7 +269,7 @@ pub fn require_root(test: &str) -> bool {
 static MACHINE: RwLock<()> = RwLock::new(());
 
 /// A temporary home for one test. Dropping it stops everything it started.
-pub struct TestHome {
+pub(crate) struct TestHome {
     /// Keeps the directory alive; removed on drop.
     _dir: tempfile::TempDir,
     /// The home: absolute and canonical, as the daemon spells it (its tree id).
@@ -282,20 +286,20 @@ pub struct TestHome {
 
 impl TestHome {
     /// A home whose `conf/imageserving.toml` is `config`.
-    pub fn new(config: &str) -> TestHome {
+    pub(crate) fn new(config: &str) -> TestHome {
         Self::at("", config)
     }
 
     /// A home at `sub` below a fresh temporary directory (`""`: the directory itself), with
     /// `config` as its configuration. Nothing else of the layout is created: the binary does.
-    pub fn at(sub: &str, config: &str) -> TestHome {
+    pub(crate) fn at(sub: &str, config: &str) -> TestHome {
         let shared = MACHINE.read().unwrap_or_else(PoisonError::into_inner);
         Self::build(sub, config, Some(shared), None)
     }
 
     /// A home for a test that loads the machine: it waits until no other test runs, and no
     /// other test starts until it is dropped.
-    pub fn alone(config: &str) -> TestHome {
+    pub(crate) fn alone(config: &str) -> TestHome {
         let alone = MACHINE.write().unwrap_or_else(PoisonError::into_inner);
         Self::build("", config, None, Some(alone))
     }
@@ -326,37 +330,37 @@ impl TestHome {
     }
 
     /// A home running the three components (ps, is, svg) on ephemeral ports.
-    pub fn stack() -> TestHome {
+    pub(crate) fn stack() -> TestHome {
         Self::new(&format!("{SUPERVISOR}{}", stack_config()))
     }
 
     /// The home directory.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.root
     }
 
     /// `run/control.sock`.
-    pub fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.root.join("run/control.sock")
     }
 
     /// `run/supervisor.pid`.
-    pub fn pid_file(&self) -> PathBuf {
+    pub(crate) fn pid_file(&self) -> PathBuf {
         self.root.join("run/supervisor.pid")
     }
 
     /// `run/supervisor.lock`.
-    pub fn lock_file(&self) -> PathBuf {
+    pub(crate) fn lock_file(&self) -> PathBuf {
         self.root.join("run/supervisor.lock")
     }
 
     /// The environment entry every process of this home carries.
-    pub fn marker(&self) -> String {
+    pub(crate) fn marker(&self) -> String {
         format!("{TREE_ENV}={}", self.root.display())
     }
 
     /// Live processes carrying this home's marker (remembered for the guard).
-    pub fn marked(&self) -> Vec<ProcId> {
+    pub(crate) fn marked(&self) -> Vec<ProcId> {
         let found = procs::marked(&self.marker());
         self.remember(found.iter().copied());
         found
@@ -364,7 +368,7 @@ impl TestHome {
 
     /// A command running the binary on this home, `IMAGESERVING_HOME` cleared so that only
     /// `--home` speaks.
-    pub fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("--home")
             .arg(&self.root)
@@ -377,13 +381,13 @@ impl TestHome {
 
     /// Runs the binary with `args`, failing the test if it outlives [`COMMAND_TIMEOUT`].
     #[track_caller]
-    pub fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.run_timeout(args, COMMAND_TIMEOUT)
     }
 
     /// Runs the binary with `args`, failing the test if it outlives `timeout`.
     #[track_caller]
-    pub fn run_timeout(&self, args: &[&str], timeout: Duration) -> Output {
+    pub(crate) fn run_timeout(&self, args: &[&str], timeout: Duration) -> Output {
         let out = run_command(self.command(args), args.join(" "), timeout)
             .unwrap_or_else(|out| panic!("command timed out after {timeout:?}\n{out}"));
         self.remember_supervisor();
@@ -392,7 +396,7 @@ impl TestHome {
 
     /// `status --json`, which must succeed.
     #[track_caller]
-    pub fn status_json(&self) -> Value {
+    pub(crate) fn status_json(&self) -> Value {
         let out = self.run(&["status", "--json"]);
         out.expect_code(0);
         let status: Value = serde_json::from_str(&out.stdout)
@@ -402,7 +406,7 @@ impl TestHome {
     }
 
     /// `status --json` if a supervisor answers, else `None`.
-    pub fn try_status_json(&self) -> Option<Value> {
+    pub(crate) fn try_status_json(&self) -> Option<Value> {
         let out = run_command(
             self.command(&["status", "--json"]),
             "status --json".into(),
@@ -419,21 +423,21 @@ impl TestHome {
 
     /// The supervisor's pid, from `status`.
     #[track_caller]
-    pub fn supervisor_pid(&self) -> u32 {
+    pub(crate) fn supervisor_pid(&self) -> u32 {
         let status = self.status_json();
         pid(&status["supervisor"]["pid"]).expect("status without a supervisor pid")
     }
 
     /// The pid of `component`, from `status`; `None` while it has no process.
     #[track_caller]
-    pub fn pid_of(&self, component: &str) -> Option<u32> {
+    pub(crate) fn pid_of(&self, component: &str) -> Option<u32> {
         let status = self.status_json();
         pid(&component_of(&status, component)["pid"])
     }
 
     /// Waits until every one of `names` is RUNNING with a pid; returns that status.
     #[track_caller]
-    pub fn wait_running(&self, names: &[&str]) -> Value {
+    pub(crate) fn wait_running(&self, names: &[&str]) -> Value {
         let mut last = Value::Null;
         wait_for(SETTLE, format_args!("{names:?} RUNNING"), || {
             let Some(status) = self.try_status_json() else {
@@ -452,7 +456,7 @@ impl TestHome {
     /// Asserts that nothing of this home runs: no marked process, no socket, no pid file,
     /// and the lock free (a live daemon holds it).
     #[track_caller]
-    pub fn assert_nothing_runs(&self) {
+    pub(crate) fn assert_nothing_runs(&self) {
         let left = self.marked();
         assert!(
             left.is_empty(),
@@ -466,7 +470,7 @@ impl TestHome {
     }
 
     /// Whether someone holds the home's lock (a live daemon does).
-    pub fn is_locked(&self) -> bool {
+    pub(crate) fn is_locked(&self) -> bool {
         use nix::fcntl::{Flock, FlockArg};
         let Ok(file) = fs::File::open(self.lock_file()) else {
             return false;
@@ -479,7 +483,7 @@ impl TestHome {
 
     /// Starts `imageserving supervisor` in the foreground as our child; output goes to
     /// `logs/foreground.log`. The guard terminates it.
-    pub fn spawn_foreground(&self) -> u32 {
+    pub(crate) fn spawn_foreground(&self) -> u32 {
         fs::create_dir_all(self.root.join("logs")).expect("creating logs/");
         let log = fs::File::create(self.root.join("logs/foreground.log")).expect("creating a log");
         let mut cmd = self.command(&["supervisor"]);
@@ -497,7 +501,7 @@ impl TestHome {
 
     /// Waits up to `timeout` for the foreground supervisor to exit.
     #[track_caller]
-    pub fn wait_foreground(&self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait_foreground(&self, timeout: Duration) -> ExitStatus {
         let mut guard = self
             .foreground
             .lock()
@@ -520,7 +524,7 @@ impl TestHome {
     }
 
     /// The last lines of the supervisor's logs, for a failing test's message.
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut out = String::new();
         let Ok(entries) = fs::read_dir(self.root.join("logs")) else {
             return out;
@@ -645,7 +649,7 @@ impl Drop for TestHome {
 }
 
 /// `pid 123 (sleep), ...` for messages.
-pub fn describe(ids: &[ProcId]) -> String {
+pub(crate) fn describe(ids: &[ProcId]) -> String {
     ids.iter()
         .map(|id| {
             let comm = procs::Stat::read(id.pid).map_or("?".into(), |s| s.comm);
@@ -656,13 +660,13 @@ pub fn describe(ids: &[ProcId]) -> String {
 }
 
 /// A JSON pid (a positive integer), or `None` for `null`.
-pub fn pid(v: &Value) -> Option<u32> {
+pub(crate) fn pid(v: &Value) -> Option<u32> {
     v.as_u64().and_then(|p| u32::try_from(p).ok())
 }
 
 /// The component called `name` in a status report; panics if absent.
 #[track_caller]
-pub fn component_of<'a>(status: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn component_of<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["components"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["name"] == name))
@@ -670,7 +674,7 @@ pub fn component_of<'a>(status: &'a Value, name: &str) -> &'a Value {
 }
 
 /// `name -> pid` of every component with a process.
-pub fn pids(status: &Value) -> HashMap<String, u32> {
+pub(crate) fn pids(status: &Value) -> HashMap<String, u32> {
     status["components"]
         .as_array()
         .into_iter()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 /// One answer.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// The status code.
     pub status: u16,
     /// The headers, names lower-cased.
@@ -19,7 +19,7 @@ pub struct Answer {
 
 impl Answer {
     /// The value of header `name` (lower case).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -27,13 +27,13 @@ impl Answer {
     }
 
     /// The body as text.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// `GET path` on `127.0.0.1:port`, closing the connection after the answer.
-pub fn get(port: u16, path: &str, timeout: Duration) -> std::io::Result<Answer> {
+pub(crate) fn get(port: u16, path: &str, timeout: Duration) -> std::io::Result<Answer> {
     let started = Instant::now();
     let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)?;
     stream.set_read_timeout(Some(timeout))?;

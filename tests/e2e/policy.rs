@@ -23,8 +23,7 @@ fn wait_state(home: &TestHome, name: &str, want: &str) -> Value {
     wait_for(SETTLE, format_args!("{name} {want}"), || {
         last = home
             .try_status_json()
-            .map(|s| component_of(&s, name).clone())
-            .unwrap_or(Value::Null);
+            .map_or(Value::Null, |s| component_of(&s, name).clone());
         last["state"] == want
     });
     last

@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 /// One process, identified by its pid *and* its start time, so that a pid the kernel has handed
 /// to someone else since is never mistaken for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ProcId {
+pub(crate) struct ProcId {
     /// The process id.
     pub pid: u32,
     /// Field 22 of `/proc/PID/stat`: clock ticks after boot when it started.
@@ -25,7 +25,7 @@ pub struct ProcId {
 
 impl ProcId {
     /// The process that has `pid` right now, if any (zombies included).
-    pub fn of(pid: u32) -> Option<ProcId> {
+    pub(crate) fn of(pid: u32) -> Option<ProcId> {
         let stat = Stat::read(pid)?;
         Some(ProcId {
             pid,
@@ -34,14 +34,14 @@ impl ProcId {
     }
 
     /// Whether this very process still runs (a zombie does not).
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         Stat::read(self.pid).is_some_and(|s| s.start_time == self.start_time && s.is_alive())
     }
 }
 
 /// The fields of `/proc/PID/stat` the tests need.
 #[derive(Clone, Debug)]
-pub struct Stat {
+pub(crate) struct Stat {
     /// The command name (at most 15 bytes), without its parentheses.
     pub comm: String,
     /// `R`, `S`, `D`, `Z`, `X`, ...
@@ -58,7 +58,7 @@ pub struct Stat {
 
 impl Stat {
     /// The stat of `pid`, `None` when there is no such process.
-    pub fn read(pid: u32) -> Option<Stat> {
+    pub(crate) fn read(pid: u32) -> Option<Stat> {
         let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name may hold spaces and parentheses: it ends at the *last* `)`.
         let open = text.find('(')?;
@@ -77,7 +77,7 @@ impl Stat {
     }
 
     /// Not a zombie, not dead.
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         !matches!(self.state, 'Z' | 'X' | 'x')
     }
 }
@@ -93,7 +93,7 @@ fn carries(pid: u32, marker: &str) -> bool {
 }
 
 /// Live processes (other than this test process) whose environment carries `marker`.
-pub fn marked(marker: &str) -> Vec<ProcId> {
+pub(crate) fn marked(marker: &str) -> Vec<ProcId> {
     let me = std::process::id();
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
@@ -114,7 +114,7 @@ pub fn marked(marker: &str) -> Vec<ProcId> {
 
 /// Sends `signal` to `id` if it is still that process. The process is pinned with a pidfd
 /// first, then checked, so a pid reused in between is never signalled.
-pub fn signal(id: ProcId, signal: i32) -> bool {
+pub(crate) fn signal(id: ProcId, signal: i32) -> bool {
     let Ok(pidfd) = pidfd_open(id.pid) else {
         return false;
     };
@@ -135,7 +135,7 @@ pub fn signal(id: ProcId, signal: i32) -> bool {
 }
 
 /// SIGKILLs `id` if it is still that process.
-pub fn kill(id: ProcId) -> bool {
+pub(crate) fn kill(id: ProcId) -> bool {
     signal(id, libc::SIGKILL)
 }
 
@@ -155,7 +155,7 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// a daemonized supervisor and the orphans of a killed one are reparented to us, the
 /// subreaper. Processes of others, and pids that now name another process, are left alone,
 /// so a `std::process::Child` of another test thread never loses its exit status to us.
-pub fn reap(ids: &[ProcId], timeout: Duration) {
+pub(crate) fn reap(ids: &[ProcId], timeout: Duration) {
     let me = std::process::id();
     let until = Instant::now() + timeout;
     for id in ids {

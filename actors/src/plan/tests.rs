@@ -55,7 +55,7 @@ fn tree(components: Vec<ComponentSpec>, strategy: Strategy) -> TreeSpec {
 }
 
 fn names(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
+    v.iter().map(ToString::to_string).collect()
 }
 
 impl Sim {
@@ -581,7 +581,7 @@ fn group_restarts_leave_temporary_and_unwanted_components_alone() {
     sim.crash("db");
     match &sim.notes[..] {
         [Note::GroupRestart { group, .. }] => {
-            assert_eq!(group, &names(&["db", "cache", "app", "web"]))
+            assert_eq!(group, &names(&["db", "cache", "app", "web"]));
         }
         other => panic!("{other:?}"),
     }

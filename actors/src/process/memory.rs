@@ -124,7 +124,7 @@ impl MemorySampler {
                         other
                     });
                 walk.run(one.to_vec());
-                match helper.map(|helper| helper.join()) {
+                match helper.map(std::thread::ScopedJoinHandle::join) {
                     Ok(Ok(other)) => others = Some(other),
                     // No thread to be had (or it failed): this one walks the other half too.
                     _ => walk.run(two.to_vec()),

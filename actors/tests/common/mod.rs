@@ -19,21 +19,21 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 
 /// The bound of every test body.
-pub const TEST_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const TEST_LIMIT: Duration = Duration::from_secs(60);
 /// How often the waits look again.
 const POLL: Duration = Duration::from_millis(20);
 /// How long the guard keeps killing before it gives up (and says so).
 const REAP_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs a test body with the time limit every test has.
-pub async fn bounded(body: impl Future<Output = ()>) {
+pub(crate) async fn bounded(body: impl Future<Output = ()>) {
     tokio::time::timeout(TEST_LIMIT, body)
         .await
         .expect("the test exceeded its time limit");
 }
 
 /// A tree id no other test (or earlier run) uses: the marker every process of the tree carries.
-pub fn unique_tree_id(tag: &str) -> String {
+pub(crate) fn unique_tree_id(tag: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -42,7 +42,7 @@ pub fn unique_tree_id(tag: &str) -> String {
 }
 
 /// A policy short enough for tests: running after 150 ms, quick backoff, generous budget.
-pub fn fast_policy() -> RestartPolicy {
+pub(crate) fn fast_policy() -> RestartPolicy {
     RestartPolicy {
         start_secs: Duration::from_millis(150),
         start_timeout: Duration::from_secs(5),
@@ -58,20 +58,20 @@ pub fn fast_policy() -> RestartPolicy {
 }
 
 /// A component running `argv`, logging into `dir`, with [`fast_policy`] and no dependencies.
-pub fn command(dir: &Path, name: &str, argv: &[&str]) -> ComponentSpec {
-    let mut spec = ComponentSpec::new(name, argv.iter().map(|a| a.to_string()).collect());
+pub(crate) fn command(dir: &Path, name: &str, argv: &[&str]) -> ComponentSpec {
+    let mut spec = ComponentSpec::new(name, argv.iter().map(ToString::to_string).collect());
     spec.log = LogSpec::file(dir.join(format!("{name}.log")));
     spec.policy = fast_policy();
     spec
 }
 
 /// A component running `sh -c script`.
-pub fn shell(dir: &Path, name: &str, script: &str) -> ComponentSpec {
+pub(crate) fn shell(dir: &Path, name: &str, script: &str) -> ComponentSpec {
     command(dir, name, &["sh", "-c", script])
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -79,7 +79,7 @@ pub fn free_port() -> u16 {
 }
 
 /// The loopback address with `port`.
-pub fn local(port: u16) -> SocketAddr {
+pub(crate) fn local(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
@@ -119,7 +119,7 @@ impl Drop for Reaper {
 }
 
 /// One spawned tree with its temporary directory and its cleanup guard.
-pub struct Fixture {
+pub(crate) struct Fixture {
     /// Declared first so it is dropped first: it kills before the directory goes.
     _reaper: Reaper,
     /// The tree's marker.
@@ -134,7 +134,10 @@ pub struct Fixture {
 
 impl Fixture {
     /// Spawns a tree of the components `build` makes in the fixture's directory (not started).
-    pub async fn spawn(tag: &str, build: impl FnOnce(&Path) -> Vec<ComponentSpec>) -> Fixture {
+    pub(crate) async fn spawn(
+        tag: &str,
+        build: impl FnOnce(&Path) -> Vec<ComponentSpec>,
+    ) -> Fixture {
         let tree_id = unique_tree_id(tag);
         let mut reaper = Reaper {
             tree_id: tree_id.clone(),
@@ -156,7 +159,7 @@ impl Fixture {
     }
 
     /// Starts every component and waits until each one is RUNNING.
-    pub async fn start_all_running(&self) -> TreeStatus {
+    pub(crate) async fn start_all_running(&self) -> TreeStatus {
         self.handle.start(&[]).await.expect("start");
         self.wait_status("every component RUNNING", Duration::from_secs(10), |s| {
             s.components
@@ -167,17 +170,17 @@ impl Fixture {
     }
 
     /// The status (without failing the test on a slow answer: that is tested apart).
-    pub async fn status(&self) -> TreeStatus {
+    pub(crate) async fn status(&self) -> TreeStatus {
         self.handle.status().await.expect("status")
     }
 
     /// The status of one component.
-    pub async fn component(&self, name: &str) -> ComponentStatus {
+    pub(crate) async fn component(&self, name: &str) -> ComponentStatus {
         component(&self.status().await, name).clone()
     }
 
     /// Polls the status until `condition` holds; panics with the last status after `timeout`.
-    pub async fn wait_status(
+    pub(crate) async fn wait_status(
         &self,
         what: &str,
         timeout: Duration,
@@ -201,12 +204,12 @@ impl Fixture {
     }
 
     /// The marked processes of one component (all components when `None`).
-    pub fn marked(&self, component: Option<&str>) -> Vec<u32> {
+    pub(crate) fn marked(&self, component: Option<&str>) -> Vec<u32> {
         find_marked(&self.tree_id, component)
     }
 
     /// Every component log in the directory, for failure messages.
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut out = String::new();
         if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
             for entry in entries.flatten() {
@@ -222,7 +225,7 @@ impl Fixture {
 }
 
 /// The named component of a status; panics if it is missing.
-pub fn component<'a>(status: &'a TreeStatus, name: &str) -> &'a ComponentStatus {
+pub(crate) fn component<'a>(status: &'a TreeStatus, name: &str) -> &'a ComponentStatus {
     status
         .components
         .iter()
@@ -231,7 +234,7 @@ pub fn component<'a>(status: &'a TreeStatus, name: &str) -> &'a ComponentStatus 
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes; returns whether it held.
-pub async fn wait_for(mut condition: impl FnMut() -> bool, timeout: Duration) -> bool {
+pub(crate) async fn wait_for(mut condition: impl FnMut() -> bool, timeout: Duration) -> bool {
     let until = Instant::now() + timeout;
     loop {
         if condition() {
@@ -245,7 +248,7 @@ pub async fn wait_for(mut condition: impl FnMut() -> bool, timeout: Duration) ->
 }
 
 /// Whether `pid` names a live (non-zombie) process.
-pub fn is_alive(pid: u32) -> bool {
+pub(crate) fn is_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         stat.rfind(')')
             .and_then(|i| stat[i + 1..].split_ascii_whitespace().next())
@@ -254,7 +257,7 @@ pub fn is_alive(pid: u32) -> bool {
 }
 
 /// Sends SIGKILL to one process.
-pub fn kill9(pid: u32) {
+pub(crate) fn kill9(pid: u32) {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9");
 }

@@ -462,8 +462,7 @@ pub(super) fn plan(
 
     let (ah, av) = req
         .align
-        .map(|a| (sanitize_align(a.h), sanitize_align(a.v)))
-        .unwrap_or((0.0, 0.0));
+        .map_or((0.0, 0.0), |a| (sanitize_align(a.h), sanitize_align(a.v)));
     let offset = (
         ((view.0 - scaled.0) * (1.0 + ah) / 2.0).round(),
         ((view.1 - scaled.1) * (1.0 + av) / 2.0).round(),
@@ -590,8 +589,7 @@ fn fit(sw: f64, sh: f64, req: &ImageRequest, attrs: &Attributes) -> Result<Fitte
     };
     let (mode, upscale) = req
         .fit
-        .map(|f| (f.mode, f.upscale))
-        .unwrap_or((FitMode::Fit, false));
+        .map_or((FitMode::Fit, false), |f| (f.mode, f.upscale));
 
     let sized = |k: f64| -> Result<(f64, f64), ImageError> { Ok((px(sw * k)?, px(sh * k)?)) };
     let (scaled, view) = match (wid, hei, scl) {

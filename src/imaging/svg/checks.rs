@@ -173,8 +173,8 @@ impl OffscreenEstimate {
                 self.visit()?;
                 let mut peak: f64 = 0.0;
                 let paints = [
-                    path.fill().map(|fill| fill.paint()),
-                    path.stroke().map(|stroke| stroke.paint()),
+                    path.fill().map(resvg::usvg::Fill::paint),
+                    path.stroke().map(resvg::usvg::Stroke::paint),
                 ];
                 for paint in paints.into_iter().flatten() {
                     if let usvg::Paint::Pattern(pattern) = paint {
