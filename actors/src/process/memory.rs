@@ -33,7 +33,8 @@ use tracing::warn;
 
 use super::marker::{marked_component, marked_components, Marker};
 use super::procfs::{
-    children_of, own_live_processes, parse_statm, read_from_start, OwnProcess, ProcFiles, Usage,
+    children_of_into, own_live_processes, parse_statm, read_from_start, OwnProcess, ProcFiles,
+    Usage,
 };
 use super::registry::adopts_orphans;
 
@@ -208,7 +209,7 @@ impl<'a> Walk<'a> {
         if usage.threads <= 1 {
             files.main_thread_children(&mut self.buf, &mut children);
         } else {
-            children = children_of(pid);
+            children = children_of_into(pid, &mut self.buf);
         }
         let resident = usage.resident_pages.saturating_mul(page_size());
         self.nodes.insert(

@@ -98,21 +98,37 @@ pub(super) fn own_live_processes() -> io::Result<Vec<OwnProcess>> {
 
 /// The children of `pid`, from every thread's `children` list.
 pub(super) fn children_of(pid: u32) -> Vec<u32> {
+    children_of_into(pid, &mut Vec::new())
+}
+
+/// [`children_of`], reading the lists into `buf` (which only grows).
+///
+/// Each list is read with reads of at least a page (see [`read_from_start`]): each read of a
+/// `children` list makes the kernel find its place in the list again and render up to a page
+/// (about 0.4 µs a child), so the small first reads of `read_to_string` made the daemon's list
+/// of 1000 children cost 1.6 ms instead of 0.4 ms.
+pub(super) fn children_of_into(pid: u32, buf: &mut Vec<u8>) -> Vec<u32> {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for task in tasks.filter_map(Result::ok) {
-        let Ok(list) = fs::read_to_string(task.path().join("children")) else {
+        let Ok(file) = File::open(task.path().join("children")) else {
+            continue;
+        };
+        let Ok(list) = read_from_start(&file, buf, false) else {
             continue;
         };
         out.extend(
-            list.split_ascii_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok()),
+            list.split(u8::is_ascii_whitespace)
+                .filter_map(|p| u32::try_from(number(p)?).ok()),
         );
     }
     out
 }
+
+/// The smallest read of a `/proc` file: the kernel renders at most a page per read.
+const LIST_READ: usize = 4096;
 
 /// Live processes of this user below this one, except `skip` and the processes below them.
 pub(super) fn own_live_below(skip: BTreeSet<u32>) -> Vec<OwnProcess> {
@@ -224,8 +240,8 @@ pub(super) fn read_from_start<'a>(
     buf: &'a mut Vec<u8>,
     one_record: bool,
 ) -> io::Result<&'a [u8]> {
-    if buf.len() < 1024 {
-        buf.resize(1024, 0);
+    if buf.len() < LIST_READ {
+        buf.resize(LIST_READ, 0);
     }
     let mut filled = 0;
     loop {
