@@ -18,8 +18,8 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options of every command.
-#[derive(Debug, Args)]
+/// Options of every command. The programs without clap read them by hand (`crate::args`).
+#[derive(Debug, PartialEq, Eq, Args)]
 pub struct GlobalArgs {
     /// The home directory (conf/, logs/, run/, images/). Default: /var/lib/imageserving for
     /// root, else $XDG_DATA_HOME/imageserving or ~/.local/share/imageserving.

@@ -76,9 +76,11 @@ fn component(name: &str, global: &crate::cli::GlobalArgs) -> anyhow::Result<u8> 
     };
     let args = crate::servers::args::ServerArgs {
         name: name.to_string(),
-        home: global.home.clone(),
-        verbose: global.verbose,
-        quiet: global.quiet,
+        global: crate::cli::GlobalArgs {
+            home: global.home.clone(),
+            verbose: global.verbose,
+            quiet: global.quiet,
+        },
     };
     let err = std::process::Command::new(&server)
         .args(args.to_args())

@@ -82,11 +82,13 @@ pub fn command(home: &Home, detached: bool, verbose: u8, quiet: bool) -> anyhow:
     let cmd = match program() {
         Some(program) => {
             let args = args::SupervisorArgs {
-                home: Some(home.root().to_path_buf()),
+                global: crate::cli::GlobalArgs {
+                    home: Some(home.root().to_path_buf()),
+                    verbose,
+                    quiet,
+                },
                 detached,
                 exe,
-                verbose,
-                quiet,
             };
             let mut cmd = Command::new(program);
             cmd.args(args.to_args());

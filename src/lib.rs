@@ -14,6 +14,7 @@
 //! servers, the CLI and the daemon not the image code) is checked by `tests/layering.rs`, whose
 //! module documentation draws the layers.
 
+mod args;
 pub mod cli;
 pub mod client;
 pub mod commands;
@@ -54,18 +55,13 @@ pub fn supervisor_entry() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    let global = cli::GlobalArgs {
-        home: args.home.clone(),
-        verbose: args.verbose,
-        quiet: args.quiet,
-    };
     init_tracing(
         LogMode::Supervisor {
             detached: args.detached,
         },
-        &global,
+        &args.global,
     );
-    let result = home::Home::resolve(args.home)
+    let result = home::Home::resolve(args.global.home)
         .map_err(anyhow::Error::from)
         .and_then(|home| daemon::run(&home, args.detached, &args.exe));
     finish(result, false)
@@ -82,12 +78,7 @@ pub fn server_entry() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    let global = cli::GlobalArgs {
-        home: args.home.clone(),
-        verbose: args.verbose,
-        quiet: args.quiet,
-    };
-    init_tracing(LogMode::Component, &global);
+    init_tracing(LogMode::Component, &args.global);
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

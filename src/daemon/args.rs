@@ -11,60 +11,43 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use crate::args::split;
+use crate::cli::GlobalArgs;
+
 /// What `imageserving-supervisor` was asked to do.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SupervisorArgs {
-    /// `--home`, else `IMAGESERVING_HOME`; `None`: the default home.
-    pub home: Option<PathBuf>,
+    /// `--home` (else `IMAGESERVING_HOME`; `None`: the default home), `-v`, `-q`.
+    pub global: GlobalArgs,
     /// Started by `start`: log to `logs/supervisor.log`, and leave the components to the caller.
     pub detached: bool,
     /// The program `@self` means.
     pub exe: PathBuf,
-    /// `-v` counted.
-    pub verbose: u8,
-    /// `-q`.
-    pub quiet: bool,
 }
 
 impl SupervisorArgs {
     /// Parses the arguments after the program's name.
     pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<SupervisorArgs, String> {
+        let home = std::env::var_os("IMAGESERVING_HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
         let mut parsed = SupervisorArgs {
-            home: std::env::var_os("IMAGESERVING_HOME")
-                .filter(|h| !h.is_empty())
-                .map(PathBuf::from),
+            global: GlobalArgs::with_home(home),
             detached: false,
             exe: sibling("imageserving"),
-            verbose: 0,
-            quiet: false,
         };
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
-            let Some(text) = arg.to_str() else {
-                return Err(format!("unexpected argument {arg:?}"));
-            };
-            let (flag, inline) = match text.split_once('=') {
-                Some((flag, value)) if flag.starts_with("--") => {
-                    (flag, Some(OsString::from(value)))
-                }
-                _ => (text, None),
-            };
-            let mut value = |name: &str| {
-                inline
-                    .clone()
-                    .or_else(|| args.next())
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| format!("{name} needs a value"))
-            };
+            let (flag, inline) = split(&arg)?;
+            if parsed.global.take(flag, inline.clone(), &mut args)? {
+                continue;
+            }
             match flag {
-                "--home" => parsed.home = Some(PathBuf::from(value("--home")?)),
-                "--exe" => parsed.exe = PathBuf::from(value("--exe")?),
-                "--detached" => parsed.detached = true,
-                "-q" | "--quiet" => parsed.quiet = true,
-                "--verbose" => parsed.verbose = parsed.verbose.saturating_add(1),
-                short if short.len() > 1 && short.trim_start_matches('-') == "v".repeat(short.len() - 1) => {
-                    parsed.verbose = parsed.verbose.saturating_add((short.len() - 1) as u8);
+                "--exe" => {
+                    let value = inline.or_else(|| args.next()).filter(|v| !v.is_empty());
+                    parsed.exe = PathBuf::from(value.ok_or("--exe needs a value")?);
                 }
+                "--detached" => parsed.detached = true,
                 "-h" | "--help" => {
                     return Err(
                         "usage: imageserving-supervisor [--home DIR] [--detached] [--exe PATH] [-v|-q]; \
@@ -75,30 +58,19 @@ impl SupervisorArgs {
                 other => return Err(format!("unexpected argument `{other}`")),
             }
         }
-        if parsed.quiet && parsed.verbose > 0 {
-            return Err("-q and -v exclude each other".to_string());
-        }
+        parsed.global.check()?;
         Ok(parsed)
     }
 
     /// The arguments that give `self` back, for the command line of a new daemon.
     pub fn to_args(&self) -> Vec<OsString> {
         let mut out = Vec::new();
-        if let Some(home) = &self.home {
-            out.push("--home".into());
-            out.push(home.into());
-        }
         if self.detached {
             out.push("--detached".into());
         }
         out.push("--exe".into());
         out.push(self.exe.clone().into());
-        if self.quiet {
-            out.push("-q".into());
-        }
-        for _ in 0..self.verbose {
-            out.push("-v".into());
-        }
+        self.global.push_args(&mut out);
         out
     }
 }
@@ -122,10 +94,13 @@ mod tests {
     #[test]
     fn arguments_round_trip() {
         let args = parse(&["--home", "/h", "--detached", "--exe=/bin/x", "-vv"]).unwrap();
-        assert_eq!(args.home.as_deref(), Some(std::path::Path::new("/h")));
+        assert_eq!(
+            args.global.home.as_deref(),
+            Some(std::path::Path::new("/h"))
+        );
         assert!(args.detached);
         assert_eq!(args.exe, PathBuf::from("/bin/x"));
-        assert_eq!(args.verbose, 2);
+        assert_eq!(args.global.verbose, 2);
         assert_eq!(SupervisorArgs::parse(args.to_args()).unwrap(), args);
     }
 

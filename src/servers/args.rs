@@ -11,6 +11,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use crate::args::split;
+use crate::cli::GlobalArgs;
 use crate::config::SelfProgram;
 
 /// What `imageserving-server` was asked to run.
@@ -18,12 +20,8 @@ use crate::config::SelfProgram;
 pub struct ServerArgs {
     /// The component server: `ps`, `is` or `svg`.
     pub name: String,
-    /// `--home`, if given.
-    pub home: Option<PathBuf>,
-    /// `-v` counted.
-    pub verbose: u8,
-    /// `-q`.
-    pub quiet: bool,
+    /// `--home` (if given), `-v`, `-q`.
+    pub global: GlobalArgs,
 }
 
 /// The usage line.
@@ -34,37 +32,14 @@ impl ServerArgs {
     /// Parses the arguments after the program's name.
     pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<ServerArgs, String> {
         let mut name = None;
-        let mut parsed = ServerArgs {
-            name: String::new(),
-            home: None,
-            verbose: 0,
-            quiet: false,
-        };
+        let mut global = GlobalArgs::with_home(None);
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
-            let Some(text) = arg.to_str() else {
-                return Err(format!("unexpected argument {arg:?}"));
-            };
-            match text.split_once('=') {
-                Some(("--home", value)) if !value.is_empty() => {
-                    parsed.home = Some(PathBuf::from(value));
-                    continue;
-                }
-                _ => {}
+            let (flag, inline) = split(&arg)?;
+            if global.take(flag, inline, &mut args)? {
+                continue;
             }
-            match text {
-                "--home" => {
-                    let value = args.next().filter(|v| !v.is_empty());
-                    parsed.home = Some(PathBuf::from(value.ok_or("--home needs a value")?));
-                }
-                "-q" | "--quiet" => parsed.quiet = true,
-                "--verbose" => parsed.verbose = parsed.verbose.saturating_add(1),
-                short
-                    if short.len() > 1
-                        && short.trim_start_matches('-') == "v".repeat(short.len() - 1) =>
-                {
-                    parsed.verbose = parsed.verbose.saturating_add((short.len() - 1) as u8);
-                }
+            match flag {
                 "-h" | "--help" => return Err(USAGE.to_string()),
                 flag if flag.starts_with('-') => {
                     return Err(format!("unexpected argument `{flag}`; {USAGE}"))
@@ -73,26 +48,15 @@ impl ServerArgs {
                 other => return Err(format!("unexpected argument `{other}`; {USAGE}")),
             }
         }
-        if parsed.quiet && parsed.verbose > 0 {
-            return Err("-q and -v exclude each other".to_string());
-        }
-        parsed.name = name.ok_or_else(|| format!("which server? {USAGE}"))?;
-        Ok(parsed)
+        global.check()?;
+        let name = name.ok_or_else(|| format!("which server? {USAGE}"))?;
+        Ok(ServerArgs { name, global })
     }
 
     /// The arguments that give `self` back.
     pub fn to_args(&self) -> Vec<OsString> {
         let mut out: Vec<OsString> = vec![self.name.clone().into()];
-        if let Some(home) = &self.home {
-            out.push("--home".into());
-            out.push(home.into());
-        }
-        if self.quiet {
-            out.push("-q".into());
-        }
-        for _ in 0..self.verbose {
-            out.push("-v".into());
-        }
+        self.global.push_args(&mut out);
         out
     }
 }
@@ -120,11 +84,14 @@ mod tests {
     #[test]
     fn the_name_and_the_options_in_any_order() {
         let a = parse(&["ps", "--verbose"]).unwrap();
-        assert_eq!((a.name.as_str(), a.verbose, a.quiet), ("ps", 1, false));
+        assert_eq!(
+            (a.name.as_str(), a.global.verbose, a.global.quiet),
+            ("ps", 1, false)
+        );
         let a = parse(&["-vv", "--home=/h", "is"]).unwrap();
         assert_eq!(a.name, "is");
-        assert_eq!(a.verbose, 2);
-        assert_eq!(a.home.as_deref(), Some(std::path::Path::new("/h")));
+        assert_eq!(a.global.verbose, 2);
+        assert_eq!(a.global.home.as_deref(), Some(std::path::Path::new("/h")));
         assert_eq!(ServerArgs::parse(a.to_args()).unwrap(), a);
     }
 
