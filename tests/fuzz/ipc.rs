@@ -99,9 +99,26 @@ fn arb_error_kind() -> impl Strategy<Value = ErrorKind> {
             ErrorKind::UnknownComponent,
             ErrorKind::Forbidden,
             ErrorKind::ShuttingDown,
+            ErrorKind::BadConfig,
             ErrorKind::Internal,
         ][..],
     )
+}
+
+/// Fails to compile when a kind is added, until it is added to [`arb_error_kind`] too.
+#[allow(dead_code)]
+fn every_error_kind_is_drawn(kind: ErrorKind) {
+    match kind {
+        ErrorKind::BadRequest
+        | ErrorKind::UnsupportedVersion
+        | ErrorKind::TooLarge
+        | ErrorKind::Timeout
+        | ErrorKind::UnknownComponent
+        | ErrorKind::Forbidden
+        | ErrorKind::ShuttingDown
+        | ErrorKind::BadConfig
+        | ErrorKind::Internal => {}
+    }
 }
 
 fn arb_component() -> impl Strategy<Value = ComponentStatus> {
