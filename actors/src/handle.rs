@@ -21,7 +21,7 @@ use crate::TreeError;
 /// How long a status query may take before it is an error.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Up to this many components, a memory sample is taken on the calling task: adopting orphans,
-/// it reads two `/proc` files per process (see [`process::MemorySampler`]), cheaper than handing
+/// it reads one to three `/proc` files per process (see [`process::MemorySampler`]), cheaper than handing
 /// the work to a blocking thread (often one to be started first). Beyond, on the blocking pool.
 const INLINE_MEMORY_SCAN: usize = 16;
 /// How long a memory sample serves `status` calls for the same processes: a burst of calls

@@ -16,8 +16,29 @@
 //! [`MemorySampler`] keeps the three files of each process open from one sample to the next: the
 //! next sample reads them again with one system call each, opens files only for the processes
 //! that are new, and closes those of the processes that are gone. With many processes, two
-//! threads share the walk. Nothing runs between two samples, and every figure is read at the
-//! time of the sample: none is carried over from an earlier one.
+//! threads share the walk.
+//!
+//! # Reading only what changed
+//!
+//! The shape of the tree changes only when a process is created or goes: a process's parent
+//! changes only when that parent dies. So a [`MemorySampler`] keeps the tree it saw, with the last
+//! pid the kernel had given out before that sample began (`/proc/loadavg`; pids are given out
+//! in increasing order, to processes and threads alike). The next sample then reads, instead of
+//! walking everything again:
+//!
+//! - the resident memory of every process it knows (`statm`, one read each): if one is gone or
+//!   a zombie, the tree has changed under it, and it walks the whole tree instead;
+//! - the pids given out since: of each that is still a live process (not a thread) whose parent
+//!   is in the tree, its files. Its own children came after it, so the same pass finds them, and
+//!   the escapee of a double fork, handed to us as an orphan, has us for its parent.
+//!
+//! When the pids wrapped around, or more pids were given out since than half the processes it
+//! knows (checking them would cost more than the walk), it walks the whole tree. The figures are
+//! those of a walk (the tests compare them), read at the time of the sample: only the tree's
+//! shape is carried over, and only while the kernel says nothing could have changed it. What it
+//! cannot see is a process created with a chosen pid below the last one (`clone3` with
+//! `set_tid`, or a write to `ns_last_pid`: checkpoint/restore tools, which need
+//! `CAP_SYS_ADMIN`), until a process of the tree next goes. Nothing runs between two samples.
 //!
 //! Otherwise (an embedding application that does not adopt orphans), a sample reads
 //! `/proc/*/stat` and the environment of all this user's processes, then the resident memory of
@@ -33,8 +54,8 @@ use tracing::warn;
 
 use super::marker::{marked_component, marked_components, Marker};
 use super::procfs::{
-    children_of_into, own_live_processes, parse_statm, read_from_start, OwnProcess, ProcFiles,
-    Usage,
+    children_of_into, is_process, last_pid, own_live_processes, parse_statm, read_from_start,
+    read_stat, OwnProcess, ProcFiles, ProcStat, Usage,
 };
 use super::registry::adopts_orphans;
 
@@ -65,6 +86,17 @@ pub struct MemorySampler {
     one_shot: bool,
     /// The buffer every file is read into.
     buf: Vec<u8>,
+    /// The tree the last sample saw, for the next to re-read (see the module documentation).
+    known: Option<Known>,
+    /// Samples that walked the whole tree.
+    full_walks: u64,
+}
+
+/// The tree a sample saw, and the last pid given out before it began.
+#[derive(Debug)]
+struct Known {
+    last_pid: u32,
+    tree: Tree,
 }
 
 impl MemorySampler {
@@ -85,6 +117,13 @@ impl MemorySampler {
         self.files.len()
     }
 
+    /// How many samples walked the whole tree below this process; the others re-read only the
+    /// memory of the processes they knew and the processes created since (see the module
+    /// documentation).
+    pub fn full_walks(&self) -> u64 {
+        self.full_walks
+    }
+
     /// The resident memory of each component, as [`component_memory`] says. Blocking.
     pub fn sample(&mut self, tree_id: &str, roots: &[(String, u32)]) -> HashMap<String, u64> {
         if adopts_orphans() {
@@ -97,7 +136,80 @@ impl MemorySampler {
 
     /// A sample from the processes below this one (see the module documentation).
     fn sample_below_us(&mut self, tree_id: &str, roots: &[(String, u32)]) -> HashMap<String, u64> {
-        self.walk_below_us().by_component(tree_id, roots)
+        // Read before anything else: a process created from here on has a later pid, which the
+        // next sample checks.
+        let now = if self.one_shot { None } else { last_pid() };
+        let known = self.known.take();
+        let reread = now
+            .zip(known)
+            .and_then(|(now, known)| self.reread(known, now));
+        let tree = reread.unwrap_or_else(|| {
+            self.full_walks += 1;
+            self.walk_below_us()
+        });
+        let out = tree.by_component(tree_id, roots);
+        self.known = now.map(|last_pid| Known { last_pid, tree });
+        out
+    }
+
+    /// The tree `known` now: the memory of its processes read again, and the processes created
+    /// since added; `None` if that cannot be trusted to be the whole tree (a process of it
+    /// went, the pids wrapped around) or would cost more than a walk.
+    fn reread(&mut self, known: Known, now: u32) -> Option<Tree> {
+        let Known {
+            last_pid: before,
+            mut tree,
+        } = known;
+        let created = now.checked_sub(before)?;
+        if usize::try_from(created).ok()? > tree.nodes.len() / 2 + 8 {
+            return None;
+        }
+        let files = tree
+            .nodes
+            .keys()
+            .map(|&pid| Some((pid, self.files.get(&pid)?)))
+            .collect::<Option<Vec<_>>>()?;
+        for (pid, pages) in resident_pages_of(&files, &mut self.buf)? {
+            if let Some(node) = tree.nodes.get_mut(&pid) {
+                node.resident = pages.saturating_mul(page_size());
+            }
+        }
+        let room = kept_processes_limit();
+        for pid in before.saturating_add(1)..=now {
+            if tree.nodes.contains_key(&pid) {
+                continue;
+            }
+            let Some(parent) = read_stat(pid)
+                .filter(ProcStat::is_alive)
+                .and_then(|s| u32::try_from(s.ppid).ok())
+            else {
+                continue;
+            };
+            if !tree.nodes.contains_key(&parent) || !is_process(pid) {
+                continue;
+            }
+            let Some(files) = ProcFiles::open(pid) else {
+                continue;
+            };
+            let Some(usage) = files.usage(&mut self.buf).filter(|u| u.alive) else {
+                continue;
+            };
+            tree.nodes.insert(
+                pid,
+                Node {
+                    resident: usage.resident_pages.saturating_mul(page_size()),
+                    children: Vec::new(),
+                },
+            );
+            if let Some(node) = tree.nodes.get_mut(&parent) {
+                node.children.push(pid);
+            }
+            // Without its files kept, the next sample walks the whole tree.
+            if self.files.len() < room {
+                self.files.insert(pid, files);
+            }
+        }
+        Some(tree)
     }
 
     /// Every live process from this one down: its resident memory and its children. With many
@@ -152,6 +264,35 @@ impl MemorySampler {
         self.files = kept.into_iter().collect();
         Tree { me, nodes }
     }
+}
+
+/// The resident pages of each of these processes now; `None` if one is gone or a zombie. With
+/// many processes, on two threads (as [`MemorySampler::walk_below_us`]).
+fn resident_pages_of(files: &[(u32, &ProcFiles)], buf: &mut Vec<u8>) -> Option<Vec<(u32, u64)>> {
+    fn read(files: &[(u32, &ProcFiles)], buf: &mut Vec<u8>) -> Option<Vec<(u32, u64)>> {
+        files
+            .iter()
+            .map(|&(pid, f)| Some((pid, f.resident_pages(buf)?)))
+            .collect()
+    }
+    if files.len() < PARALLEL_WALK_FROM {
+        return read(files, buf);
+    }
+    let (one, two) = files.split_at(files.len() / 2);
+    std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("memory-sample".into())
+            .spawn_scoped(scope, || read(two, &mut Vec::new()));
+        let out = read(one, buf);
+        let rest = match helper.map(std::thread::ScopedJoinHandle::join) {
+            Ok(Ok(rest)) => rest,
+            // No thread to be had (or it failed): this one reads the other half too.
+            _ => read(two, buf),
+        };
+        let mut out = out?;
+        out.extend(rest?);
+        Some(out)
+    })
 }
 
 /// From this many children of ours, a sample walks their trees on two threads: reading `/proc`
@@ -292,11 +433,13 @@ impl Hasher for PidHasher {
 }
 
 /// The live processes from this one down, as one sample saw them.
+#[derive(Debug)]
 struct Tree {
     me: u32,
     nodes: PidMap<Node>,
 }
 
+#[derive(Debug)]
 struct Node {
     /// Resident memory in bytes.
     resident: u64,

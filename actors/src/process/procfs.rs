@@ -68,6 +68,33 @@ pub(super) fn read_real_uid(pid: u32) -> Option<u32> {
     parse_real_uid(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
+/// The `Tgid:` line of `/proc/PID/status`: the process a task belongs to (itself, unless it is
+/// a thread other than the main one).
+fn parse_tgid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether `pid` names a process rather than another thread of one (`/proc/TID` opens for every
+/// thread, and its `stat` shows the parent of the thread's process); `false` if it is gone.
+pub(super) fn is_process(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| parse_tgid(&status))
+        == Some(pid)
+}
+
+/// The last pid the kernel gave out in this pid namespace (the last field of `/proc/loadavg`),
+/// to a process or a thread. Pids are given out in increasing order until they wrap around.
+pub(super) fn last_pid() -> Option<u32> {
+    let loadavg = fs::read_to_string("/proc/loadavg").ok()?;
+    loadavg.split_ascii_whitespace().nth(4)?.parse().ok()
+}
+
 /// Every pid in `/proc` but this process's own.
 pub(super) fn other_pids() -> io::Result<impl Iterator<Item = u32>> {
     let me = std::process::id();
@@ -219,6 +246,13 @@ impl ProcFiles {
         })
     }
 
+    /// The process's resident pages now (one read of `statm`); `None` once it is gone or a
+    /// zombie.
+    pub(super) fn resident_pages(&self, buf: &mut Vec<u8>) -> Option<u64> {
+        let (alive, pages) = parse_statm(read_from_start(&self.statm, buf, true).ok()?)?;
+        alive.then_some(pages)
+    }
+
     /// Appends the children of the process's main thread to `out`.
     pub(super) fn main_thread_children(&self, buf: &mut Vec<u8>, out: &mut Vec<u32>) {
         if let Ok(list) = read_from_start(&self.children, buf, false) {
@@ -285,10 +319,12 @@ mod tests {
     }
 
     #[test]
-    fn real_uid_comes_from_the_status_file() {
-        let status = "Name:\tsh\nUid:\t1000\t0\t0\t0\nGid:\t1\t1\t1\t1\n";
+    fn real_uid_and_process_come_from_the_status_file() {
+        let status = "Name:\tsh\nTgid:\t4242\nPid:\t4243\nUid:\t1000\t0\t0\t0\nGid:\t1\t1\t1\t1\n";
         assert_eq!(parse_real_uid(status), Some(1000));
         assert_eq!(parse_real_uid("Name:\tsh\n"), None);
+        assert_eq!(parse_tgid(status), Some(4242));
+        assert_eq!(parse_tgid("Name:\tsh\n"), None);
     }
 
     #[test]
