@@ -14,6 +14,9 @@ use crate::protocol::{self, Request, Response};
 /// be much larger than a request.
 pub const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
 
+/// How much of an answer is read at once: the status of a thousand components is about 340 KB.
+const READ_BUFFER: usize = 64 * 1024;
+
 /// Why the supervisor could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -51,7 +54,7 @@ impl Client {
         let path = home.socket_path();
         match UnixStream::connect(&path) {
             Ok(stream) => Ok(Client {
-                reader: BufReader::new(stream),
+                reader: BufReader::with_capacity(READ_BUFFER, stream),
             }),
             Err(e) => Err(match e.kind() {
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {

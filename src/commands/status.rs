@@ -60,48 +60,89 @@ pub(super) fn table(report: &StatusReport) -> String {
     if let Some(reason) = &s.escalation {
         out.push_str(&format!("ESCALATION: {reason}; stopping everything\n"));
     }
-    let rows: Vec<[String; 8]> = report
-        .components
-        .iter()
-        .map(|c| {
-            [
-                c.name.clone(),
-                c.state.to_string(),
-                c.pid.map_or("-".into(), |p| p.to_string()),
-                c.uptime_ms
-                    .map_or("-".into(), |u| format::duration(Duration::from_millis(u))),
-                memory(c.memory_bytes, c.memory_limit_bytes),
-                c.restarts.to_string(),
-                policy(c),
-                info(c),
-            ]
-        })
-        .collect();
-    let header = [
+    let mut grid = Grid::with_rows(report.components.len() + 1);
+    for title in [
         "NAME", "STATE", "PID", "UPTIME", "MEMORY", "RESTARTS", "POLICY", "INFO",
-    ]
-    .map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
+    ] {
+        grid.push(title);
     }
-    // Written straight into `out`, padded by hand: no string per padded cell.
-    for r in std::iter::once(&header).chain(&rows) {
-        let start = out.len();
-        for (i, cell) in r.iter().enumerate() {
-            out.push_str(cell);
-            if i + 1 < r.len() {
-                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
-                out.extend(std::iter::repeat_n(' ', pad));
-            }
+    for c in &report.components {
+        grid.push(&c.name);
+        grid.push(c.state);
+        match c.pid {
+            Some(pid) => grid.push(pid),
+            None => grid.push("-"),
         }
-        let line = out[start..].trim_end().len();
-        out.truncate(start + line);
-        out.push('\n');
+        match c.uptime_ms {
+            Some(ms) => grid.push(format::duration(Duration::from_millis(ms))),
+            None => grid.push("-"),
+        }
+        grid.push(memory(c.memory_bytes, c.memory_limit_bytes));
+        grid.push(c.restarts);
+        grid.push(format_args!(
+            "{}{}",
+            c.restart,
+            if c.critical { " critical" } else { "" }
+        ));
+        grid.push(info(c));
     }
+    grid.write_into(&mut out);
     out
+}
+
+/// The number of columns of the status table.
+const COLUMNS: usize = 8;
+
+/// The cells of the table, row after row, in one string (`ends` says where each ends): with a
+/// thousand components, a string per cell was most of the table's cost.
+struct Grid {
+    text: String,
+    ends: Vec<usize>,
+    widths: [usize; COLUMNS],
+}
+
+impl Grid {
+    fn with_rows(rows: usize) -> Self {
+        Self {
+            text: String::with_capacity(rows * 64),
+            ends: Vec::with_capacity(rows * COLUMNS),
+            widths: [0; COLUMNS],
+        }
+    }
+
+    /// Appends the next cell (rows are filled left to right, top to bottom).
+    fn push(&mut self, cell: impl std::fmt::Display) {
+        use std::fmt::Write;
+        let start = self.text.len();
+        let _ = write!(self.text, "{cell}");
+        let column = self.ends.len() % COLUMNS;
+        let width = self.text[start..].chars().count();
+        self.widths[column] = self.widths[column].max(width);
+        self.ends.push(self.text.len());
+    }
+
+    /// Writes the rows, each column padded to its widest cell and two spaces apart, without
+    /// trailing blanks.
+    fn write_into(&self, out: &mut String) {
+        let row_width: usize = self.widths.iter().map(|w| w + 2).sum();
+        out.reserve(self.ends.len() / COLUMNS * (row_width + 1));
+        let mut start = 0;
+        for row in self.ends.chunks(COLUMNS) {
+            let line = out.len();
+            for (column, &end) in row.iter().enumerate() {
+                let cell = &self.text[start..end];
+                start = end;
+                out.push_str(cell);
+                if column + 1 < COLUMNS {
+                    let pad = self.widths[column].saturating_sub(cell.chars().count()) + 2;
+                    out.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            let kept = out[line..].trim_end().len();
+            out.truncate(line + kept);
+            out.push('\n');
+        }
+    }
 }
 
 /// `12.3 MiB`, or `12.3 MiB/512.0 MiB` against a limit.
@@ -110,15 +151,6 @@ fn memory(used: Option<u64>, limit: Option<u64>) -> String {
     match limit {
         Some(limit) => format!("{used}/{}", format::bytes(limit)),
         None => used,
-    }
-}
-
-/// The restart type, and `critical` when its FATAL escalates.
-fn policy(c: &crate::protocol::ComponentStatus) -> String {
-    if c.critical {
-        format!("{} critical", c.restart)
-    } else {
-        c.restart.clone()
     }
 }
 
@@ -132,5 +164,50 @@ fn info(c: &crate::protocol::ComponentStatus) -> String {
         lost
     } else {
         format!("{}; {lost}", c.info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table's columns are as wide as their widest cell (the title included) and two spaces
+    /// apart, rows carry no trailing blanks, and a missing figure reads `-`.
+    #[test]
+    fn the_table_aligns_every_column() {
+        let component = |name: &str, state: &str, extra: &str| {
+            format!(
+                r#"{{"name":"{name}","state":"{state}","since":"2025-11-26T20:23:05.120Z",
+                "since_unix_ms":1764188585120,"restarts":0,"info":"","last_exit":null,
+                "next_retry_unix_ms":null,"fatal_reason":null,"depends_on":[],{extra}}}"#
+            )
+        };
+        let json = format!(
+            r#"{{"home":"/srv/is","supervisor":{{"pid":42,"version":"0.1.0",
+            "started_at":"2025-11-26T20:23:00.000Z","uptime_ms":3600000,"memory_bytes":8388608,
+            "strategy":"one_for_one","group_restarts":0,"escalation":null}},
+            "components":[{},{}]}}"#,
+            component(
+                "image-server",
+                "RUNNING",
+                r#""pid":4250,"uptime_ms":192000,"memory_bytes":52428800,"restart":"transient",
+                "critical":true,"memory_limit_bytes":536870912"#
+            ),
+            component(
+                "ps",
+                "BACKOFF",
+                r#""pid":null,"uptime_ms":null,"memory_bytes":null,"restarts":12,
+                "info":"retry in 4s","log_dropped_bytes":2048"#
+            )
+            .replace(r#""restarts":0,"info":"","#, ""),
+        );
+        let report: StatusReport = serde_json::from_str(&json).expect("a report");
+        let expected = "\
+Server Supervisor  pid 42  up 1h 00m  memory 8.0 MiB  strategy one_for_one  home /srv/is
+NAME          STATE    PID   UPTIME  MEMORY              RESTARTS  POLICY              INFO
+image-server  RUNNING  4250  3m 12s  50.0 MiB/512.0 MiB  0         transient critical
+ps            BACKOFF  -     -       -                   12        permanent           retry in 4s; log: 2.0 KiB dropped
+";
+        assert_eq!(table(&report), expected);
     }
 }
