@@ -11,12 +11,15 @@
 //!
 //! They find each other through the environment the supervisor sets (see
 //! `docs/configuration.md`): `IMAGESERVING_LISTEN`, `IMAGESERVING_HOME`,
-//! `IMAGESERVING_IS_ADDR`, `IMAGESERVING_SVG_ADDR`. Each module exposes a `serve` function that
+//! `IMAGESERVING_IS_ADDR`, `IMAGESERVING_SVG_ADDR`. A server takes the listening socket it is
+//! given with the systemd protocol instead of binding `IMAGESERVING_LISTEN` (see [`listen`]).
+//! Each module exposes a `serve` function that
 //! takes a bound listener and a shutdown future, so tests run them in-process on ephemeral ports.
 
 pub mod args;
 pub mod http;
 pub mod image_server;
+pub mod listen;
 pub mod platform_server;
 pub mod svg_client;
 pub mod svg_server;

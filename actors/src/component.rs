@@ -481,6 +481,7 @@ impl ComponentState {
             tree_id: self.guard.tree_id.clone(),
             component: self.spec.name.clone(),
             log: Arc::clone(&self.log),
+            sockets: Vec::new(),
         };
         let sweep_first = std::mem::replace(&mut self.sweep_first, false);
         let myself = myself.clone();

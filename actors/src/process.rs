@@ -71,4 +71,4 @@ pub use memory::{component_memory, resident_memory, MemorySampler};
 pub use pump::Drained;
 pub use registry::adopts_orphans;
 pub use signal::signal_group;
-pub use spawner::{spawn, SpawnRequest, Spawned};
+pub use spawner::{spawn, PassedSocket, SpawnRequest, Spawned};

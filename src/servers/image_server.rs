@@ -165,9 +165,7 @@ pub async fn run_from_env(
         .filter(|a| !a.trim().is_empty());
     // Before the port opens: once `is` counts as running, the samples are served.
     crate::imaging::samples::provision_if_due(std::path::Path::new(&home));
-    let listener = TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = super::listen::listener(&listen).await?;
     let shown = listener
         .local_addr()
         .map_or_else(|_| listen.clone(), |addr| addr.to_string());

@@ -166,9 +166,7 @@ pub async fn run_from_env(
             format!("{ENV_CACHE_CHECK}: {check:?} is not a duration such as 1s or 250ms")
         })?;
     }
-    let listener = TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = super::listen::listener(&listen).await?;
     let local = listener.local_addr().map_or(listen, |a| a.to_string());
     info!(
         component = "ps",

@@ -427,9 +427,7 @@ pub async fn run_from_env(
 ) -> anyhow::Result<()> {
     let listen = std::env::var(ENV_LISTEN)
         .with_context(|| format!("{ENV_LISTEN} is not set: where should svg listen?"))?;
-    let listener = TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = super::listen::listener(&listen).await?;
     let addr = listener.local_addr().context("no local address")?;
     info!(component = "svg", %addr, "listening");
     serve(listener, SvgConfig::default(), shutdown).await?;

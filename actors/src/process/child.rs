@@ -14,6 +14,7 @@
 //! resumes. Every signal is blocked across the `clone`; the child resets the handlers the daemon
 //! installed (they would run on shared memory) before it unblocks them.
 
+use std::cell::UnsafeCell;
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
 use std::io;
@@ -29,6 +30,8 @@ use std::sync::Arc;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::runtime::Handle;
+
+use super::spawner::PassedSocket;
 
 /// The child's stack: it is only touched between `clone` and `exec`.
 const STACK_SIZE: usize = 256 * 1024;
@@ -102,6 +105,13 @@ pub(super) struct Exec<'a> {
     cwd: Option<CString>,
     /// Descriptors for 0, 1 and 2, each above 2 (so that no `dup2` overwrites another).
     stdio: [OwnedFd; 3],
+    /// Listening sockets for 3, 4…, each above the last of those (see [`Exec::with_sockets`]).
+    sockets: Vec<OwnedFd>,
+    /// `LISTEN_FDS` and `LISTEN_FDNAMES`: kept alive for `envp`.
+    _socket_env: Vec<CString>,
+    /// `LISTEN_PID=` and room for the child's pid, which only the child knows: it writes it
+    /// there (its own memory until the `exec`, the parent being suspended) before the `exec`.
+    listen_pid: Option<Box<UnsafeCell<[u8; LISTEN_PID_LEN]>>>,
     /// The daemon's pid: the child exits if its parent is no longer the daemon.
     parent: libc::pid_t,
 }
@@ -179,9 +189,85 @@ impl<'a> Exec<'a> {
             _base: base,
             cwd,
             stdio: [a?, b?, c?],
+            sockets: Vec::new(),
+            _socket_env: Vec::new(),
+            listen_pid: None,
             parent: std::process::id() as libc::pid_t,
         })
     }
+
+    /// Passes `sockets` with the systemd protocol: the child gets them as descriptors 3
+    /// onwards, with `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID` set (any such variables
+    /// from elsewhere are dropped). Nothing changes without sockets.
+    pub(super) fn with_sockets(mut self, sockets: &[PassedSocket]) -> io::Result<Exec<'a>> {
+        if sockets.is_empty() {
+            return Ok(self);
+        }
+        let first_free = SD_LISTEN_FDS_START + sockets.len() as RawFd;
+        for socket in sockets {
+            // Above every target, so that no `dup2` in the child overwrites a socket not yet
+            // moved; close-on-exec, so that only the targets reach the program.
+            // SAFETY: fcntl on a descriptor the `Arc<OwnedFd>` keeps open; the result is new.
+            let copy =
+                unsafe { libc::fcntl(socket.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, first_free) };
+            if copy < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: F_DUPFD_CLOEXEC returned a descriptor nothing else owns.
+            self.sockets.push(unsafe { OwnedFd::from_raw_fd(copy) });
+        }
+        let names: Vec<&str> = sockets.iter().map(|s| s.name.as_str()).collect();
+        self._socket_env = vec![
+            c_string(format!("LISTEN_FDS={}", sockets.len()).as_bytes())?,
+            c_string(format!("LISTEN_FDNAMES={}", names.join(":")).as_bytes())?,
+        ];
+        let mut pid = [0u8; LISTEN_PID_LEN];
+        pid[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
+        let pid = Box::new(UnsafeCell::new(pid));
+        // Drop the terminating null and any inherited variable of the protocol, then add ours.
+        self.envp.pop();
+        self.envp.retain(|&entry| {
+            // SAFETY: every entry points to a NUL-terminated string `self` keeps alive.
+            let entry = unsafe { std::ffi::CStr::from_ptr(entry) }.to_bytes();
+            !SOCKET_VARIABLES.iter().any(|v| entry.starts_with(v))
+        });
+        self.envp
+            .extend(self._socket_env.iter().map(|e| e.as_ptr()));
+        self.envp
+            .push(pid.get().cast::<libc::c_char>().cast_const());
+        self.envp.push(ptr::null());
+        self.listen_pid = Some(pid);
+        Ok(self)
+    }
+}
+
+/// The first descriptor of the systemd protocol's sockets (`SD_LISTEN_FDS_START`).
+const SD_LISTEN_FDS_START: RawFd = 3;
+/// The variables of the systemd protocol, as they start an environment entry.
+const SOCKET_VARIABLES: [&[u8]; 3] = [b"LISTEN_FDS=", b"LISTEN_FDNAMES=", b"LISTEN_PID="];
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+/// The prefix, up to 20 digits and the terminating NUL.
+const LISTEN_PID_LEN: usize = 32;
+
+/// Writes `pid` in decimal, NUL-terminated, after the prefix of `buf`: in the child, so no
+/// allocation and no formatting machinery.
+fn write_listen_pid(buf: &mut [u8; LISTEN_PID_LEN], pid: libc::pid_t) {
+    let mut digits = [0u8; 20];
+    let mut n = u64::try_from(pid).unwrap_or(0);
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let start = LISTEN_PID_PREFIX.len();
+    for i in 0..len {
+        buf[start + i] = digits[len - 1 - i];
+    }
+    buf[start + len] = 0;
 }
 
 fn c_string(bytes: &[u8]) -> io::Result<CString> {
@@ -275,6 +361,7 @@ enum Step {
     Redirect = 3,
     Chdir = 4,
     Exec = 5,
+    Sockets = 6,
 }
 
 /// What the child shares with its parent.
@@ -332,6 +419,7 @@ pub(super) fn spawn(exec: &Exec<'_>, stack: &Stack) -> io::Result<(u32, OwnedFd)
             x if x == Step::Group as i32 => "creating its process group",
             x if x == Step::Redirect as i32 => "redirecting its output",
             x if x == Step::Chdir as i32 => "changing directory",
+            x if x == Step::Sockets as i32 => "passing its listening sockets",
             _ => return Err(err),
         };
         return Err(io::Error::new(err.kind(), format!("{step}: {err}")));
@@ -388,6 +476,15 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             if libc::dup2(fd.as_raw_fd(), target as RawFd) < 0 {
                 fail(Step::Redirect);
             }
+        }
+        // After the standard descriptors: a socket's target may be one of their sources.
+        for (i, fd) in exec.sockets.iter().enumerate() {
+            if libc::dup2(fd.as_raw_fd(), SD_LISTEN_FDS_START + i as RawFd) < 0 {
+                fail(Step::Sockets);
+            }
+        }
+        if let Some(pid) = &exec.listen_pid {
+            write_listen_pid(&mut *pid.get(), libc::getpid());
         }
         if let Some(cwd) = &exec.cwd {
             if libc::chdir(cwd.as_ptr()) != 0 {

@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
@@ -49,6 +50,20 @@ pub struct SpawnRequest {
     /// shared by all its attempts (one per component actor), so that rotation and the
     /// supervisor's markers apply to the same files.
     pub log: Arc<ComponentLog>,
+    /// Listening sockets passed with the systemd protocol: descriptors 3 onwards, in order,
+    /// with `LISTEN_FDS`, `LISTEN_FDNAMES` (the names, `:`-separated) and `LISTEN_PID` (the
+    /// child's own pid) set, so that any program written for socket activation takes them.
+    /// The caller keeps them open across attempts; each child gets its own copies.
+    pub sockets: Vec<PassedSocket>,
+}
+
+/// A listening socket handed to a component's processes (see [`SpawnRequest::sockets`]).
+#[derive(Debug, Clone)]
+pub struct PassedSocket {
+    /// The name the child reads in `LISTEN_FDNAMES`: letters, digits, `.`, `_` and `-`.
+    pub name: String,
+    /// The socket, held by the caller for as long as the component may start.
+    pub fd: Arc<OwnedFd>,
 }
 
 /// A spawned component process, the leader of its own process group (pgid == pid).
@@ -238,6 +253,7 @@ fn spawn_here(
         req.cwd.as_deref(),
         [null.into(), out_writer, err_writer],
     )
+    .and_then(|exec| exec.with_sockets(&req.sockets))
     .map_err(context)?;
     let (pid, pidfd) = child::spawn(&exec, stack).map_err(context)?;
     // Our ends of the child's output pipes close here: the pumps see the end of the output
@@ -300,6 +316,48 @@ mod tests {
         assert_eq!(kill_marked(&tree, Some("web")), 1);
         assert!(!wait_exit(&mut spawned).await.success());
         assert!(find_marked(&tree, None).is_empty());
+    }
+
+    /// Sockets go with the systemd protocol: descriptors 3 onwards (and no more), the count,
+    /// the names, and the child's own pid, whatever the request's environment says.
+    #[tokio::test]
+    async fn sockets_are_passed_as_systemd_passes_them() {
+        let tree = unique_tree("sockets");
+        let _reaper = Reaper(tree.clone());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let report = dir.path().join("report");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let script = format!(
+            "open=''; for fd in 3 4 5; do [ -e /proc/$$/fd/$fd ] && open=\"$open $fd\"; done
+             echo \"$LISTEN_PID $$ $LISTEN_FDS $LISTEN_FDNAMES$open\" > {report}
+             exec python3 -c 'import socket
+s = socket.socket(fileno=3)
+c, _ = s.accept()
+c.sendall(b\"served by the child\")
+c.close()'",
+            report = report.display()
+        );
+        let mut req = request(&tree, &script, None);
+        req.env.push(("LISTEN_FDS".into(), "9".into()));
+        req.sockets = vec![PassedSocket {
+            name: "http".into(),
+            fd: Arc::new(OwnedFd::from(listener)),
+        }];
+        let mut spawned = spawn(req).await.expect("spawn");
+        let reported = || fs::read_to_string(&report).is_ok_and(|r| r.ends_with('\n'));
+        assert!(wait_for(reported).await);
+        let pid = spawned.pid;
+        assert_eq!(
+            fs::read_to_string(&report).expect("report").trim(),
+            format!("{pid} {pid} 1 http 3")
+        );
+        let mut answer = String::new();
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(LIMIT)).expect("read timeout");
+        std::io::Read::read_to_string(&mut stream, &mut answer).expect("read");
+        assert_eq!(answer, "served by the child");
+        assert!(wait_exit(&mut spawned).await.success());
     }
 
     #[tokio::test]

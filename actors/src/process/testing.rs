@@ -50,6 +50,7 @@ pub(super) fn request_with(tree: &str, script: &str, log: ComponentLog) -> Spawn
         tree_id: tree.into(),
         component: "web".into(),
         log: Arc::new(log),
+        sockets: Vec::new(),
     }
 }
 
