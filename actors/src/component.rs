@@ -13,6 +13,7 @@
 //! outlives the actor that owns it.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +25,8 @@ use crate::events::{EventKind, EventSender};
 use crate::lifecycle::{Action, Budget, Event, ExitReason, Lifecycle, State, Timer, XorShift};
 use crate::logs::ComponentLog;
 use crate::probe;
-use crate::process::{self, SpawnRequest};
-use crate::spec::{ComponentSpec, Ready};
+use crate::process::{self, PassedSocket, SpawnRequest};
+use crate::spec::{ComponentSpec, Ready, SocketSpec};
 
 /// How long the leftovers of an exited process may take to die before we report the exit anyway.
 const LEFTOVER_DEADLINE: Duration = Duration::from_secs(5);
@@ -186,6 +187,38 @@ impl Drop for ProcessGuard {
     }
 }
 
+/// The sockets a spawn passes: the component's held socket, bound by its first spawn; or none,
+/// once the port the program will bind itself is checked to be free (another program's port
+/// would pass the readiness probe with that program's answers).
+fn sockets_for_spawn(
+    component: &str,
+    socket: Option<&SocketSpec>,
+    port: Option<std::net::SocketAddr>,
+    held: &std::sync::Mutex<Option<Arc<OwnedFd>>>,
+) -> std::io::Result<Vec<PassedSocket>> {
+    let Some(socket) = socket else {
+        if let Some(addr) = port {
+            process::check_port_free(addr)?;
+        }
+        return Ok(Vec::new());
+    };
+    let mut held = held
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let fd = match &*held {
+        Some(fd) => Arc::clone(fd),
+        None => {
+            let fd = Arc::new(process::bind_listener(socket.addr, socket.backlog)?);
+            info!(component, addr = %socket.addr, backlog = socket.backlog, "holding its listening socket");
+            held.insert(fd).clone()
+        }
+    };
+    Ok(vec![PassedSocket {
+        name: component.to_owned(),
+        fd,
+    }])
+}
+
 /// A task that ends with its owner: dropped with the actor's state, even when the actor
 /// panicked, so no watcher outlives the actor that started it.
 #[derive(Debug)]
@@ -219,6 +252,9 @@ pub struct ComponentState {
     /// pumps write into it, and the actor its start, stop and restart markers (`log.marker`).
     log: Arc<ComponentLog>,
     events: EventSender,
+    /// The listening socket held for the component (see [`ComponentSpec::socket`]), bound by
+    /// its first spawn and closed with this state.
+    socket: Arc<std::sync::Mutex<Option<Arc<OwnedFd>>>>,
 }
 
 impl Actor for ComponentActor {
@@ -265,6 +301,7 @@ impl Actor for ComponentActor {
             sweep_first: replacing,
             supervisor: args.supervisor,
             events: args.events,
+            socket: Arc::default(),
         })
     }
 
@@ -485,10 +522,24 @@ impl ComponentState {
         };
         let sweep_first = std::mem::replace(&mut self.sweep_first, false);
         let myself = myself.clone();
+        let (socket, port) = (self.spec.socket.clone(), self.spec.probe);
+        let held = Arc::clone(&self.socket);
         tokio::spawn(async move {
+            let mut req = req;
             if sweep_first {
                 // An actor that replaced a failed one, or a fresh daemon: never two processes.
                 sweep(&req.tree_id, &req.component).await;
+            }
+            // After the sweep: a leftover of ours may have held the port.
+            match sockets_for_spawn(&req.component, socket.as_ref(), port, &held) {
+                Ok(sockets) => req.sockets = sockets,
+                Err(e) => {
+                    let _ = myself.send_message(ComponentMessage::Lifecycle(Event::SpawnFailed {
+                        generation,
+                        error: e.to_string(),
+                    }));
+                    return;
+                }
             }
             let (tree_id, component) = (req.tree_id.clone(), req.component.clone());
             match process::spawn(req).await {

@@ -45,7 +45,10 @@
 //!   [`find_marked`].
 //! - `pump`: the output pumps ([`Drained`]).
 //! - `child`: starting one process with a `vfork`-style `clone`, and waiting for it ([`Child`]).
-//! - `spawner`: the spawner thread, [`spawn`] ([`SpawnRequest`], [`Spawned`]).
+//! - `spawner`: the spawner thread, [`spawn`] ([`SpawnRequest`], [`Spawned`], the listening
+//!   sockets it passes: [`PassedSocket`]).
+//! - `socket`: the listening sockets the supervisor holds ([`bind_listener`]), and
+//!   [`check_port_free`].
 //! - `adopt`: [`adopt_orphans`], which makes this process a child subreaper.
 //! - `leftovers`: [`kill_leftovers`], [`kill_attempt`], [`kill_marked`], [`sweep_marked`].
 //! - `memory`: [`component_memory`], [`MemorySampler`] and [`resident_memory`].
@@ -59,6 +62,7 @@ mod procfs;
 mod pump;
 mod registry;
 mod signal;
+mod socket;
 mod spawner;
 #[cfg(test)]
 mod testing;
@@ -71,4 +75,5 @@ pub use memory::{component_memory, resident_memory, MemorySampler};
 pub use pump::Drained;
 pub use registry::adopts_orphans;
 pub use signal::signal_group;
+pub use socket::{bind_listener, check_port_free};
 pub use spawner::{spawn, PassedSocket, SpawnRequest, Spawned};

@@ -177,7 +177,25 @@ pub struct ComponentSpec {
     pub memory_limit: Option<u64>,
     /// How often that memory is sampled (only with a `memory_limit`).
     pub memory_check_interval: Duration,
+    /// A listening socket the supervisor binds on the component's first start and holds until
+    /// the component's actor stops, passed to every process of the component with the systemd
+    /// protocol. `None`: the program binds its own port, which is checked to be free before
+    /// each start.
+    pub socket: Option<SocketSpec>,
 }
+
+/// A listening socket held by the supervisor (see [`ComponentSpec::socket`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketSpec {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// How many connections may wait to be accepted (the kernel caps it at
+    /// `net.core.somaxconn`): while the component restarts, the ones that arrive wait there.
+    pub backlog: u32,
+}
+
+/// The backlog of a held socket unless the configuration says otherwise.
+pub const DEFAULT_BACKLOG: u32 = 1024;
 
 impl ComponentSpec {
     /// A component running `command`, with every other setting at its default: no address,
@@ -198,6 +216,7 @@ impl ComponentSpec {
             critical: false,
             memory_limit: None,
             memory_check_interval: Duration::from_secs(1),
+            socket: None,
         }
     }
 
@@ -293,6 +312,12 @@ impl ComponentBuilder {
     /// Its address, for the readiness probe (and `ready`, `health`).
     pub fn probe(mut self, addr: SocketAddr) -> Self {
         self.spec.probe = Some(addr);
+        self
+    }
+
+    /// The supervisor holds a listening socket on `addr` for it (see [`ComponentSpec::socket`]).
+    pub fn socket(mut self, addr: SocketAddr, backlog: u32) -> Self {
+        self.spec.socket = Some(SocketSpec { addr, backlog });
         self
     }
 
@@ -676,6 +701,20 @@ impl ComponentSpec {
                     "needs an interval, a timeout and max_failed above 0",
                 ));
             }
+        }
+        // The kernel completes connections on a held socket before any process accepts them.
+        let held = self.socket.is_some();
+        if held && self.ready == Ready::Port {
+            return Err(bad(
+                "ready",
+                "cannot be a TCP check when the supervisor holds the socket (it accepts before the program does): use an `http` or `file` check",
+            ));
+        }
+        if held && self.health.as_ref().is_some_and(|h| h.check == Ready::Port) {
+            return Err(bad(
+                "health",
+                "cannot be a TCP check when the supervisor holds the socket: use an `http` or `file` check",
+            ));
         }
         if self.memory_limit == Some(0) {
             return Err(bad("memory_limit", "must be above 0"));

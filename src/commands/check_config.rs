@@ -115,7 +115,14 @@ fn component(c: &ComponentSpec, home: &Home) -> Vec<(&'static str, String)> {
     }
     lines.push((
         "port",
-        c.probe.map_or("none".into(), |addr| addr.to_string()),
+        match (&c.socket, c.probe) {
+            (Some(socket), _) => format!(
+                "{} (socket held by the supervisor, backlog {})",
+                socket.addr, socket.backlog
+            ),
+            (None, Some(addr)) => addr.to_string(),
+            (None, None) => "none".into(),
+        },
     ));
     lines.push((
         "depends on",

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use imageserving_actors::process::{COMPONENT_ENV, TREE_ENV};
 use imageserving_actors::spec::{
-    valid_component_name, ComponentSpec, Health, LogSpec, Ready, RestartPolicy, TreeSpec,
+    valid_component_name, ComponentSpec, Health, LogSpec, Ready, RestartPolicy, SocketSpec,
+    TreeSpec, DEFAULT_BACKLOG,
 };
 
 use super::raw::{DurationText, RawComponent, RawHealth, RawSupervisor, SizeText};
@@ -118,6 +119,11 @@ impl Builder<'_> {
         }
         if let Some(health) = &raw.health {
             spec.health = Some(self.health(name, health, probe.is_some())?);
+        }
+        spec.socket = self.socket(name, raw, probe)?;
+        if spec.socket.is_some() && raw.ready.is_none() && is_builtin_server(raw) {
+            // A held socket accepts before the server does: ask the server itself.
+            spec.ready = Ready::Http("/healthz".into());
         }
         spec.log = self.log(name, raw)?;
         spec.policy = self.policy(name, raw)?;
@@ -301,6 +307,32 @@ impl Builder<'_> {
         Ok(command)
     }
 
+    /// `hold_socket` and `listen_backlog`: whether the supervisor holds the component's
+    /// listening socket (by default for the built-in servers, which take it), and its backlog.
+    fn socket(
+        &self,
+        name: &str,
+        raw: &RawComponent,
+        addr: Option<SocketAddr>,
+    ) -> Result<Option<SocketSpec>, ConfigError> {
+        let hold = raw.hold_socket.unwrap_or_else(|| is_builtin_server(raw));
+        match (hold, addr) {
+            (true, Some(addr)) => {
+                let backlog = raw.listen_backlog.unwrap_or(DEFAULT_BACKLOG);
+                if backlog == 0 {
+                    return Err(self.err(name, "listen_backlog", "must be above 0"));
+                }
+                Ok(Some(SocketSpec { addr, backlog }))
+            }
+            (true, None) if raw.hold_socket == Some(true) => {
+                Err(self.err(name, "hold_socket", "needs the component's `port`"))
+            }
+            // `listen_backlog` alone (or `hold_socket` by default on a component without a port)
+            // changes nothing.
+            _ => Ok(None),
+        }
+    }
+
     fn host(&self, name: &str, host: Option<&str>) -> Result<IpAddr, ConfigError> {
         match host {
             None => Ok(DEFAULT_HOST),
@@ -455,6 +487,17 @@ impl Builder<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether the component runs one of the built-in servers (`@self component ps|is|svg`), which
+/// take a socket passed to them.
+fn is_builtin_server(raw: &RawComponent) -> bool {
+    matches!(
+        raw.command.as_deref(),
+        Some([program, component, server, ..])
+            if program == SELF_COMMAND && component == "component"
+                && matches!(server.as_str(), "ps" | "is" | "svg")
+    )
 }
 
 /// `IMAGESERVING_<NAME>_ADDR` for component `name`.

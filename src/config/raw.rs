@@ -38,6 +38,8 @@ pub(super) struct RawComponent {
     pub(super) aliases: Vec<String>,
     pub(super) host: Option<String>,
     pub(super) port: Option<u16>,
+    pub(super) hold_socket: Option<bool>,
+    pub(super) listen_backlog: Option<u32>,
     #[serde(default)]
     pub(super) depends_on: Vec<String>,
     #[serde(default)]

@@ -278,7 +278,9 @@ fn check_config_explains_a_valid_configuration_in_start_order() {
     at(&format!("command     {} ps\n", server.display()));
     at("depends on  is, svg\n");
     at("restart     permanent");
-    at("ready       TCP connection to 127.0.0.1:");
+    // The built-in servers' sockets are held by the supervisor, so readiness asks the server.
+    at("(socket held by the supervisor, backlog 1024)\n");
+    at("ready       GET http://127.0.0.1:");
     at("stop        SIGTERM, then SIGKILL after 5s\n");
     at("log         logs/ps.log; rotated at 50.0 MiB, 10 rotated files kept\n");
 

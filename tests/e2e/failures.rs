@@ -368,3 +368,32 @@ fn an_adopted_escapee_counts_in_its_components_memory() {
     home.run(&["stop"]).expect_code(0);
     home.assert_nothing_runs();
 }
+
+/// A port another program already listens on is a start error that names it, whether the
+/// supervisor holds the component's socket or the program binds its own; never a component
+/// that counts as running because the other program answers its readiness check.
+#[test]
+fn a_port_held_by_another_program_is_a_clear_start_error() {
+    let foreign = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = foreign.local_addr().expect("address").port();
+    for extra in ["", "hold_socket = true\nready = { http = \"/healthz\" }\n"] {
+        let config = format!(
+            "{SUPERVISOR}{}",
+            component(
+                "web",
+                &["sleep", "1000"],
+                &format!("port = {port}\nmax_restarts = 1\nbackoff_initial = \"20ms\"\n{extra}")
+            ),
+        );
+        let home = TestHome::new(&config);
+        let out = home.run(&["start"]);
+        out.expect_code(1);
+        let expected = format!("port {port} is in use by another program");
+        assert!(out.stderr.contains(&expected), "{extra:?}\n{out}");
+        let status = home.status_json();
+        let web = component_of(&status, "web");
+        assert_eq!(web["state"], "FATAL", "{web:#}");
+        assert!(web["pid"].is_null(), "never spawned: {web:#}");
+        home.run(&["stop"]).expect_code(0);
+    }
+}

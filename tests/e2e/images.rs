@@ -188,6 +188,56 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
+/// `restart` of each component under traffic (issue #14): the supervisor holds the servers'
+/// sockets, so connections made while a server is replaced wait in the backlog, and no request
+/// fails: no refused connection, no 503.
+#[test]
+fn restarting_each_component_under_traffic_fails_no_request() {
+    let (home, ps) = stack();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let answer = http::get(
+                        ps,
+                        "/is/image/sample/photo?wid=120&fmt=jpeg&cache=off",
+                        REQUEST_TIMEOUT,
+                    );
+                    answers.push(answer.map(|a| a.status).map_err(|e| e.to_string()));
+                }
+                answers
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for name in ["ps", "is", "svg", "ps", "is"] {
+        let old = home.pid_of(name).expect("it runs");
+        home.run(&["restart", name]).expect_code(0);
+        assert_ne!(home.pid_of(name), Some(old), "{name} has a new process");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let answers: Vec<_> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("a client thread"))
+        .collect();
+    let failed: Vec<_> = answers.iter().filter(|a| **a != Ok(200)).collect();
+    assert!(
+        answers.len() > 10,
+        "traffic flowed: {} requests",
+        answers.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+}
+
 #[test]
 fn killing_the_image_server_under_traffic_gives_fast_503s_then_200s_again() {
     let (home, ps) = stack();
@@ -234,7 +284,9 @@ fn killing_the_image_server_under_traffic_gives_fast_503s_then_200s_again() {
     stop.store(true, Ordering::Relaxed);
     let seen = client.join().expect("the client thread");
 
-    assert!(seen.len() > 5, "traffic flowed: {} requests", seen.len());
+    // Since `is`'s socket is held by the supervisor (issue #14), a request made while `is` is
+    // down mostly waits for the new `is` instead of getting a 503: fewer, slower requests.
+    assert!(seen.len() >= 3, "traffic flowed: {} requests", seen.len());
     for (_, status, took) in &seen {
         assert!(
             *status == 200 || *status == 503,
@@ -258,10 +310,12 @@ fn a_repeated_request_is_a_cache_hit_and_is_served_while_the_image_server_restar
     // A long check interval: the hit below must not depend on when the samples were written.
     let (home, ps) = stack_with_ps(r#"env = { IMAGESERVING_CACHE_CHECK = "1h" }"#);
     let access_log = home.path().join("logs/access.log");
+    // Image requests only: the supervisor's readiness checks (`GET /healthz`) are logged too.
     let cache_uses = || -> Vec<String> {
         fs::read_to_string(&access_log)
             .unwrap_or_default()
             .lines()
+            .filter(|line| line.contains(" /is/image/"))
             .map(|line| line.rsplit(' ').next().unwrap_or_default().to_owned())
             .collect()
     };
@@ -295,7 +349,8 @@ fn a_repeated_request_is_a_cache_hit_and_is_served_while_the_image_server_restar
         home.pid_of("is").is_some_and(|p| p != old)
     });
     let line = fs::read_to_string(&access_log).unwrap();
-    let last: Vec<&str> = line.lines().last().unwrap().split(' ').collect();
+    let mut image_lines = line.lines().filter(|l| l.contains(" /is/image/"));
+    let last: Vec<&str> = image_lines.next_back().unwrap().split(' ').collect();
     assert_eq!(last.len(), 8, "{line}");
     assert_eq!(&last[2..5], ["GET", path, "200"]);
 }

@@ -1,0 +1,98 @@
+//! Listening sockets the supervisor binds for its components: held across restarts, so that
+//! while a component's process is replaced, connections wait in the socket's backlog instead of
+//! being refused; and the check that a component's port is not already someone else's.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{
+    bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+    SockaddrIn, SockaddrIn6,
+};
+
+/// A listening TCP socket on `addr` with room for `backlog` connections waiting to be accepted
+/// (the kernel caps it at `net.core.somaxconn`). Close-on-exec: it reaches a component's
+/// process only as a socket passed on purpose. A port held by another program is an error
+/// that says so.
+pub fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<OwnedFd> {
+    let fd = bound(addr)?;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    let backlog = Backlog::new(backlog)
+        .or_else(|_| Backlog::new(i32::from(Backlog::MAXCONN)))
+        .map_err(io::Error::from)?;
+    listen(&fd, backlog).map_err(|e| named(addr, e))?;
+    Ok(fd)
+}
+
+/// Whether `addr` can be listened on now: an error naming the port when another program holds
+/// it. For a component that binds its port itself, checked before each start, so that the
+/// readiness probe never takes the other program's answers for the component's.
+pub fn check_port_free(addr: SocketAddr) -> io::Result<()> {
+    let fd = bound(addr)?;
+    // Bound is not enough: another socket with SO_REUSEADDR may be bound but not listening.
+    listen(&fd, Backlog::new(1).map_err(io::Error::from)?).map_err(|e| named(addr, e))
+}
+
+/// A TCP socket bound to `addr`, with `SO_REUSEADDR` (a port whose last connections are in
+/// TIME_WAIT is free).
+fn bound(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd =
+        socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(io::Error::from)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(io::Error::from)?;
+    let done = match addr {
+        SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4)),
+        SocketAddr::V6(v6) => bind(fd.as_raw_fd(), &SockaddrIn6::from(v6)),
+    };
+    done.map_err(|e| named(addr, e))?;
+    Ok(fd)
+}
+
+/// The error of binding or listening on `addr`, in words an operator acts on.
+fn named(addr: SocketAddr, e: nix::Error) -> io::Error {
+    let err = io::Error::from(e);
+    match e {
+        nix::Error::EADDRINUSE => io::Error::new(
+            err.kind(),
+            format!("port {} is in use by another program", addr.port()),
+        ),
+        nix::Error::EACCES => io::Error::new(
+            err.kind(),
+            format!("cannot listen on {addr}: {err} (ports below 1024 need root)"),
+        ),
+        _ => io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_socket_accepts_and_a_taken_port_is_named() {
+        let fd = bind_listener("127.0.0.1:0".parse().expect("address"), 64).expect("bind");
+        let listener = std::net::TcpListener::from(fd);
+        let addr = listener.local_addr().expect("address");
+        // Connections complete in the backlog while nobody accepts.
+        let _waiting = std::net::TcpStream::connect(addr).expect("connect");
+
+        let err = bind_listener(addr, 64).expect_err("the port is taken");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(
+            err.to_string(),
+            format!("port {} is in use by another program", addr.port())
+        );
+        let err = check_port_free(addr).expect_err("the port is taken");
+        assert!(
+            err.to_string().contains("in use by another program"),
+            "{err}"
+        );
+
+        drop(listener);
+        check_port_free(addr).expect("free once closed");
+    }
+}
