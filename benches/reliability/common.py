@@ -82,6 +82,31 @@ PYTHON = os.path.realpath(sys.executable)
 
 # --------------------------------------------------------------------------- homes and the CLI
 
+# A budget that a storm of faults never exhausts (scenarios 1 and 9).
+STACK_BUDGET = 'max_restarts = 1000\nmax_window = "60s"\nbackoff_max = "1s"\n'
+
+
+def stack_config(ps, is_, svg, extra=""):
+    """The real stack (ps depending on is and svg) on the given ports, with `extra` TOML lines in
+    each component's table."""
+    return f"""[supervisor]
+start_wait = "30s"
+
+[components.ps]
+command = ["@self", "component", "ps"]
+port = {ps}
+depends_on = ["is", "svg"]
+{extra}
+[components.is]
+command = ["@self", "component", "is"]
+port = {is_}
+{extra}
+[components.svg]
+command = ["@self", "component", "svg"]
+port = {svg}
+{extra}"""
+
+
 class Home:
     """A temporary home with a configuration file; cleaned up (processes, then files) by close()."""
 

@@ -37,7 +37,7 @@ import threading
 import time
 import zlib
 
-from common import Home, Result, components, free_ports, ms, pct, timed_status
+from common import Home, Result, components, free_ports, ms, pct, stack_config, timed_status
 
 VALID_PATH = "/is/image/sample/photo?wid=120&fmt=jpeg&cache=off"
 REQUEST_TIMEOUT = 35.0  # past is's 30 s deadline and ps's 35 s: a hang shows as a timeout
@@ -50,25 +50,6 @@ MAX_SOURCE_PIX = 100_000_000
 DECODER_BUDGET = MAX_SOURCE_PIX * 8 + (64 << 20)
 RESAMPLE_COPY = MAX_SOURCE_PIX * 8
 KEPT_FREE = 256 << 20  # M_TRIM_THRESHOLD in src/servers/image_server.rs: freed memory kept
-
-
-def stack_config(ps, is_, svg):
-    return f"""[supervisor]
-start_wait = "30s"
-
-[components.ps]
-command = ["@self", "component", "ps"]
-port = {ps}
-depends_on = ["is", "svg"]
-
-[components.is]
-command = ["@self", "component", "is"]
-port = {is_}
-
-[components.svg]
-command = ["@self", "component", "svg"]
-port = {svg}
-"""
 
 
 # =========================================================================== file formats

@@ -19,31 +19,10 @@ import socket
 import threading
 import time
 
-from common import Home, Result, env_of, free_ports, ms, pct, timed_status, wait_for
+from common import Home, Result, env_of, free_ports, ms, pct, stack_config, STACK_BUDGET, timed_status, wait_for
 
 CLIENTS = 8
 PATH = "/is/image/sample/photo?wid=120&fmt=jpeg&cache=off"
-BUDGET = 'max_restarts = 1000\nmax_window = "60s"\nbackoff_max = "1s"\n'
-
-
-def config(ps, is_, svg, hold):
-    extra = BUDGET + ("" if hold else "hold_socket = false\n")
-    return f"""[supervisor]
-start_wait = "30s"
-
-[components.ps]
-command = ["@self", "component", "ps"]
-port = {ps}
-depends_on = ["is", "svg"]
-{extra}
-[components.is]
-command = ["@self", "component", "is"]
-port = {is_}
-{extra}
-[components.svg]
-command = ["@self", "component", "svg"]
-port = {svg}
-{extra}"""
 
 
 def one_request(port):
@@ -82,7 +61,7 @@ def pid_of(home, name):
 def one_run(hold, rounds, storm, keep):
     """Answers by phase: {phase: {kind: count}}, latencies of 200s by phase, faults by phase."""
     ps, is_, svg = free_ports(3)
-    home = Home(config(ps, is_, svg, hold), keep)
+    home = Home(stack_config(ps, is_, svg, STACK_BUDGET + ("" if hold else "hold_socket = false\n")), keep)
     stop = threading.Event()
     phase = ["warm-up"]
     answers, lat = {}, {}

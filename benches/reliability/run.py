@@ -32,7 +32,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import supervisord as sd  # noqa: E402
-from common import (BINARY, SETTINGS, STATUS_REQUEST, Home, Result, children_of, components,  # noqa: E402
+from common import (BINARY, SETTINGS, STATUS_REQUEST, Home, Result, children_of, components, stack_config, STACK_BUDGET,  # noqa: E402
                     control_call, env_of, field, free_ports, read_cmdline, ms, parse_log, pct, pid_alive,
                     proc_stat, still_alive, timed_status, vm_rss_kib, wait_for, with_start)
 from image_inputs import image_inputs  # noqa: E402
@@ -42,33 +42,11 @@ from restarts import restarts  # noqa: E402
 
 # =========================================================================== 1. crash storm
 
-STACK_BUDGET = 'max_restarts = 1000\nmax_window = "60s"\nbackoff_max = "1s"\n'
-
-
-def stack_config(ps, is_, svg):
-    return f"""[supervisor]
-start_wait = "30s"
-
-[components.ps]
-command = ["@self", "component", "ps"]
-port = {ps}
-depends_on = ["is", "svg"]
-{STACK_BUDGET}
-[components.is]
-command = ["@self", "component", "is"]
-port = {is_}
-{STACK_BUDGET}
-[components.svg]
-command = ["@self", "component", "svg"]
-port = {svg}
-{STACK_BUDGET}"""
-
-
 def crash_storm(quick, keep):
     r = Result("Crash storm under load", 1)
     duration = 15 if quick else 60
     ps_port, is_port, svg_port = free_ports(3)
-    home = Home(stack_config(ps_port, is_port, svg_port), keep)
+    home = Home(stack_config(ps_port, is_port, svg_port, STACK_BUDGET), keep)
     stop = threading.Event()
     http_counts = {}
     http_lat = {"200": [], "503": []}

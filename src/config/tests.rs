@@ -831,3 +831,68 @@ fn docs_show_the_default_and_valid_examples() {
         "expected the default and the other-ports example"
     );
 }
+
+#[test]
+fn held_sockets_default_to_the_built_in_servers_and_need_a_real_readiness_check() {
+    // The default configuration: every server's socket held, ready once it answers /healthz.
+    let c = parse(DEFAULT_CONFIG, EMBEDDED_ORIGIN, &home(), &self_program()).unwrap();
+    for name in ["ps", "is", "svg"] {
+        let spec = c.component(name).unwrap();
+        let socket = spec.socket.as_ref().expect("held");
+        assert_eq!(Some(socket.addr), spec.probe, "{name}");
+        assert_eq!(socket.backlog, 1024);
+        assert_eq!(spec.ready, Ready::Http("/healthz".into()), "{name}");
+    }
+    let server = |extra: &str| {
+        format!(
+            "[components.is]\ncommand = [\"@self\", \"component\", \"is\"]\nport = 5000\n{extra}\n"
+        )
+    };
+    let own = parse_ok(&server("hold_socket = false"));
+    let is = own.component("is").unwrap();
+    assert!(is.socket.is_none());
+    assert_eq!(is.ready, Ready::Port);
+    let backlog = parse_ok(&server("listen_backlog = 64"));
+    assert_eq!(
+        backlog
+            .component("is")
+            .unwrap()
+            .socket
+            .as_ref()
+            .unwrap()
+            .backlog,
+        64
+    );
+
+    // Another program: its own socket unless asked, and then a TCP check cannot tell it is ready.
+    assert!(parse_ok(&one("")).component("a").unwrap().socket.is_none());
+    let msg = parse_err(&one("hold_socket = true"));
+    assert!(
+        msg.contains("components.a.ready: cannot be a TCP check"),
+        "{msg}"
+    );
+    let msg = parse_err(&one("hold_socket = true\nready = { tcp = true }"));
+    assert!(
+        msg.contains("components.a.ready: cannot be a TCP check"),
+        "{msg}"
+    );
+    let held = parse_ok(&one("hold_socket = true\nready = { http = \"/up\" }"));
+    assert!(held.component("a").unwrap().socket.is_some());
+    let msg = parse_err(&one(
+        "hold_socket = true\nready = { http = \"/up\" }\nhealth = { tcp = true }",
+    ));
+    assert!(
+        msg.contains("components.a.health: cannot be a TCP check"),
+        "{msg}"
+    );
+    let msg = parse_err("[components.a]\ncommand = [\"x\"]\nhold_socket = true\n");
+    assert!(
+        msg.contains("components.a.hold_socket: needs the component's `port`"),
+        "{msg}"
+    );
+    let msg = parse_err(&server("listen_backlog = 0"));
+    assert!(
+        msg.contains("components.is.listen_backlog: must be above 0"),
+        "{msg}"
+    );
+}

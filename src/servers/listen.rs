@@ -24,13 +24,13 @@ pub async fn listener(listen: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// The first socket passed to this process, if the protocol's variables are meant for it.
-/// The variables are removed either way, so that no child of ours takes them for its own.
+///
+/// The variables are left in the environment (changing it while the runtime's threads run is
+/// a data race with any C code reading it): a child of ours would inherit them, but they name
+/// our pid, not its own, and the protocol says to ignore them then. Our servers start no child.
 fn passed_listener() -> anyhow::Result<Option<TcpListener>> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
-    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
-        std::env::remove_var(var);
-    }
     let count = passed_count(pid.as_deref(), fds.as_deref(), std::process::id())
         .map_err(anyhow::Error::msg)?;
     if count == 0 {

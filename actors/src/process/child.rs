@@ -108,7 +108,7 @@ pub(super) struct Exec<'a> {
     /// Listening sockets for 3, 4…, each above the last of those (see [`Exec::with_sockets`]).
     sockets: Vec<OwnedFd>,
     /// `LISTEN_FDS` and `LISTEN_FDNAMES`: kept alive for `envp`.
-    _socket_env: Vec<CString>,
+    socket_env: Vec<CString>,
     /// `LISTEN_PID=` and room for the child's pid, which only the child knows: it writes it
     /// there (its own memory until the `exec`, the parent being suspended) before the `exec`.
     listen_pid: Option<Box<UnsafeCell<[u8; LISTEN_PID_LEN]>>>,
@@ -190,7 +190,7 @@ impl<'a> Exec<'a> {
             cwd,
             stdio: [a?, b?, c?],
             sockets: Vec::new(),
-            _socket_env: Vec::new(),
+            socket_env: Vec::new(),
             listen_pid: None,
             parent: std::process::id() as libc::pid_t,
         })
@@ -217,7 +217,7 @@ impl<'a> Exec<'a> {
             self.sockets.push(unsafe { OwnedFd::from_raw_fd(copy) });
         }
         let names: Vec<&str> = sockets.iter().map(|s| s.name.as_str()).collect();
-        self._socket_env = vec![
+        self.socket_env = vec![
             c_string(format!("LISTEN_FDS={}", sockets.len()).as_bytes())?,
             c_string(format!("LISTEN_FDNAMES={}", names.join(":")).as_bytes())?,
         ];
@@ -231,8 +231,7 @@ impl<'a> Exec<'a> {
             let entry = unsafe { std::ffi::CStr::from_ptr(entry) }.to_bytes();
             !SOCKET_VARIABLES.iter().any(|v| entry.starts_with(v))
         });
-        self.envp
-            .extend(self._socket_env.iter().map(|e| e.as_ptr()));
+        self.envp.extend(self.socket_env.iter().map(|e| e.as_ptr()));
         self.envp
             .push(pid.get().cast::<libc::c_char>().cast_const());
         self.envp.push(ptr::null());
