@@ -17,12 +17,14 @@
 //! takes a bound listener and a shutdown future, so tests run them in-process on ephemeral ports.
 
 pub mod args;
+pub mod hold;
 pub mod http;
 pub mod image_server;
 pub mod listen;
 pub mod platform_server;
 pub mod svg_client;
 pub mod svg_server;
+pub mod upstream;
 
 use std::future::Future;
 

@@ -377,8 +377,26 @@ impl ComponentState {
         for action in actions {
             self.execute(myself, action);
         }
+        self.release_socket_when_down();
         self.watch(myself);
         self.report(myself, before, exit);
+    }
+
+    /// Closes the held socket of a component that nothing will restart (FATAL, EXITED), so that
+    /// its clients are refused at once instead of waiting in a backlog nobody accepts from; its
+    /// next start binds it again. A STOPPED component keeps it: it is waiting for a dependency
+    /// or being restarted with a group.
+    fn release_socket_when_down(&mut self) {
+        if !matches!(self.lc.state(), State::Fatal | State::Exited) {
+            return;
+        }
+        let mut held = self
+            .socket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.take().is_some() {
+            info!(component = %self.spec.name, state = self.lc.state().as_str(), "released its listening socket: connections are refused until it starts again");
+        }
     }
 
     fn execute(&mut self, myself: &ActorRef<ComponentMessage>, action: Action) {

@@ -38,8 +38,10 @@
 //!   source file name it for `ps`'s response cache: `x-source-path` (relative to `images/`,
 //!   percent-encoded), `x-source-mtime-ns` and `x-source-size`, from the file's metadata before
 //!   it was read ([`crate::servers::platform_server::cache`]).
-//! - **SVG.** Sources are rasterised by the svg server at `IMAGESERVING_SVG_ADDR`; without one, or
-//!   when it is down, SVG sources answer `503` and every other source is unaffected.
+//! - **SVG.** Sources are rasterised by the svg server at `IMAGESERVING_SVG_ADDR`; a call is held
+//!   while the svg server restarts and a poison SVG is quarantined ([`crate::servers::hold`]).
+//!   Without one, or when it stays down past the hold, SVG sources answer `503` and every other
+//!   source is unaffected.
 //! - **Stop.** When the shutdown future completes, the listener closes, idle connections close,
 //!   and requests in flight get up to their deadline (plus a second) to finish.
 //!
@@ -57,7 +59,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -71,6 +73,7 @@ use crate::imaging::pipeline::{
 use crate::imaging::request::{Req, TextFormat};
 use crate::imaging::text::{format_props, TEXT_CONTENT_TYPE};
 use crate::imaging::{ImageError, ImageRequest};
+use crate::servers::hold::HoldPolicy;
 use crate::servers::http::{self, HttpLimits};
 use crate::servers::platform_server::cache::SourceStamp;
 use crate::servers::svg_client::SvgClient;
@@ -117,6 +120,8 @@ pub struct ImageServerConfig {
     pub workers: usize,
     /// Deadline of one request.
     pub request_timeout: Duration,
+    /// How calls to the svg server are held while it restarts, and poison SVGs quarantined.
+    pub hold: HoldPolicy,
 }
 
 impl ImageServerConfig {
@@ -127,6 +132,7 @@ impl ImageServerConfig {
             svg_addr: None,
             workers: 0,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            hold: HoldPolicy::default(),
         }
     }
 }
@@ -171,6 +177,7 @@ pub async fn run_from_env(
         .map_or_else(|_| listen.clone(), |addr| addr.to_string());
     let config = ImageServerConfig {
         svg_addr,
+        hold: HoldPolicy::from_env()?,
         ..ImageServerConfig::new(home)
     };
     info!(component = "is", addr = %shown, svg = ?config.svg_addr, "listening");
@@ -275,7 +282,10 @@ impl Server {
         Ok(Server {
             images: config.home.join("images"),
             catalogs,
-            svg: config.svg_addr.map(SvgClient::new),
+            svg: config
+                .svg_addr
+                .map(|addr| SvgClient::new(addr, config.hold))
+                .transpose()?,
             workers: Arc::new(Semaphore::new(worker_count)),
             worker_count,
             request_timeout: config.request_timeout,
@@ -632,9 +642,11 @@ fn error_response(error: &ImageError, detail: bool) -> Response<Full<Bytes>> {
         title(&error.message)
     };
     let mut response = plain(status, message);
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     response
 }
 

@@ -13,14 +13,14 @@
 //!
 //! - this file: the configuration, routing, and each answer (the use of the cache, `cache=`,
 //!   `ETag` and `304`, the server properties, `/healthz`);
-//! - [`upstream`]: the clients of `is` and the one retry;
+//! - [`upstream`](crate::servers::upstream): the client of `is`, which holds and retries a
+//!   request while `is` restarts, and quarantines poison requests ([`hold`](crate::servers::hold));
 //! - [`cache`]: the response cache (keys, the bound, the checks of sources and catalogs);
 //! - [`access_log`]: the access log's line and its writer thread;
 //! - [`http`]: the accept loop, the limits ([`HTTP_LIMITS`]) and the graceful stop.
 
 pub mod access_log;
 pub mod cache;
-pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,7 +43,8 @@ use crate::servers::http::{self, HttpLimits};
 
 use self::access_log::{AccessLog, CacheUse};
 use self::cache::{CachedAnswer, CatalogWatch, Lookup, ResponseCache, SourceStamp};
-use self::upstream::{Answer, Upstream, UpstreamError};
+use crate::servers::hold::HoldPolicy;
+use crate::servers::upstream::{Answer, Call, Upstream, UpstreamError};
 
 /// The address to listen on, `host:port`.
 pub const ENV_LISTEN: &str = "IMAGESERVING_LISTEN";
@@ -82,6 +83,10 @@ const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(2);
 
 /// The message of every 503 caused by `is` being down.
 const UNAVAILABLE: &str = "image server unavailable, retry shortly";
+/// The message of a 500 for a poison request.
+const QUARANTINED: &str = "request quarantined: the image server failed twice while working on it";
+/// The largest answer of `is` relayed; `is` limits its replies to 16 MB, so more is a bug.
+pub const MAX_REPLY: usize = 64 * 1024 * 1024;
 /// The routes that exist, for 405's `Allow`.
 const ALLOW: &str = "GET, HEAD";
 /// Where the image protocol lives.
@@ -105,6 +110,8 @@ pub struct PlatformConfig {
     /// How long a cached answer is served before its source file is looked at again: a changed
     /// source is never served from the cache longer than this after the change.
     pub cache_check: Duration,
+    /// How requests are held while `is` restarts, and how long poison requests are quarantined.
+    pub hold: HoldPolicy,
 }
 
 impl PlatformConfig {
@@ -118,6 +125,7 @@ impl PlatformConfig {
             home: None,
             cache_bytes: cache::DEFAULT_CAPACITY,
             cache_check: cache::DEFAULT_CHECK_INTERVAL,
+            hold: HoldPolicy::default(),
         }
     }
 }
@@ -166,6 +174,7 @@ pub async fn run_from_env(
             format!("{ENV_CACHE_CHECK}: {check:?} is not a duration such as 1s or 250ms")
         })?;
     }
+    config.hold = HoldPolicy::from_env()?;
     let listener = super::listen::listener(&listen).await?;
     let local = listener.local_addr().map_or(listen, |a| a.to_string());
     info!(
@@ -174,6 +183,9 @@ pub async fn run_from_env(
         is = %config.is_addr,
         cache_bytes = if config.home.is_some() { config.cache_bytes } else { 0 },
         cache_check = %humantime::format_duration(config.cache_check),
+        hold_wait = %humantime::format_duration(config.hold.wait),
+        hold_queue = config.hold.queue,
+        quarantine = %humantime::format_duration(config.hold.quarantine),
         "listening"
     );
     serve(listener, config, shutdown).await?;
@@ -262,7 +274,13 @@ struct Cache {
 
 impl State {
     fn new(config: &PlatformConfig) -> anyhow::Result<Self> {
-        let upstream = Upstream::new(&config.is_addr, config.connect_timeout)?;
+        let upstream = Upstream::new(
+            "ps",
+            &config.is_addr,
+            "/healthz",
+            config.connect_timeout,
+            config.hold,
+        )?;
         let cache = config
             .home
             .as_ref()
@@ -498,13 +516,28 @@ impl State {
         };
         let answer = self
             .upstream
-            .exchange(Method::POST, "/render", json, self.request_timeout)
+            .exchange(Call {
+                method: Method::POST,
+                path: "/render",
+                content_type: "application/json",
+                body: json,
+                limit: MAX_REPLY,
+                deadline: self.request_timeout,
+                held: true,
+            })
             .await;
         Err(match answer {
             Ok(answer) => return Ok(answer),
             Err(UpstreamError::Unavailable(why)) => {
                 warn!(component = "ps", object = %request.object, error = %why, "image server unavailable");
                 error_response(&ImageError::new(503, UNAVAILABLE))
+            }
+            Err(UpstreamError::Busy) => error_response(&ImageError::new(503, UNAVAILABLE)),
+            Err(UpstreamError::Quarantined { now }) => {
+                if !now {
+                    debug!(component = "ps", object = %request.object, "quarantined request refused");
+                }
+                error_response(&ImageError::new(500, QUARANTINED))
             }
             Err(UpstreamError::TimedOut) => {
                 warn!(component = "ps", object = %request.object, "image server timed out");
@@ -538,7 +571,15 @@ impl State {
         if healthy {
             if let Ok(answer) = self
                 .upstream
-                .exchange(Method::GET, "/info", Bytes::new(), INFO_TIMEOUT)
+                .exchange(Call {
+                    method: Method::GET,
+                    path: "/info",
+                    content_type: "",
+                    body: Bytes::new(),
+                    limit: MAX_REPLY,
+                    deadline: INFO_TIMEOUT,
+                    held: false,
+                })
                 .await
             {
                 if answer.status == StatusCode::OK {
@@ -581,7 +622,15 @@ impl State {
     async fn is_healthy(&self) -> bool {
         match self
             .upstream
-            .exchange(Method::GET, "/healthz", Bytes::new(), HEALTH_TIMEOUT)
+            .exchange(Call {
+                method: Method::GET,
+                path: "/healthz",
+                content_type: "",
+                body: Bytes::new(),
+                limit: MAX_REPLY,
+                deadline: HEALTH_TIMEOUT,
+                held: false,
+            })
             .await
         {
             Ok(answer) => answer.status == StatusCode::OK,

@@ -444,6 +444,7 @@ mod tests {
     use tokio::task::{JoinHandle, JoinSet};
 
     use super::*;
+    use crate::servers::hold::HoldPolicy;
     use crate::servers::svg_client::SvgClient;
 
     const MIB: usize = 1024 * 1024;
@@ -462,7 +463,11 @@ mod tests {
 
     impl TestServer {
         async fn start(config: SvgConfig) -> TestServer {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            Self::start_on("127.0.0.1:0", config).await
+        }
+
+        async fn start_on(addr: &str, config: SvgConfig) -> TestServer {
+            let listener = TcpListener::bind(addr).await.unwrap();
             let addr = listener.local_addr().unwrap().to_string();
             let (stop, stopped) = oneshot::channel::<()>();
             let task = tokio::spawn(serve(listener, config, async move {
@@ -476,7 +481,7 @@ mod tests {
         }
 
         fn client(&self) -> SvgClient {
-            SvgClient::new(self.addr.clone())
+            SvgClient::new(self.addr.clone(), HoldPolicy::default()).unwrap()
         }
 
         /// Stops the server and waits for `serve` to return.
@@ -864,6 +869,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_call_is_held_while_the_server_restarts() {
+        bounded(async {
+            let server = TestServer::start(SvgConfig::default()).await;
+            let addr = server.addr.clone();
+            let client = server.client();
+            assert!(client.size(Bytes::from(HALF_RED)).await.is_ok());
+            server.shutdown().await.unwrap();
+            let held = tokio::spawn({
+                let client = client.clone();
+                async move { client.size(Bytes::from(HALF_RED)).await }
+            });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!held.is_finished(), "held while nothing listens");
+            let _server = TestServer::start_on(&addr, SvgConfig::default()).await;
+            assert_eq!(held.await.unwrap().unwrap(), (200.0, 100.0));
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn shutdown_stops_accepting_and_returns() {
         bounded(async {
             let server = TestServer::start(SvgConfig::default()).await;
@@ -871,10 +896,17 @@ mod tests {
             let client = server.client();
             assert!(client.size(Bytes::from(HALF_RED)).await.is_ok());
             server.shutdown().await.unwrap();
-            let error = SvgClient::new(addr)
-                .size(Bytes::from(HALF_RED))
-                .await
-                .unwrap_err();
+            let error = SvgClient::new(
+                addr,
+                HoldPolicy {
+                    wait: Duration::ZERO,
+                    ..HoldPolicy::default()
+                },
+            )
+            .unwrap()
+            .size(Bytes::from(HALF_RED))
+            .await
+            .unwrap_err();
             assert_eq!(error.status, 503);
         })
         .await;

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::harness::{
-    component, component_of, describe, pid, pids, stack_config, wait_for, TestHome, SETTLE,
-    SUPERVISOR,
+    component, component_of, describe, free_port, pid, pids, stack_config, wait_for, TestHome,
+    SETTLE, SUPERVISOR,
 };
 use crate::procs::{self, ProcId};
 
@@ -396,4 +396,44 @@ fn a_port_held_by_another_program_is_a_clear_start_error() {
         assert!(web["pid"].is_null(), "never spawned: {web:#}");
         home.run(&["stop"]).expect_code(0);
     }
+}
+
+/// A held socket makes connections wait while the component restarts, but a component that
+/// will not be restarted (FATAL) gives its socket up: clients are refused at once instead of
+/// waiting in a backlog nobody accepts from. `restart` binds it again.
+#[test]
+fn a_fatal_component_gives_up_its_held_socket() {
+    let port = free_port();
+    let config = format!(
+        "{SUPERVISOR}{}",
+        component(
+            "web",
+            &["sh", "-c", "sleep 1; exit 3"],
+            &format!(
+                "port = {port}\nhold_socket = true\nready = {{ file = \"never\" }}\n\
+                 start_timeout = \"5s\"\nmax_restarts = 1\nbackoff_initial = \"100ms\"\n"
+            )
+        ),
+    );
+    let home = TestHome::new(&config);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let held_while_starting = |home: &TestHome, verb: &[&str]| {
+        std::thread::scope(|scope| {
+            let start = scope.spawn(|| home.run(verb));
+            // While it starts and restarts, the kernel accepts on the supervisor's socket.
+            wait_for(SETTLE, "the held socket accepts", || {
+                std::net::TcpStream::connect(addr).is_ok()
+            });
+            start.join().expect("the command").expect_code(1);
+        });
+        let status = home.status_json();
+        assert_eq!(component_of(&status, "web")["state"], "FATAL");
+        let refused = std::net::TcpStream::connect(addr).expect_err("nobody holds the port");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    };
+    held_while_starting(&home, &["start"]);
+    // `restart` binds it again, and gives it up again when the component goes FATAL again.
+    held_while_starting(&home, &["restart", "web"]);
+    home.run(&["stop"]).expect_code(0);
+    home.assert_nothing_runs();
 }

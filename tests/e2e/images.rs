@@ -239,7 +239,7 @@ fn restarting_each_component_under_traffic_fails_no_request() {
 }
 
 #[test]
-fn killing_the_image_server_under_traffic_gives_200s_or_quick_503s_then_200s_again() {
+fn killing_the_image_server_under_traffic_costs_latency_not_errors() {
     let (home, ps) = stack();
     let old = home.pid_of("is").expect("is runs");
     let stop = Arc::new(AtomicBool::new(false));
@@ -284,14 +284,12 @@ fn killing_the_image_server_under_traffic_gives_200s_or_quick_503s_then_200s_aga
     stop.store(true, Ordering::Relaxed);
     let seen = client.join().expect("the client thread");
 
-    // Since `is`'s socket is held by the supervisor (issue #14), a request made while `is` is
-    // down mostly waits for the new `is` instead of getting a 503: fewer, slower requests.
+    // `is`'s socket is held by the supervisor, so a request made while `is` is down waits in
+    // its backlog for the new `is`; the requests in flight when it died are held by `ps` and
+    // sent again to the new one (issue #14): slower answers, no error.
     assert!(seen.len() >= 3, "traffic flowed: {} requests", seen.len());
     for (_, status, took) in &seen {
-        assert!(
-            *status == 200 || *status == 503,
-            "only 200 or 503, got {status}"
-        );
+        assert_eq!(*status, 200, "only 200s");
         assert!(
             *took < Duration::from_secs(3),
             "no slow answer: {status} took {took:?}"

@@ -923,19 +923,86 @@ async fn a_parse_error_is_answered_without_asking_is() {
     .await;
 }
 
+/// A `ps` for `is_addr` that holds requests for `wait` at most, `queue` at once.
+async fn ps_holding(is_addr: SocketAddr, wait: Duration, queue: usize) -> Ps {
+    Ps::start_with(PlatformConfig {
+        hold: HoldPolicy {
+            wait,
+            queue,
+            ..HoldPolicy::default()
+        },
+        ..PlatformConfig::new(is_addr.to_string())
+    })
+    .await
+}
+
 #[tokio::test]
-async fn is_down_is_a_quick_503_with_retry_after() {
+async fn is_down_is_held_for_the_wait_then_a_503_with_retry_after() {
     bounded(async {
-        let ps = Ps::start(dead_addr().await).await;
+        let wait = Duration::from_millis(400);
+        let ps = ps_holding(dead_addr().await, wait, 8).await;
         let client = client();
         let started = Instant::now();
         let (status, headers, body) = get(&client, &ps.url("/is/image/a")).await;
-        assert!(started.elapsed() < Duration::from_millis(1500));
+        let held = started.elapsed();
+        assert!(held >= wait - Duration::from_millis(100), "{held:?}");
+        assert!(held < wait + Duration::from_millis(1000), "{held:?}");
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(header_of(&headers, header::RETRY_AFTER), "1");
         assert_eq!(body.as_ref(), b"image server unavailable, retry shortly\n");
-        // ps keeps running.
-        let (status, _, _) = get(&client, &ps.url("/is/image/a")).await;
+        // ps keeps running; /healthz is not held: it says at once that is is down.
+        let started = Instant::now();
+        let (status, _, _) = get(&client, &ps.url("/healthz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < wait, "{:?}", started.elapsed());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_is_held_until_is_listens_again() {
+    bounded(async {
+        let addr = dead_addr().await;
+        let ps = ps_holding(addr, Duration::from_secs(5), 8).await;
+        let client = client();
+        let request = tokio::spawn({
+            let url = ps.url("/is/image/a");
+            let client = client.clone();
+            async move { get(&client, &url).await }
+        });
+        // The request is held while nothing listens…
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!request.is_finished());
+        // …and answered by the `is` that comes back.
+        let is = FakeIs::start_on(addr, Arc::default()).await;
+        let (status, _, body) = request.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.as_ref(), FAKE_IMAGE);
+        assert_eq!(is.seen().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_holding_queue_is_bounded() {
+    bounded(async {
+        let wait = Duration::from_millis(1500);
+        let ps = ps_holding(dead_addr().await, wait, 1).await;
+        let client = client();
+        let held = tokio::spawn({
+            let url = ps.url("/is/image/a");
+            let client = client.clone();
+            async move { get(&client, &url).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The one place is taken: the next failed request is a 503 at once.
+        let started = Instant::now();
+        let (status, headers, _) = get(&client, &ps.url("/is/image/b")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(header_of(&headers, header::RETRY_AFTER), "1");
+        assert!(started.elapsed() < wait / 2, "{:?}", started.elapsed());
+        assert!(!held.is_finished());
+        let (status, _, _) = held.await.unwrap();
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     })
     .await;
@@ -945,7 +1012,7 @@ async fn is_down_is_a_quick_503_with_retry_after() {
 async fn is_restarted_between_requests() {
     bounded(async {
         let is = FakeIs::start().await;
-        let ps = Ps::start(is.addr).await;
+        let ps = ps_holding(is.addr, Duration::from_millis(300), 8).await;
         let client = client();
         let (status, _, _) = get(&client, &ps.url("/is/image/a")).await;
         assert_eq!(status, StatusCode::OK);
@@ -978,7 +1045,7 @@ async fn is_restarted_between_requests() {
 }
 
 #[tokio::test]
-async fn a_connection_closed_mid_request_is_retried_once() {
+async fn a_request_in_flight_when_is_dies_is_retried_and_twice_is_quarantined() {
     bounded(async {
         let is = FakeIs::start().await;
         let ps = Ps::start(is.addr).await;
@@ -989,14 +1056,46 @@ async fn a_connection_closed_mid_request_is_retried_once() {
         assert_eq!(body.as_ref(), FAKE_IMAGE);
         assert_eq!(is.shared.drops.load(Ordering::SeqCst), 0);
 
-        // Twice in a row: no third attempt, a quick 503.
+        // Twice in a row: a poison request. No third attempt, a 500 with the reason.
+        is.shared.drops.store(3, Ordering::SeqCst);
+        let (status, _, body) = get(&client, &ps.url("/is/image/poison?wid=10")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(String::from_utf8_lossy(&body), format!("{QUARANTINED}\n"));
+        assert_eq!(is.shared.drops.load(Ordering::SeqCst), 1);
+        is.shared.drops.store(0, Ordering::SeqCst);
+
+        // Quarantined: the same request, however written, does not reach `is` again…
+        let seen = is.seen().len();
+        for url in ["/is/image/poison?wid=10", "/is/image/poison?WID=10&"] {
+            let (status, headers, _) = get(&client, &ps.url(url)).await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{url}");
+            assert_eq!(header_of(&headers, header::CACHE_CONTROL), "no-store");
+        }
+        assert_eq!(is.seen().len(), seen);
+        // …and other requests are served.
+        let (status, _, _) = get(&client, &ps.url("/is/image/poison?wid=11")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(is.seen().len(), seen + 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_quarantine_period_a_poison_request_is_tried_again_later() {
+    bounded(async {
+        let is = FakeIs::start().await;
+        let ps = Ps::start_with(PlatformConfig {
+            hold: HoldPolicy {
+                quarantine: Duration::ZERO,
+                ..HoldPolicy::default()
+            },
+            ..PlatformConfig::new(is.addr.to_string())
+        })
+        .await;
+        let client = client();
         is.shared.drops.store(2, Ordering::SeqCst);
-        let started = Instant::now();
-        let (status, headers, _) = get(&client, &ps.url("/is/image/a")).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(header_of(&headers, header::RETRY_AFTER), "1");
-        assert!(started.elapsed() < Duration::from_millis(1500));
-        assert_eq!(is.shared.drops.load(Ordering::SeqCst), 0);
+        let (status, _, _) = get(&client, &ps.url("/is/image/a")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         let (status, _, _) = get(&client, &ps.url("/is/image/a")).await;
         assert_eq!(status, StatusCode::OK);
     })

@@ -1,0 +1,335 @@
+//! The client a server calls its upstream with (`ps` → `is`, `is` → `svg`), riding out the
+//! upstream's restarts and crashes by the rules of [`hold`](super::hold).
+//!
+//! What the callers promise about it is in `docs/image-serving.md` (*Talking to `is`*). The
+//! shape of the code follows from it:
+//!
+//! - [`Upstream`] holds two clients. The pooled one keeps connections alive between requests and
+//!   drops idle ones after [`POOL_IDLE_TIMEOUT`]. The fresh one has no pool, so that a retry runs
+//!   on a brand-new connection and cannot pick another stale pooled one (which is what every
+//!   pooled connection is after the upstream restarted).
+//! - A try fails in one of three ways (`TryError`): connecting failed (the upstream is not
+//!   listening), a connection that was up broke (the upstream died with the request in flight,
+//!   or the connection was stale), or the answer is unusable (never retried).
+//! - A [`Call`] that is `held` is tried again as [`hold::Attempts`] says, at most
+//!   [`HoldPolicy::queue`] of them at once, and a poison one is quarantined; a call that is not
+//!   held (a health check, which must tell the truth quickly) gets one retry after a broken
+//!   connection, none after a refused one.
+//! - The answer is read whole, up to [`Call::limit`], before [`Upstream::exchange`] returns, so a
+//!   failure mid-body is a broken try (retried) rather than a truncated image.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::header::{self, HeaderMap};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use super::hold::{self, Attempts, Failure, HoldPolicy, Next, Quarantine};
+use crate::servers::http::error_chain;
+
+/// How long idle pooled connections are kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// An answer of the upstream, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its whole body.
+    pub body: Bytes,
+}
+
+/// One request to the upstream.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// Its method.
+    pub method: Method,
+    /// Its path and query.
+    pub path: &'a str,
+    /// The `Content-Type` of a non-empty body.
+    pub content_type: &'static str,
+    /// Its body; empty for none.
+    pub body: Bytes,
+    /// The largest answer body read; more is [`UpstreamError::Invalid`].
+    pub limit: usize,
+    /// How long the whole exchange may take, holding included.
+    pub deadline: Duration,
+    /// Whether the call is held and tried again while the upstream restarts, and quarantined
+    /// when it is a poison request.
+    pub held: bool,
+}
+
+/// Why an exchange with the upstream gave no answer.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// No connection, or the connection broke, until the hold ran out.
+    Unavailable(String),
+    /// The holding queue was full.
+    Busy,
+    /// No answer within the deadline.
+    TimedOut,
+    /// An answer that cannot be used.
+    Invalid(String),
+    /// A poison request: the upstream died twice with it in flight (`now`), or it was
+    /// quarantined before.
+    Quarantined {
+        /// Whether this exchange made it a suspect, rather than finding it quarantined.
+        now: bool,
+    },
+}
+
+/// How one try failed.
+#[derive(Debug)]
+enum TryError {
+    /// Connecting failed.
+    Connect(String),
+    /// The connection was up and broke.
+    Broken(String),
+    /// The answer is unusable.
+    Invalid(String),
+}
+
+/// The clients of one upstream: a keep-alive pool, a client without one for retries, and the
+/// holding queue and quarantine.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Who calls, for the log: `ps`, `is`.
+    caller: &'static str,
+    /// `http://{addr}`, without a trailing slash.
+    base: String,
+    /// The keep-alive client.
+    pooled: Client<HttpConnector, Full<Bytes>>,
+    /// A client without a pool: every request on a new connection, for retries.
+    fresh: Client<HttpConnector, Full<Bytes>>,
+    /// How calls are held.
+    policy: HoldPolicy,
+    /// One permit per call being held.
+    held: Semaphore,
+    /// The poison requests.
+    quarantine: Quarantine,
+    /// The path of the upstream's health check, polled while a request is held.
+    health_path: &'static str,
+    /// Whether the upstream is known to be down: a call failed and none succeeded since.
+    down: AtomicBool,
+}
+
+impl Upstream {
+    /// The clients of the upstream at `addr` (`host:port`) whose health check is a `GET` on
+    /// `health_path`, each connection attempt bounded by `connect_timeout`. Connects lazily; fails only on an address that is not `host:port`.
+    pub fn new(
+        caller: &'static str,
+        addr: &str,
+        health_path: &'static str,
+        connect_timeout: Duration,
+        policy: HoldPolicy,
+    ) -> anyhow::Result<Upstream> {
+        let base = format!("http://{addr}");
+        let uri: Uri = format!("{base}/")
+            .parse()
+            .with_context(|| format!("invalid upstream address {addr:?}"))?;
+        if uri.host().is_none() || uri.port().is_none() {
+            anyhow::bail!("invalid upstream address {addr:?}: expected host:port");
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        let pooled = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector.clone());
+        let fresh = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        Ok(Upstream {
+            caller,
+            base,
+            pooled,
+            fresh,
+            policy,
+            held: Semaphore::new(policy.queue),
+            quarantine: Quarantine::new(policy.quarantine),
+            health_path,
+            down: AtomicBool::new(false),
+        })
+    }
+
+    /// How calls are held.
+    pub fn policy(&self) -> HoldPolicy {
+        self.policy
+    }
+
+    /// One exchange with the upstream within `call.deadline`, held and tried again as the
+    /// module says.
+    pub async fn exchange(&self, call: Call<'_>) -> Result<Answer, UpstreamError> {
+        let key = self.quarantine.key(call.path, &call.body);
+        if call.held && self.quarantine.contains(key, Instant::now()) {
+            return Err(UpstreamError::Quarantined { now: false });
+        }
+        let uri = format!("{}{}", self.base, call.path);
+        let wait = if call.held {
+            self.policy.wait
+        } else {
+            Duration::ZERO
+        };
+        let tries = async {
+            let mut attempts = Attempts::new();
+            let mut client = &self.pooled;
+            let mut holding = None;
+            let mut last_error = None;
+            loop {
+                let known_down = self.down.load(Ordering::Relaxed);
+                if !wait.is_zero() && (known_down || last_error.is_some()) {
+                    if holding.is_none() {
+                        match self.held.try_acquire() {
+                            Ok(permit) => holding = Some(permit),
+                            Err(_) => {
+                                warn!(
+                                    component = self.caller,
+                                    path = call.path,
+                                    queue = self.policy.queue,
+                                    "upstream unavailable and the holding queue is full"
+                                );
+                                return Err(UpstreamError::Busy);
+                            }
+                        }
+                    }
+                    attempts.hold(Instant::now());
+                    if !self.until_up(&attempts, wait).await {
+                        let why = last_error.unwrap_or_else(|| "it was down".to_owned());
+                        return Err(UpstreamError::Unavailable(format!(
+                            "not back within {}: {why}",
+                            humantime::format_duration(wait)
+                        )));
+                    }
+                }
+                let (failure, why) = match try_once(client, &call, &uri).await {
+                    Ok(answer) => {
+                        self.down.store(false, Ordering::Relaxed);
+                        if attempts.died_once() {
+                            debug!(
+                                component = self.caller,
+                                path = call.path,
+                                "answered by the upstream after it died with the request in flight"
+                            );
+                        }
+                        return Ok(answer);
+                    }
+                    Err(TryError::Invalid(why)) => return Err(UpstreamError::Invalid(why)),
+                    Err(TryError::Connect(why)) => (Failure::Unreachable, why),
+                    Err(TryError::Broken(why)) => (Failure::Died, why),
+                };
+                self.down.store(true, Ordering::Relaxed);
+                match attempts.failed(failure, Instant::now(), wait) {
+                    Next::Retry => {
+                        debug!(component = self.caller, path = call.path, ?failure, error = %why, "upstream failed, holding the request");
+                        client = &self.fresh;
+                        last_error = Some(why);
+                    }
+                    Next::GiveUp => return Err(UpstreamError::Unavailable(why)),
+                    Next::Poison if !call.held => return Err(UpstreamError::Unavailable(why)),
+                    Next::Poison => {
+                        self.quarantine.insert(key, Instant::now());
+                        warn!(
+                            component = self.caller,
+                            path = call.path,
+                            request = %String::from_utf8_lossy(&call.body[..call.body.len().min(512)]),
+                            quarantine = %humantime::format_duration(self.policy.quarantine),
+                            "poison request: the upstream died twice with it in flight; quarantined"
+                        );
+                        return Err(UpstreamError::Quarantined { now: true });
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(call.deadline, tries)
+            .await
+            .unwrap_or(Err(UpstreamError::TimedOut))
+    }
+
+    /// Polls the upstream's health check on new connections until it answers 200 (`true`) or
+    /// the request's wait runs out (`false`).
+    async fn until_up(&self, attempts: &Attempts, wait: Duration) -> bool {
+        let Ok(uri) = format!("{}{}", self.base, self.health_path).parse::<Uri>() else {
+            return false;
+        };
+        let mut refused = 0;
+        loop {
+            let remaining = attempts.remaining(Instant::now(), wait);
+            if remaining.is_zero() {
+                return false;
+            }
+            match tokio::time::timeout(remaining, self.fresh.get(uri.clone())).await {
+                Err(_) => return false,
+                Ok(Ok(response)) if response.status() == StatusCode::OK => return true,
+                Ok(_) => {
+                    refused += 1;
+                    tokio::time::sleep(hold::pause(refused).min(remaining)).await;
+                }
+            }
+        }
+    }
+}
+
+/// One try on `client`, the answer read whole.
+async fn try_once(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    call: &Call<'_>,
+    uri: &str,
+) -> Result<Answer, TryError> {
+    let mut builder = Request::builder().method(call.method.clone()).uri(uri);
+    if !call.body.is_empty() {
+        builder = builder.header(header::CONTENT_TYPE, call.content_type);
+    }
+    let request = builder
+        .body(Full::new(call.body.clone()))
+        .map_err(|err| TryError::Invalid(format!("cannot build the request: {err}")))?;
+    let response = client.request(request).await.map_err(|err| {
+        let why = error_chain(&err);
+        if err.is_connect() {
+            TryError::Connect(why)
+        } else {
+            TryError::Broken(why)
+        }
+    })?;
+    let (parts, incoming) = response.into_parts();
+    let body = match Limited::new(incoming, call.limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            return Err(TryError::Invalid(format!(
+                "answer larger than {} bytes",
+                call.limit
+            )))
+        }
+        Err(err) => return Err(TryError::Broken(error_chain(&*err))),
+    };
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_must_be_host_and_port() {
+        let timeout = Duration::from_secs(1);
+        let new = |addr| Upstream::new("ps", addr, "/healthz", timeout, HoldPolicy::default());
+        assert!(new("no port").is_err());
+        assert!(new("localhost").is_err());
+        assert!(new("127.0.0.1:27345").is_ok());
+        assert!(new("[::1]:27345").is_ok());
+    }
+}
