@@ -50,6 +50,23 @@ pub struct ComponentArgs {
     pub log: Arc<ComponentLog>,
     /// Where its lifecycle events go.
     pub events: EventSender,
+    /// The component's held listening socket, owned by the supervisor so that it outlives any
+    /// one actor: a replacement actor, or the new actor of a component a reload changed,
+    /// passes on the same socket, and connections keep waiting in its backlog meanwhile.
+    pub socket: SocketSlot,
+}
+
+/// Where a component's held listening socket lives (see [`ComponentSpec::socket`]): empty until
+/// the first spawn binds it, emptied when the component goes FATAL or EXITED.
+pub type SocketSlot = Arc<std::sync::Mutex<Option<HeldSocket>>>;
+
+/// A listening socket the supervisor holds for a component.
+#[derive(Debug)]
+pub struct HeldSocket {
+    /// What it was bound with.
+    spec: SocketSpec,
+    /// The socket.
+    fd: Arc<OwnedFd>,
 }
 
 /// What a replacement actor takes over from the one that failed.
@@ -187,30 +204,59 @@ impl Drop for ProcessGuard {
     }
 }
 
-/// The sockets a spawn passes: the component's held socket, bound by its first spawn; or none,
-/// once the port the program will bind itself is checked to be free (another program's port
-/// would pass the readiness probe with that program's answers).
+/// The sockets a spawn passes: the component's held socket, bound by its first spawn (again
+/// when its address changed); or none, once the port the program will bind itself is checked
+/// to be free (another program's port would pass the readiness probe with that program's
+/// answers).
 fn sockets_for_spawn(
     component: &str,
     socket: Option<&SocketSpec>,
     port: Option<std::net::SocketAddr>,
-    held: &std::sync::Mutex<Option<Arc<OwnedFd>>>,
+    held: &std::sync::Mutex<Option<HeldSocket>>,
 ) -> std::io::Result<Vec<PassedSocket>> {
+    let mut held = held
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(socket) = socket else {
+        // A reload turned `hold_socket` off: the program binds the port itself.
+        if held.take().is_some() {
+            info!(
+                component,
+                "released its listening socket: the program binds its own"
+            );
+        }
         if let Some(addr) = port {
             process::check_port_free(addr)?;
         }
         return Ok(Vec::new());
     };
-    let mut held = held
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(old) = held.as_ref() {
+        if old.spec.addr != socket.addr {
+            // Closed before the new one binds: the new address may overlap the old one.
+            info!(component, old = %old.spec.addr, new = %socket.addr, "its address changed: releasing the old socket");
+            *held = None;
+        } else if old.spec.backlog != socket.backlog {
+            process::set_backlog(&old.fd, socket.backlog)?;
+            info!(
+                component,
+                backlog = socket.backlog,
+                "the backlog of its held socket changed"
+            );
+            if let Some(old) = held.as_mut() {
+                old.spec.backlog = socket.backlog;
+            }
+        }
+    }
     let fd = match &*held {
-        Some(fd) => Arc::clone(fd),
+        Some(old) => Arc::clone(&old.fd),
         None => {
             let fd = Arc::new(process::bind_listener(socket.addr, socket.backlog)?);
             info!(component, addr = %socket.addr, backlog = socket.backlog, "holding its listening socket");
-            held.insert(fd).clone()
+            *held = Some(HeldSocket {
+                spec: socket.clone(),
+                fd: Arc::clone(&fd),
+            });
+            fd
         }
     };
     Ok(vec![PassedSocket {
@@ -252,9 +298,9 @@ pub struct ComponentState {
     /// pumps write into it, and the actor its start, stop and restart markers (`log.marker`).
     log: Arc<ComponentLog>,
     events: EventSender,
-    /// The listening socket held for the component (see [`ComponentSpec::socket`]), bound by
-    /// its first spawn and closed with this state.
-    socket: Arc<std::sync::Mutex<Option<Arc<OwnedFd>>>>,
+    /// The listening socket held for the component (see [`ComponentSpec::socket`]), shared
+    /// with the supervisor, which keeps it across actors.
+    socket: SocketSlot,
 }
 
 impl Actor for ComponentActor {
@@ -301,7 +347,7 @@ impl Actor for ComponentActor {
             sweep_first: replacing,
             supervisor: args.supervisor,
             events: args.events,
-            socket: Arc::default(),
+            socket: args.socket,
         })
     }
 
@@ -766,5 +812,67 @@ async fn sweep(tree_id: &str, component: &str) {
     .await;
     if let Ok((_, true)) = swept {
         warn!(%component, "leftover processes of an earlier run survive SIGKILL");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A port nothing listens on now.
+    fn free_addr() -> SocketAddr {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("an ephemeral port")
+    }
+
+    #[test]
+    fn a_held_socket_is_kept_across_spawns_and_rebound_only_when_its_address_changes() {
+        let slot = SocketSlot::default();
+        let first = SocketSpec {
+            addr: free_addr(),
+            backlog: 16,
+        };
+        let passed = |spec: &SocketSpec| {
+            let sockets =
+                sockets_for_spawn("web", Some(spec), Some(spec.addr), &slot).expect("the socket");
+            assert_eq!(sockets.len(), 1);
+            assert_eq!(sockets[0].name, "web");
+            Arc::clone(&sockets[0].fd)
+        };
+        let bound = passed(&first);
+        // A connection now waits in the backlog; it must survive what follows.
+        let waiting = TcpStream::connect(first.addr).expect("the held socket accepts");
+        assert!(Arc::ptr_eq(&bound, &passed(&first)), "the same socket");
+        let more = SocketSpec {
+            backlog: 64,
+            ..first.clone()
+        };
+        assert!(
+            Arc::ptr_eq(&bound, &passed(&more)),
+            "a new backlog, the same socket"
+        );
+        let listener = TcpListener::from(bound.try_clone().expect("dup"));
+        let (accepted, _) = listener.accept().expect("the waiting connection");
+        assert_eq!(accepted.peer_addr().unwrap(), waiting.local_addr().unwrap());
+
+        let moved = SocketSpec {
+            addr: free_addr(),
+            backlog: 16,
+        };
+        drop((listener, accepted, bound));
+        let rebound = passed(&moved);
+        assert!(TcpStream::connect(moved.addr).is_ok());
+        let old = TcpStream::connect(first.addr).expect_err("the old address is released");
+        assert_eq!(old.kind(), std::io::ErrorKind::ConnectionRefused);
+
+        // `hold_socket` turned off: released, and the port is checked free instead.
+        drop(rebound);
+        assert!(sockets_for_spawn("web", None, Some(moved.addr), &slot)
+            .expect("the port is free")
+            .is_empty());
+        assert!(slot.lock().unwrap().is_none());
     }
 }

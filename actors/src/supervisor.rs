@@ -38,7 +38,7 @@ use tracing::{error, info, warn};
 
 use crate::component::{
     Command, ComponentActor, ComponentArgs, ComponentMessage, ComponentReport, ComponentSnapshot,
-    Inherited,
+    Inherited, SocketSlot,
 };
 use crate::events::EventSender;
 use crate::logs::ComponentLog;
@@ -155,6 +155,8 @@ pub struct SupervisorArgs {
 struct Slot {
     /// The component's log, shared by every actor that owns the component in turn.
     log: Arc<ComponentLog>,
+    /// The component's held listening socket, passed from actor to actor in the same way.
+    socket: SocketSlot,
     actor: Option<ActorRef<ComponentMessage>>,
 }
 
@@ -363,6 +365,7 @@ impl Slot {
     fn new(spec: &ComponentSpec) -> Self {
         Slot {
             log: Arc::new(ComponentLog::new(&spec.log, &spec.name)),
+            socket: SocketSlot::default(),
             actor: None,
         }
     }
@@ -479,6 +482,7 @@ impl SupervisorState {
             inherited,
             log: Arc::clone(&slot.log),
             events: self.events.clone(),
+            socket: Arc::clone(&slot.socket),
         };
         let (actor, _) = Actor::spawn_linked(None, ComponentActor, args, myself.get_cell()).await?;
         self.actors.insert(actor.get_id(), component.to_string());
@@ -497,17 +501,28 @@ impl SupervisorState {
         let done = self.planner.reconfigure(spec, Instant::now())?;
         // The old actors are all down; their supervision events find no component and are
         // ignored.
+        // The held sockets of changed components go to their new actors: connections keep
+        // waiting in the backlog across the change (a changed address is bound anew at the
+        // first spawn).
+        let mut sockets = HashMap::new();
         for name in &done.dropped {
             info!(component = %name, "removed by a reload");
-            if let Some(actor) = self.slots.remove(name).and_then(|s| s.actor) {
-                self.actors.remove(&actor.get_id());
-                actor.stop(Some("reloaded".into()));
+            if let Some(slot) = self.slots.remove(name) {
+                sockets.insert(name.clone(), slot.socket);
+                if let Some(actor) = slot.actor {
+                    self.actors.remove(&actor.get_id());
+                    actor.stop(Some("reloaded".into()));
+                }
             }
         }
         for name in &done.fresh {
             info!(component = %name, "configured by a reload");
             if let Some(spec) = self.planner.spec(name) {
-                self.slots.insert(name.clone(), Slot::new(spec));
+                let mut slot = Slot::new(spec);
+                if let Some(socket) = sockets.remove(name) {
+                    slot.socket = socket;
+                }
+                self.slots.insert(name.clone(), slot);
             }
             self.spawn_actor(myself, name, None)
                 .await

@@ -188,14 +188,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
-/// `restart` of each component under traffic (issue #14): the supervisor holds the servers'
-/// sockets, so connections made while a server is replaced wait in the backlog, and no request
-/// fails: no refused connection, no 503.
-#[test]
-fn restarting_each_component_under_traffic_fails_no_request() {
-    let (home, ps) = stack();
+/// Runs `during` while `clients` threads loop on an uncached image request to `ps`; the
+/// outcome of every request (the status, or the client's error).
+fn under_traffic(ps: u16, clients: usize, during: impl FnOnce()) -> Vec<Result<u16, String>> {
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..3)
+    let clients: Vec<_> = (0..clients)
         .map(|_| {
             let stop = stop.clone();
             std::thread::spawn(move || {
@@ -213,17 +210,17 @@ fn restarting_each_component_under_traffic_fails_no_request() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
-    for name in ["ps", "is", "svg", "ps", "is"] {
-        let old = home.pid_of(name).expect("it runs");
-        home.run(&["restart", name]).expect_code(0);
-        assert_ne!(home.pid_of(name), Some(old), "{name} has a new process");
-    }
+    during();
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
-    let answers: Vec<_> = clients
+    clients
         .into_iter()
         .flat_map(|c| c.join().expect("a client thread"))
-        .collect();
+        .collect()
+}
+
+/// Asserts that traffic flowed and that every request was answered 200.
+fn assert_none_failed(answers: &[Result<u16, String>]) {
     let failed: Vec<_> = answers.iter().filter(|a| **a != Ok(200)).collect();
     assert!(
         answers.len() > 10,
@@ -236,6 +233,47 @@ fn restarting_each_component_under_traffic_fails_no_request() {
         failed.len(),
         answers.len()
     );
+}
+
+/// `restart` of each component under traffic (issue #14): the supervisor holds the servers'
+/// sockets, so connections made while a server is replaced wait in the backlog, and no request
+/// fails: no refused connection, no 503.
+#[test]
+fn restarting_each_component_under_traffic_fails_no_request() {
+    let (home, ps) = stack();
+    let answers = under_traffic(ps, 3, || {
+        for name in ["ps", "is", "svg", "ps", "is"] {
+            let old = home.pid_of(name).expect("it runs");
+            home.run(&["restart", name]).expect_code(0);
+            assert_ne!(home.pid_of(name), Some(old), "{name} has a new process");
+        }
+    });
+    assert_none_failed(&answers);
+}
+
+/// `reload` of a changed `ps` under traffic: its new actor takes over the held socket of the
+/// old one, so connections wait across the change instead of being refused or reset.
+#[test]
+fn reloading_a_changed_ps_under_traffic_fails_no_request() {
+    let (home, ps) = stack();
+    let config_file = home.path().join("conf/imageserving.toml");
+    let config = std::fs::read_to_string(&config_file).expect("the config");
+    let answers = under_traffic(ps, 3, || {
+        for check in ["2s", "3s"] {
+            let old = home.pid_of("ps").expect("ps runs");
+            let changed = config.replace(
+                "[components.ps]\n",
+                &format!("[components.ps]\nenv = {{ IMAGESERVING_CACHE_CHECK = \"{check}\" }}\n"),
+            );
+            assert_ne!(changed, config);
+            std::fs::write(&config_file, changed).expect("writing the config");
+            let out = home.run(&["reload"]);
+            out.expect_code(0);
+            assert!(out.stdout.contains("changed (restarted): ps"), "{out}");
+            assert_ne!(home.pid_of("ps"), Some(old), "ps has a new process");
+        }
+    });
+    assert_none_failed(&answers);
 }
 
 #[test]

@@ -17,12 +17,22 @@ use nix::sys::socket::{
 /// that says so.
 pub fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<OwnedFd> {
     let fd = bound(addr)?;
-    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
-    let backlog = Backlog::new(backlog)
-        .or_else(|_| Backlog::new(i32::from(Backlog::MAXCONN)))
-        .map_err(io::Error::from)?;
-    listen(&fd, backlog).map_err(|e| named(addr, e))?;
+    listen(&fd, backlog_of(backlog)?).map_err(|e| named(addr, e))?;
     Ok(fd)
+}
+
+/// Changes the backlog of a listening socket (`listen` again, which Linux allows); the
+/// connections already waiting stay.
+pub fn set_backlog(fd: &OwnedFd, backlog: u32) -> io::Result<()> {
+    listen(fd, backlog_of(backlog)?).map_err(io::Error::from)
+}
+
+/// `backlog` as `listen` takes it, capped at what the system allows.
+fn backlog_of(backlog: u32) -> io::Result<Backlog> {
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    Backlog::new(backlog)
+        .or_else(|_| Backlog::new(i32::from(Backlog::MAXCONN)))
+        .map_err(io::Error::from)
 }
 
 /// Whether `addr` can be listened on now: an error naming the port when another program holds
