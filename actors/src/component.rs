@@ -22,7 +22,10 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::events::{EventKind, EventSender};
-use crate::lifecycle::{Action, Budget, Event, ExitReason, Lifecycle, State, Timer, XorShift};
+use crate::lifecycle::{
+    previous_exit, Action, Budget, Event, ExitReason, Lifecycle, State, StopCause, Timer, XorShift,
+    PREVIOUS_EXIT_ENV,
+};
 use crate::logs::ComponentLog;
 use crate::probe;
 use crate::process::{self, PassedSocket, SpawnRequest};
@@ -301,6 +304,10 @@ pub struct ComponentState {
     /// The listening socket held for the component (see [`ComponentSpec::socket`]), shared
     /// with the supervisor, which keeps it across actors.
     socket: SocketSlot,
+    /// Why the supervisor is stopping the live process, when it is.
+    stop_cause: Option<StopCause>,
+    /// How the last process ended, for the next one ([`PREVIOUS_EXIT_ENV`]).
+    previous_exit: Option<String>,
 }
 
 impl Actor for ComponentActor {
@@ -348,6 +355,8 @@ impl Actor for ComponentActor {
             supervisor: args.supervisor,
             events: args.events,
             socket: args.socket,
+            stop_cause: None,
+            previous_exit: None,
         })
     }
 
@@ -402,14 +411,19 @@ impl Actor for ComponentActor {
 impl ComponentState {
     /// Steps the lifecycle, carries out its actions, and reports a changed snapshot.
     fn apply(&mut self, myself: &ActorRef<ComponentMessage>, event: Event) {
-        if let Event::Exited { generation, .. } = &event {
+        if let Event::Exited { generation, reason } = &event {
             if *generation == self.lc.generation() {
                 self.guard.live = None;
+                self.previous_exit = Some(previous_exit(*reason, self.stop_cause.take()));
             }
+        }
+        if matches!(event, Event::Stop | Event::Restart) && self.guard.live.is_some() {
+            self.stop_cause.get_or_insert(StopCause::Asked);
         }
         if let Event::Unhealthy { generation, reason } = &event {
             let acts = matches!(self.lc.state(), State::Starting | State::Running);
             if *generation == self.lc.generation() && acts {
+                self.stop_cause = Some(StopCause::Fault);
                 self.log.marker(&format!("stopping to restart: {reason}"));
                 warn!(component = %self.spec.name, %reason, "restarting an unhealthy component");
             }
@@ -574,9 +588,13 @@ impl ComponentState {
     /// Spawns the process in a task: the actor learns the pid from `Spawned`, and the exit
     /// (after the leftovers are killed) from `Exited`.
     fn spawn(&mut self, myself: &ActorRef<ComponentMessage>, generation: u64) {
+        let mut env = self.spec.env.clone();
+        if let Some(previous) = &self.previous_exit {
+            env.push((PREVIOUS_EXIT_ENV.to_owned(), previous.clone()));
+        }
         let req = SpawnRequest {
             command: self.spec.command.clone(),
-            env: self.spec.env.clone(),
+            env,
             shared_env: Arc::clone(&self.spec.shared_env),
             cwd: self.spec.cwd.clone(),
             tree_id: self.guard.tree_id.clone(),

@@ -102,6 +102,52 @@ impl fmt::Display for ExitReason {
     }
 }
 
+/// The variable that tells each new process of a component how the previous one ended (unset
+/// for the first): `<class>: <how>`, from [`previous_exit`]. A server whose clients hold
+/// requests across its crashes says the class in its health check, so that they tell a crash
+/// caused by a request from a kill from outside (`src/servers/hold.rs`).
+pub const PREVIOUS_EXIT_ENV: &str = "IMAGESERVING_PREVIOUS_EXIT";
+
+/// Why the supervisor stopped a process, when it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopCause {
+    /// `stop`, `restart`, a group restart, a reload: nothing wrong with the process.
+    Asked,
+    /// A failed health check or its memory limit: the process was at fault.
+    Fault,
+}
+
+/// Signals a process gets for what it did itself (a bad memory access, an abort, …), as
+/// opposed to signals sent to it from outside (`SIGKILL`, `SIGTERM`, …).
+const OWN_DOING: [i32; 9] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGABRT,
+    libc::SIGSYS,
+    libc::SIGTRAP,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+];
+
+/// How a process ended, as its successor is told in [`PREVIOUS_EXIT_ENV`]: `crashed` (by its
+/// own doing: a signal such as `SIGSEGV` or `SIGABRT`, a non-zero exit, or stopped by the
+/// supervisor for a failed health check or its memory limit), `killed` (by a signal from
+/// outside, `kill -9` or the kernel's OOM killer alike), `stopped` (asked to, `cause`
+/// [`StopCause::Asked`]) or `exited` (status 0); then a colon and the exit.
+pub fn previous_exit(reason: ExitReason, cause: Option<StopCause>) -> String {
+    let class = match (cause, reason) {
+        (Some(StopCause::Asked), _) => "stopped",
+        (Some(StopCause::Fault), _) => "crashed",
+        (None, ExitReason::Code(0)) => "exited",
+        (None, ExitReason::Code(_)) => "crashed",
+        (None, ExitReason::Signal(s)) if OWN_DOING.contains(&s) => "crashed",
+        (None, ExitReason::Signal(_)) => "killed",
+    };
+    format!("{class}: {reason}")
+}
+
 /// The conventional name of a signal number (`SIGKILL` for 9), or `signal N`.
 pub fn signal_name(sig: i32) -> String {
     nix::sys::signal::Signal::try_from(sig)
@@ -1285,5 +1331,28 @@ mod tests {
         assert!(matches!(a[..], [Action::Spawn { .. }]));
         assert_eq!(r.lc.state(), State::Starting);
         assert_eq!(r.lc.fatal_reason(), None);
+    }
+
+    #[test]
+    fn the_previous_exit_says_who_is_to_blame() {
+        use super::{previous_exit, StopCause};
+        let sig = ExitReason::Signal;
+        assert_eq!(
+            previous_exit(sig(libc::SIGSEGV), None),
+            "crashed: killed by signal 11 (SIGSEGV)"
+        );
+        assert!(previous_exit(sig(libc::SIGABRT), None).starts_with("crashed: "));
+        assert!(previous_exit(ExitReason::Code(101), None).starts_with("crashed: "));
+        assert_eq!(
+            previous_exit(sig(libc::SIGKILL), None),
+            "killed: killed by signal 9 (SIGKILL)"
+        );
+        assert!(previous_exit(sig(libc::SIGTERM), None).starts_with("killed: "));
+        assert_eq!(
+            previous_exit(ExitReason::Code(0), None),
+            "exited: exited with status 0"
+        );
+        assert!(previous_exit(sig(libc::SIGKILL), Some(StopCause::Asked)).starts_with("stopped: "));
+        assert!(previous_exit(sig(libc::SIGTERM), Some(StopCause::Fault)).starts_with("crashed: "));
     }
 }

@@ -1,14 +1,21 @@
-"""Scenario 9 (issue #14): what clients see while components are restarted and killed.
+"""Scenario 9 (issue #14): what clients see while components are restarted, reloaded and killed.
 
 Eight HTTP clients loop on ps for the whole run (an image request that reaches is, `cache=off`),
 while the phases run one after another: `restart ps`, `restart is`, `restart svg` (each ROUNDS
-times), `kill -9` of ps (ROUNDS times, after ps is RUNNING again each time), then `kill -9` of is
-every 0.5-2 s for STORM seconds. Every answer is classified by phase: 200, another status (503…),
-refused, reset (the connection died, e.g. with the killed ps), timeout.
+times), `reload` with a changed `ps` setting (ROUNDS times), `kill -9` of ps (ROUNDS times, after
+ps is RUNNING again each time), then `kill -9` of is every 0.5-2 s for STORM seconds. Every answer
+is classified by phase: 200, another status (503, 500…), refused, reset (the connection died, e.g.
+with the killed ps), timeout.
 
-The same run is made twice with the same binary: with the supervisor holding the servers'
-listening sockets (the default, `hold_socket = true`), and with each server binding its own
-(`hold_socket = false`, the behaviour before issue #14). Only the first run's failures count.
+The same run is made three times with the same binary: imageserving at its defaults (the
+supervisor holds the servers' listening sockets, ps and is hold failed requests), imageserving
+with `hold_socket = false` (each server binds its own port, as before issue #14), and supervisord
+4.3.0 running the same three servers (`imageserving component ps|is|svg`, each binding its own
+port). supervisord's `restart` is `stopProcess` then `startProcess` over XML-RPC, which is what
+`supervisorctl restart` sends; its reload is `supervisorctl update` (reloadConfig, then the changed
+group stopped, removed and added again). Every run raises the restart budget so that the kill
+storm never exhausts it (ours: STACK_BUDGET; supervisord: `startretries = 1000`); the other
+settings are the defaults. Only the first run's failures count.
 """
 
 import http.client
@@ -19,7 +26,8 @@ import socket
 import threading
 import time
 
-from common import Home, Result, env_of, free_ports, ms, pct, stack_config, STACK_BUDGET, timed_status, wait_for
+import supervisord as sd
+from common import BINARY, SETTINGS, Home, Result, env_of, free_ports, ms, pct, stack_config, STACK_BUDGET, timed_status, wait_for
 
 CLIENTS = 8
 PATH = "/is/image/sample/photo?wid=120&fmt=jpeg&cache=off"
@@ -58,20 +66,123 @@ def pid_of(home, name):
     return None
 
 
-def one_run(hold, rounds, storm, keep):
+class Ours:
+    """imageserving, driven by its CLI."""
+
+    def __init__(self, hold, keep):
+        self.ports = free_ports(3)
+        ps, is_, svg = self.ports
+        self.config = stack_config(ps, is_, svg, STACK_BUDGET + ("" if hold else "hold_socket = false\n"))
+        self.home = Home(self.config, keep)
+        self.config_file = f"{self.home.path}/conf/imageserving.toml"
+
+    def start(self):
+        rc, out, err = self.home.cli("start", timeout=60)
+        if rc != 0:
+            raise RuntimeError(f"start exited {rc}: {out}{err}")
+
+    def restart(self, name):
+        rc, out, err = self.home.cli("restart", name, timeout=60)
+        if rc != 0:
+            raise RuntimeError(f"restart {name} exited {rc}: {out}{err}")
+
+    def reload_ps(self, n):
+        text = self.config.replace(
+            "[components.ps]\n", f'[components.ps]\nenv = {{ IMAGESERVING_CACHE_CHECK = "{n + 2}s" }}\n', 1)
+        with open(self.config_file, "w") as f:
+            f.write(text)
+        rc, out, err = self.home.cli("reload", timeout=60)
+        if rc != 0 or "changed (restarted): ps" not in out:
+            raise RuntimeError(f"reload exited {rc}: {out}{err}")
+
+    def pid(self, name):
+        return pid_of(self.home, name)
+
+    def all_running(self):
+        return all_running(self.home)
+
+    def close(self, failed):
+        self.home.close(failed)
+
+
+class Theirs:
+    """supervisord running the same three servers, each binding its own port."""
+
+    def __init__(self, keep):
+        self.ports = free_ports(3)
+        ps, is_, svg = self.ports
+        # A home for is's samples, as ours has; nothing of ours runs in it.
+        self.home = Home("", keep)
+        addrs = {"IMAGESERVING_HOME": self.home.path, "IMAGESERVING_IS_ADDR": f"127.0.0.1:{is_}",
+                 "IMAGESERVING_SVG_ADDR": f"127.0.0.1:{svg}"}
+        # Defaults, but a start-retry budget the kill storm does not exhaust (as STACK_BUDGET for
+        # ours); is and svg first, as ps depends on them in ours.
+        base = {"autorestart": "true", "startretries": 1000, "redirect_stderr": "true"}
+        self.sv = sd.Supervisord({
+            "is": {"command": f"{BINARY} component is", "priority": 100, **base,
+                   "env": {**addrs, "IMAGESERVING_LISTEN": f"127.0.0.1:{is_}"}},
+            "svg": {"command": f"{BINARY} component svg", "priority": 100, **base,
+                    "env": {**addrs, "IMAGESERVING_LISTEN": f"127.0.0.1:{svg}"}},
+            "ps": {"command": f"{BINARY} component ps", "priority": 200, **base,
+                   "env": {**addrs, "IMAGESERVING_LISTEN": f"127.0.0.1:{ps}", "IMAGESERVING_CACHE_CHECK": "1s"}},
+        }, keep)
+
+    def start(self):
+        self.sv.start()
+        if not self.sv.wait_ready(15):
+            raise RuntimeError("supervisord did not answer within 15 s")
+        st = self.sv.wait_states(["ps", "is", "svg"], "RUNNING", 30)
+        if any(v != "RUNNING" for v in st.values()):
+            raise RuntimeError(f"supervisord's programs did not all run: {st}")
+
+    def restart(self, name):
+        rpc = self.sv.rpc(60).supervisor
+        rpc.stopProcess(name, True)
+        rpc.startProcess(name, True)
+
+    def reload_ps(self, n):
+        with open(self.sv.conf) as f:
+            text = f.read()
+        text = text.replace(f'IMAGESERVING_CACHE_CHECK="{n + 1}s"', f'IMAGESERVING_CACHE_CHECK="{n + 2}s"')
+        with open(self.sv.conf, "w") as f:
+            f.write(text)
+        rpc = self.sv.rpc(60).supervisor
+        added, changed, removed = rpc.reloadConfig()[0]
+        if changed != ["ps"]:
+            raise RuntimeError(f"supervisord saw {changed} changed, not ps")
+        rpc.stopProcessGroup("ps", True)
+        rpc.removeProcessGroup("ps")
+        rpc.addProcessGroup("ps")
+
+    def pid(self, name):
+        info = self.sv.processes().get(name)
+        return info["pid"] if info and info["statename"] == "RUNNING" and info["pid"] else None
+
+    def all_running(self):
+        st = self.sv.states()
+        return len(st) == 3 and all(v == "RUNNING" for v in st.values())
+
+    def close(self, failed):
+        try:
+            self.sv.close(failed)
+        finally:
+            self.home.close(failed)
+
+
+PHASES = ("restart ps", "restart is", "restart svg", "reload ps", "kill -9 ps", "kill -9 is")
+
+
+def one_run(system, rounds, storm):
     """Answers by phase: {phase: {kind: count}}, latencies of 200s by phase, faults by phase."""
-    ps, is_, svg = free_ports(3)
-    home = Home(stack_config(ps, is_, svg, STACK_BUDGET + ("" if hold else "hold_socket = false\n")), keep)
     stop = threading.Event()
     phase = ["warm-up"]
     answers, lat = {}, {}
     lock = threading.Lock()
     faults = {}
     failed = True
+    ps = system.ports[0]
     try:
-        rc, out, err = home.cli("start", timeout=60)
-        if rc != 0:
-            raise RuntimeError(f"start exited {rc}: {out}{err}")
+        system.start()
 
         def client():
             while not stop.is_set():
@@ -85,6 +196,9 @@ def one_run(hold, rounds, storm, keep):
                 if kind == "refused":
                     time.sleep(0.01)
 
+        def fault(p):
+            faults[p] = faults.get(p, 0) + 1
+
         threads = [threading.Thread(target=client, daemon=True) for _ in range(CLIENTS)]
         for t in threads:
             t.start()
@@ -92,33 +206,36 @@ def one_run(hold, rounds, storm, keep):
         for name in ("ps", "is", "svg"):
             phase[0] = f"restart {name}"
             for _ in range(rounds):
-                rc, out, err = home.cli("restart", name, timeout=60)
-                faults[phase[0]] = faults.get(phase[0], 0) + 1
-                if rc != 0:
-                    raise RuntimeError(f"restart {name} exited {rc}: {out}{err}")
+                system.restart(name)
+                fault(phase[0])
                 time.sleep(0.3)
+        phase[0] = "reload ps"
+        for n in range(rounds):
+            system.reload_ps(n)
+            fault(phase[0])
+            time.sleep(0.3)
         phase[0] = "kill -9 ps"
         for _ in range(rounds):
-            pid = pid_of(home, "ps")
+            pid = system.pid("ps")
             if pid:
                 os.kill(pid, signal.SIGKILL)
-                faults[phase[0]] = faults.get(phase[0], 0) + 1
+                fault(phase[0])
             time.sleep(0.2)
-            wait_for(lambda: all_running(home), 20, 0.05)
+            wait_for(system.all_running, 20, 0.05)
             time.sleep(0.3)
         phase[0] = "kill -9 is"
         rng = random.Random(1)
         t_end = time.monotonic() + storm
         while time.monotonic() < t_end:
             time.sleep(rng.uniform(0.5, 2.0))
-            pid = pid_of(home, "is")
+            pid = system.pid("is")
             if pid:
                 try:
                     os.kill(pid, signal.SIGKILL)
-                    faults[phase[0]] = faults.get(phase[0], 0) + 1
+                    fault(phase[0])
                 except ProcessLookupError:
                     pass
-        wait_for(lambda: all_running(home), 20, 0.05)
+        wait_for(system.all_running, 20, 0.05)
         time.sleep(0.5)
         stop.set()
         for t in threads:
@@ -126,17 +243,23 @@ def one_run(hold, rounds, storm, keep):
         failed = False
     finally:
         stop.set()
-        home.close(failed)
+        system.close(failed)
     return answers, lat, faults
 
 
 def restarts(quick, keep):
-    r = Result("Restarts and crashes under load (issue #14)", 9)
+    r = Result("Restarts, reloads and crashes under load (issue #14)", 9)
     rounds = 3 if quick else 10
     storm = 15 if quick else 60
-    held, held_lat, faults = one_run(True, rounds, storm, keep)
-    own, own_lat, own_faults = one_run(False, rounds, storm, keep)
-    r.other = "hold_socket = false (each server binds its own port, as before issue #14)"
+    runs = [("imageserving", *one_run(Ours(True, keep), rounds, storm)),
+            ("hold_socket = false", *one_run(Ours(False, keep), rounds, storm))]
+    if SETTINGS.get("supervisord", True):
+        try:
+            runs.append((sd.NAME, *one_run(Theirs(keep), rounds, storm)))
+        except Exception as e:  # noqa: BLE001 - supervisord's trouble is reported, never ours
+            r.notes.append(f"{sd.NAME} run failed: {e}")
+    (_, held, held_lat, faults), others = runs[0], runs[1:]
+    r.other = " · ".join(name for name, *_ in others)
     r.load = f"{CLIENTS} HTTP clients looping on ps for the whole run ({PATH})"
     r.faults = ", ".join(f"{k} × {v}" for k, v in faults.items())
 
@@ -147,13 +270,16 @@ def restarts(quick, keep):
         c = counts.get(phase, {})
         return ", ".join(f"{k}: {v}" for k, v in sorted(c.items())) or "none"
 
-    for phase in ("restart ps", "restart is", "restart svg", "kill -9 ps", "kill -9 is"):
+    def latency(lats, phase):
+        return f"{ms(pct(lats.get(phase, []), 50))} / {ms(pct(lats.get(phase, []), 99))}"
+
+    for phase in PHASES:
         n = faults.get(phase, 0)
         goal = f"≤ {CLIENTS * n} resets (requests in flight)" if phase == "kill -9 ps" else "0 failed"
-        r.add(f"{phase} ({n}×): answers by kind", kinds(held, phase), goal, kinds(own, phase))
-        r.add(f"{phase}: 200 latency p50 / p99",
-              f"{ms(pct(held_lat.get(phase, []), 50))} / {ms(pct(held_lat.get(phase, []), 99))}", "",
-              f"{ms(pct(own_lat.get(phase, []), 50))} / {ms(pct(own_lat.get(phase, []), 99))}")
+        r.add(f"{phase} ({n}×): answers by kind", kinds(held, phase), goal,
+              " · ".join(f"{kinds(o[1], phase)} ({o[3].get(phase, 0)}×)" for o in others))
+        r.add(f"{phase}: 200 latency p50 / p99", latency(held_lat, phase), "",
+              " · ".join(latency(o[2], phase) for o in others))
         bad = failures(held, phase)
         if phase == "kill -9 ps":
             not_reset = bad - held.get(phase, {}).get("reset", 0)
@@ -161,8 +287,8 @@ def restarts(quick, keep):
                 r.fail(f"{phase}: {kinds(held, phase)}")
         elif bad:
             r.fail(f"{phase}: {bad} failed ({kinds(held, phase)})")
-    total_held = sum(failures(held, p) for p in held)
-    total_own = sum(failures(own, p) for p in own)
-    r.lost = f"{total_held} failed requests (hold_socket = false: {total_own})"
-    r.other_lost = f"{total_own} failed requests"
+    total = sum(failures(held, p) for p in held)
+    lost = [f"{name}: {sum(failures(o, p) for p in o)}" for name, o, *_ in others]
+    r.lost = f"{total} failed requests ({'; '.join(lost)})"
+    r.other_lost = "; ".join(lost) + " failed requests"
     return r

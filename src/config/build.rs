@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use imageserving_actors::lifecycle::PREVIOUS_EXIT_ENV;
 use imageserving_actors::process::{COMPONENT_ENV, TREE_ENV};
 use imageserving_actors::spec::{
     valid_component_name, ComponentSpec, Health, LogSpec, Ready, RestartPolicy, SocketSpec,
@@ -466,8 +467,14 @@ impl Builder<'_> {
                 if value.contains('\0') {
                     return Err(self.err(name, &field, "must not contain a NUL character"));
                 }
-                let reserved = [HOME_ENV, LISTEN_ENV, TREE_ENV, COMPONENT_ENV]
-                    .contains(&var.as_str())
+                let reserved = [
+                    HOME_ENV,
+                    LISTEN_ENV,
+                    TREE_ENV,
+                    COMPONENT_ENV,
+                    PREVIOUS_EXIT_ENV,
+                ]
+                .contains(&var.as_str())
                     || owners.contains_key(var);
                 if reserved {
                     return Err(self.err(

@@ -806,6 +806,10 @@ fn reserved_and_colliding_variables_are_refused() {
         "{msg}"
     );
     let msg = parse_err(
+        "[components.a]\ncommand = [\"x\"]\nenv = { IMAGESERVING_PREVIOUS_EXIT = \"killed\" }\n",
+    );
+    assert!(msg.contains("is set by the supervisor"), "{msg}");
+    let msg = parse_err(
         "[components.a-b]\ncommand = [\"x\"]\nport = 1000\n[components.a_b]\ncommand = [\"x\"]\nport = 1001\n",
     );
     assert!(msg.contains("IMAGESERVING_A_B_ADDR"), "{msg}");

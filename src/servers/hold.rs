@@ -16,12 +16,17 @@
 //! 40 ms… at most 100 ms apart when it is refused; with a socket held by the supervisor, a check
 //! waits in the backlog and is answered as soon as the replacement accepts.
 //!
-//! A request that was in flight when the upstream died **twice** is a suspect, a *poison
+//! A request that was in flight when the upstream **crashed twice** is a suspect, a *poison
 //! request*: it is not tried a third time, it is answered `500`, and its key (the normalised
 //! request: the path and the body sent upstream) is kept in the [`Quarantine`] for
 //! [`HoldPolicy::quarantine`], during which the same request is answered `500` without being
 //! sent. One bad URL thus crashes the upstream at most twice per quarantine period, instead of
-//! crash-looping it.
+//! crash-looping it. *Crashed*, not merely *died*: the upstream's health check says how its
+//! previous process ended ([`PREVIOUS_EXIT_HEADER`], from what the supervisor tells each new
+//! process), and a death that was not a crash (a `kill -9` from outside, a deliberate stop) does
+//! not count against the requests that were in flight. An upstream that does not say counts
+//! every death as a crash. With holding off there is no health check to ask: a second death is
+//! a `503`, never a quarantine.
 //!
 //! Holding is bounded twice: in time by [`HoldPolicy::wait`], counted from the moment a request
 //! is first held (then `503` with `Retry-After`), and in number by [`HoldPolicy::queue`], the
@@ -41,6 +46,13 @@ pub const ENV_WAIT: &str = "IMAGESERVING_HOLD_WAIT";
 pub const ENV_QUEUE: &str = "IMAGESERVING_HOLD_QUEUE";
 /// How long a poison request stays quarantined; `0s` answers it `500` but remembers nothing.
 pub const ENV_QUARANTINE: &str = "IMAGESERVING_QUARANTINE";
+/// What the supervisor tells each new process of a component about how the previous one ended:
+/// `<class>: <how>`, the class one of `crashed`, `killed`, `stopped`, `exited`; unset for the
+/// first process.
+pub const ENV_PREVIOUS_EXIT: &str = "IMAGESERVING_PREVIOUS_EXIT";
+/// The header of a server's health check answer that says how the server's previous process
+/// ended: the class of `IMAGESERVING_PREVIOUS_EXIT` (`crashed`, `killed`, `stopped`, `exited`).
+pub const PREVIOUS_EXIT_HEADER: &str = "x-imageserving-previous-exit";
 
 /// The default of [`HoldPolicy::wait`].
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(2);
@@ -57,7 +69,7 @@ pub const MAX_QUARANTINED: usize = 4096;
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
 /// The longest pause between two health checks.
 const MAX_PAUSE: Duration = Duration::from_millis(100);
-/// Deaths of the upstream with the request in flight that make the request a suspect.
+/// Crashes of the upstream with the request in flight that make the request a suspect.
 const DEATHS_OF_A_SUSPECT: u32 = 2;
 
 /// The pause after the `n`-th refused health check in a row (from 1): 10 ms, 20 ms, 40 ms, 80 ms,
@@ -138,8 +150,6 @@ pub enum Next {
     Retry,
     /// Stop: answer `503` with `Retry-After`.
     GiveUp,
-    /// The upstream died twice with this request in flight: quarantine it, answer `500`.
-    Poison,
 }
 
 /// The failed tries of one request so far, and since when it is held.
@@ -149,6 +159,11 @@ pub struct Attempts {
     held_since: Option<Instant>,
     /// Tries during which the upstream died.
     deaths: u32,
+    /// Whether the last death is not judged yet: crash or not, the upstream's health check
+    /// tells once it is back.
+    unjudged: bool,
+    /// Deaths that were crashes.
+    crashes: u32,
 }
 
 impl Attempts {
@@ -174,28 +189,60 @@ impl Attempts {
     /// connection may have been a stale pooled one.
     pub fn failed(&mut self, failure: Failure, now: Instant, wait: Duration) -> Next {
         self.hold(now);
-        match failure {
-            Failure::Died => {
-                self.deaths += 1;
-                if self.deaths >= DEATHS_OF_A_SUSPECT {
-                    Next::Poison
-                } else if self.deaths == 1 && wait.is_zero() {
+        if failure == Failure::Died {
+            self.deaths += 1;
+            if wait.is_zero() {
+                return if self.deaths == 1 {
                     Next::Retry
-                } else if self.remaining(now, wait).is_zero() {
-                    Next::GiveUp
                 } else {
-                    Next::Retry
-                }
+                    Next::GiveUp
+                };
             }
-            Failure::Unreachable if self.remaining(now, wait).is_zero() => Next::GiveUp,
-            Failure::Unreachable => Next::Retry,
+            self.unjudged = true;
         }
+        if self.remaining(now, wait).is_zero() {
+            Next::GiveUp
+        } else {
+            Next::Retry
+        }
+    }
+
+    /// The upstream is back, and says whether its previous process `crashed`: judges the last
+    /// death, if any is unjudged. Whether the request is now a poison request (two crashes).
+    pub fn back(&mut self, crashed: bool) -> bool {
+        if std::mem::take(&mut self.unjudged) && crashed {
+            self.crashes += 1;
+        }
+        self.crashes >= DEATHS_OF_A_SUSPECT
     }
 
     /// Whether the upstream died with this request in flight at least once.
     pub fn died_once(&self) -> bool {
         self.deaths > 0
     }
+}
+
+/// The class of this process's [`ENV_PREVIOUS_EXIT`], read once: what a server's health check
+/// sends in [`PREVIOUS_EXIT_HEADER`].
+pub fn previous_exit_class() -> Option<&'static str> {
+    static CLASS: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    CLASS
+        .get_or_init(|| {
+            let value = std::env::var(ENV_PREVIOUS_EXIT).ok()?;
+            let class = value.split(':').next().unwrap_or_default().trim();
+            let known = ["crashed", "killed", "stopped", "exited"].contains(&class);
+            known.then(|| class.to_owned())
+        })
+        .as_deref()
+}
+
+/// Whether a previous exit, as a health check's [`PREVIOUS_EXIT_HEADER`] says it, was a crash;
+/// no header counts as one.
+pub fn crashed(previous_exit: Option<&str>) -> bool {
+    !matches!(
+        previous_exit.map(str::trim),
+        Some("killed" | "stopped" | "exited")
+    )
 }
 
 /// The poison requests remembered, by key, each until its quarantine ends.
@@ -314,6 +361,7 @@ mod tests {
             Next::GiveUp
         );
         assert!(!attempts.died_once());
+        assert!(!attempts.back(true), "no death, no suspect");
     }
 
     #[test]
@@ -332,25 +380,58 @@ mod tests {
     }
 
     #[test]
-    fn a_death_is_tried_again_and_a_second_one_makes_a_suspect() {
+    fn two_crashes_with_the_request_in_flight_make_a_suspect() {
         let t0 = Instant::now();
         let mut attempts = Attempts::new();
         assert_eq!(attempts.failed(Failure::Died, t0, WAIT), Next::Retry);
         assert!(attempts.died_once());
-        // The replacement is not listening yet.
+        assert!(!attempts.back(true), "one crash");
+        // The replacement is not listening yet: no new death to judge.
         assert_eq!(
             attempts.failed(Failure::Unreachable, t0 + ms(1), WAIT),
             Next::Retry
         );
-        // Dead again with the request in flight, even after the wait: a suspect.
+        assert!(!attempts.back(true));
         assert_eq!(
-            attempts.failed(Failure::Died, t0 + ms(3000), WAIT),
-            Next::Poison
+            attempts.failed(Failure::Died, t0 + ms(40), WAIT),
+            Next::Retry
+        );
+        assert!(attempts.back(true), "two crashes");
+    }
+
+    #[test]
+    fn deaths_that_were_not_crashes_do_not_make_a_suspect() {
+        let t0 = Instant::now();
+        let mut attempts = Attempts::new();
+        for n in 0..5 {
+            assert_eq!(
+                attempts.failed(Failure::Died, t0 + ms(n * 100), WAIT),
+                Next::Retry
+            );
+            assert!(!attempts.back(false), "killed from outside, {n}");
+        }
+        // One crash among them is one crash.
+        attempts.failed(Failure::Died, t0 + ms(600), WAIT);
+        assert!(!attempts.back(true));
+        // The wait still bounds it all.
+        assert_eq!(
+            attempts.failed(Failure::Died, t0 + WAIT, WAIT),
+            Next::GiveUp
         );
     }
 
     #[test]
-    fn without_a_wait_only_a_death_is_tried_again_once() {
+    fn the_previous_exit_header_says_what_was_a_crash() {
+        assert!(crashed(None), "an upstream that does not say");
+        assert!(crashed(Some("crashed")));
+        assert!(crashed(Some("something new")));
+        for other in ["killed", "stopped", "exited", " killed "] {
+            assert!(!crashed(Some(other)), "{other}");
+        }
+    }
+
+    #[test]
+    fn without_a_wait_a_death_is_tried_again_once_and_never_makes_a_suspect() {
         let t0 = Instant::now();
         let mut refused = Attempts::new();
         assert_eq!(
@@ -367,8 +448,9 @@ mod tests {
         assert_eq!(twice.failed(Failure::Died, t0, Duration::ZERO), Next::Retry);
         assert_eq!(
             twice.failed(Failure::Died, t0, Duration::ZERO),
-            Next::Poison
+            Next::GiveUp
         );
+        assert!(!twice.back(true), "deaths without holding are never judged");
     }
 
     #[test]

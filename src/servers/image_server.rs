@@ -73,7 +73,7 @@ use crate::imaging::pipeline::{
 use crate::imaging::request::{Req, TextFormat};
 use crate::imaging::text::{format_props, TEXT_CONTENT_TYPE};
 use crate::imaging::{ImageError, ImageRequest};
-use crate::servers::hold::HoldPolicy;
+use crate::servers::hold::{self, HoldPolicy};
 use crate::servers::http::{self, HttpLimits};
 use crate::servers::platform_server::cache::SourceStamp;
 use crate::servers::svg_client::SvgClient;
@@ -297,7 +297,15 @@ impl Server {
         let method = request.method().clone();
         match (request.uri().path(), &method) {
             ("/render", &Method::POST) => self.render_endpoint(request).await,
-            ("/healthz", &Method::GET | &Method::HEAD) => plain(StatusCode::OK, "ok is"),
+            ("/healthz", &Method::GET | &Method::HEAD) => {
+                let mut response = plain(StatusCode::OK, "ok is");
+                if let Some(class) = hold::previous_exit_class() {
+                    response
+                        .headers_mut()
+                        .insert(hold::PREVIOUS_EXIT_HEADER, HeaderValue::from_static(class));
+                }
+                response
+            }
             ("/info", &Method::GET | &Method::HEAD) => self.info().await,
             ("/render", _) => not_allowed("POST"),
             ("/healthz" | "/info", _) => not_allowed("GET, HEAD"),

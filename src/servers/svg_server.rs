@@ -70,6 +70,7 @@ use tracing::{debug, error, info};
 use crate::imaging::catalog::Attributes;
 use crate::imaging::svg::{self, check_render_size, gzip_refused, is_gzip};
 use crate::imaging::ImageError;
+use crate::servers::hold;
 use crate::servers::http::{self, HttpLimits};
 
 /// The environment variable holding the address to listen on, `host:port`.
@@ -230,7 +231,16 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body>
     let result = match path.as_str() {
         HEALTH_PATH => {
             return match method {
-                Method::GET | Method::HEAD => text(StatusCode::OK, "ok svg"),
+                Method::GET | Method::HEAD => {
+                    let mut response = text(StatusCode::OK, "ok svg");
+                    if let Some(class) = hold::previous_exit_class() {
+                        response.headers_mut().insert(
+                            hold::PREVIOUS_EXIT_HEADER,
+                            hyper::header::HeaderValue::from_static(class),
+                        );
+                    }
+                    response
+                }
                 _ => method_not_allowed("GET, HEAD"),
             }
         }

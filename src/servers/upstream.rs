@@ -204,12 +204,23 @@ impl Upstream {
                         }
                     }
                     attempts.hold(Instant::now());
-                    if !self.until_up(&attempts, wait).await {
+                    let Some(previous_exit) = self.until_up(&attempts, wait).await else {
                         let why = last_error.unwrap_or_else(|| "it was down".to_owned());
                         return Err(UpstreamError::Unavailable(format!(
                             "not back within {}: {why}",
                             humantime::format_duration(wait)
                         )));
+                    };
+                    if attempts.back(hold::crashed(previous_exit.as_deref())) && call.held {
+                        self.quarantine.insert(key, Instant::now());
+                        warn!(
+                            component = self.caller,
+                            path = call.path,
+                            request = %String::from_utf8_lossy(&call.body[..call.body.len().min(512)]),
+                            quarantine = %humantime::format_duration(self.policy.quarantine),
+                            "poison request: the upstream crashed twice with it in flight; quarantined"
+                        );
+                        return Err(UpstreamError::Quarantined { now: true });
                     }
                 }
                 let (failure, why) = match try_once(client, &call, &uri).await {
@@ -236,18 +247,6 @@ impl Upstream {
                         last_error = Some(why);
                     }
                     Next::GiveUp => return Err(UpstreamError::Unavailable(why)),
-                    Next::Poison if !call.held => return Err(UpstreamError::Unavailable(why)),
-                    Next::Poison => {
-                        self.quarantine.insert(key, Instant::now());
-                        warn!(
-                            component = self.caller,
-                            path = call.path,
-                            request = %String::from_utf8_lossy(&call.body[..call.body.len().min(512)]),
-                            quarantine = %humantime::format_duration(self.policy.quarantine),
-                            "poison request: the upstream died twice with it in flight; quarantined"
-                        );
-                        return Err(UpstreamError::Quarantined { now: true });
-                    }
                 }
             }
         };
@@ -256,21 +255,29 @@ impl Upstream {
             .unwrap_or(Err(UpstreamError::TimedOut))
     }
 
-    /// Polls the upstream's health check on new connections until it answers 200 (`true`) or
-    /// the request's wait runs out (`false`).
-    async fn until_up(&self, attempts: &Attempts, wait: Duration) -> bool {
-        let Ok(uri) = format!("{}{}", self.base, self.health_path).parse::<Uri>() else {
-            return false;
-        };
+    /// Polls the upstream's health check on new connections until it answers 200, or the
+    /// request's wait runs out (`None`); once back, what the upstream says of how its previous
+    /// process ended ([`hold::PREVIOUS_EXIT_HEADER`]).
+    async fn until_up(&self, attempts: &Attempts, wait: Duration) -> Option<Option<String>> {
+        let uri = format!("{}{}", self.base, self.health_path)
+            .parse::<Uri>()
+            .ok()?;
         let mut refused = 0;
         loop {
             let remaining = attempts.remaining(Instant::now(), wait);
             if remaining.is_zero() {
-                return false;
+                return None;
             }
             match tokio::time::timeout(remaining, self.fresh.get(uri.clone())).await {
-                Err(_) => return false,
-                Ok(Ok(response)) if response.status() == StatusCode::OK => return true,
+                Err(_) => return None,
+                Ok(Ok(response)) if response.status() == StatusCode::OK => {
+                    let previous_exit = response
+                        .headers()
+                        .get(hold::PREVIOUS_EXIT_HEADER)
+                        .and_then(|value| value.to_str().ok())
+                        .map(str::to_owned);
+                    return Some(previous_exit);
+                }
                 Ok(_) => {
                     refused += 1;
                     tokio::time::sleep(hold::pause(refused).min(remaining)).await;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::{free_port, wait_for, TestHome, SETTLE, SUPERVISOR};
+use crate::harness::{component_of, free_port, wait_for, TestHome, SETTLE, SUPERVISOR};
 use crate::http::{self, Answer};
 
 const ALL: [&str; 3] = ["is", "svg", "ps"];
@@ -339,6 +339,68 @@ fn killing_the_image_server_under_traffic_costs_latency_not_errors() {
         "200s again after the restart ({} requests after)",
         after.len()
     );
+}
+
+/// The port a component's process listens on, from its environment.
+fn listen_port_of(home: &TestHome, name: &str) -> u16 {
+    let pid = home.pid_of(name).expect("it runs");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("its environment");
+    environ
+        .split(|b| *b == 0)
+        .find_map(|var| var.strip_prefix(b"IMAGESERVING_LISTEN="))
+        .and_then(|addr| {
+            std::str::from_utf8(addr)
+                .ok()?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("IMAGESERVING_LISTEN")
+}
+
+/// Each new process of `is` learns how the previous one ended, and says it in its health check,
+/// so that `ps` tells a request that crashes `is` (a poison request) from a `kill -9`.
+#[test]
+fn the_image_server_says_how_its_previous_process_ended() {
+    let (home, _ps) = stack();
+    let is = listen_port_of(&home, "is");
+    let previous = || {
+        let answer = http::get(is, "/healthz", REQUEST_TIMEOUT).expect("is answers");
+        assert_eq!(answer.status, 200);
+        answer
+            .header("x-imageserving-previous-exit")
+            .map(str::to_owned)
+    };
+    assert_eq!(previous(), None, "the first process");
+    let old = home.pid_of("is").expect("is runs");
+    home.run(&["restart", "is"]).expect_code(0);
+    assert_ne!(home.pid_of("is"), Some(old));
+    assert_eq!(previous().as_deref(), Some("stopped"));
+    let old = home.pid_of("is").expect("is runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 is");
+    wait_for(SETTLE, "is restarted", || {
+        home.pid_of("is").is_some_and(|p| p != old)
+            && component_of(&home.status_json(), "is")["state"] == "RUNNING"
+    });
+    assert_eq!(previous().as_deref(), Some("killed"));
+    let old = home.pid_of("is").expect("is runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old as i32),
+        // What an abort (a failed allocation, a panic with panic=abort) dies of. (Not SIGSEGV:
+        // Rust's stack overflow handler takes the first one sent from outside.)
+        nix::sys::signal::Signal::SIGABRT,
+    )
+    .expect("an abort, as far as anyone can tell");
+    wait_for(SETTLE, "is restarted", || {
+        home.pid_of("is").is_some_and(|p| p != old)
+            && component_of(&home.status_json(), "is")["state"] == "RUNNING"
+    });
+    assert_eq!(previous().as_deref(), Some("crashed"));
 }
 
 #[test]

@@ -34,6 +34,9 @@ struct FakeShared {
     /// When set, objects that are files below this directory are answered with the file's
     /// bytes and the `x-source-*` headers, like the real `is`.
     images: Mutex<Option<PathBuf>>,
+    /// What `/healthz` says of how the previous process ended (none: nothing, which counts as
+    /// a crash).
+    previous_exit: Mutex<Option<&'static str>>,
 }
 
 /// A fake `is` on a real port: `/render` answers [`FAKE_IMAGE`] (or 404 for the object
@@ -123,7 +126,16 @@ async fn fake_is(
         Ok(response)
     };
     match (method, path.as_str()) {
-        (Method::GET, "/healthz") => answer(200, "text/plain", Bytes::from("ok\n")),
+        (Method::GET, "/healthz") => {
+            let mut response = answer(200, "text/plain", Bytes::from("ok\n"))?;
+            if let Some(class) = *shared.previous_exit.lock().unwrap() {
+                response.headers_mut().insert(
+                    crate::servers::hold::PREVIOUS_EXIT_HEADER,
+                    HeaderValue::from_static(class),
+                );
+            }
+            Ok(response)
+        }
         (Method::GET, "/info") => answer(
             200,
             "text/plain",
@@ -1076,6 +1088,29 @@ async fn a_request_in_flight_when_is_dies_is_retried_and_twice_is_quarantined() 
         let (status, _, _) = get(&client, &ps.url("/is/image/poison?wid=11")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(is.seen().len(), seen + 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deaths_of_is_that_were_not_crashes_make_no_poison_request() {
+    bounded(async {
+        let is = FakeIs::start().await;
+        let ps = Ps::start(is.addr).await;
+        let client = client();
+        // Killed from outside three times with the request in flight: held, sent again each
+        // time, and answered.
+        *is.shared.previous_exit.lock().unwrap() = Some("killed");
+        is.shared.drops.store(3, Ordering::SeqCst);
+        let (status, _, body) = get(&client, &ps.url("/is/image/a")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.as_ref(), FAKE_IMAGE);
+        assert_eq!(is.shared.drops.load(Ordering::SeqCst), 0);
+        // Crashes are counted: two make a poison request.
+        *is.shared.previous_exit.lock().unwrap() = Some("crashed");
+        is.shared.drops.store(2, Ordering::SeqCst);
+        let (status, _, _) = get(&client, &ps.url("/is/image/a")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     })
     .await;
 }
