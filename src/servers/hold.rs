@@ -26,7 +26,9 @@
 //! process), and a death that was not a crash (a `kill -9` from outside, a deliberate stop) does
 //! not count against the requests that were in flight. An upstream that does not say counts
 //! every death as a crash. With holding off there is no health check to ask: a second death is
-//! a `503`, never a quarantine.
+//! a `503`, never a quarantine. After its first crash a request is tried again *alone* (no other
+//! suspect in flight at the same time), so that a second crash is pinned on the request that
+//! caused it, not on an innocent one that happened to be in flight with it both times.
 //!
 //! Holding is bounded twice: in time by [`HoldPolicy::wait`], counted from the moment a request
 //! is first held (then `503` with `Retry-After`), and in number by [`HoldPolicy::queue`], the
@@ -216,6 +218,12 @@ impl Attempts {
         self.crashes >= DEATHS_OF_A_SUSPECT
     }
 
+    /// Whether the upstream crashed with this request in flight once: it is then tried again
+    /// alone, so that a second crash is pinned on it rather than on another request in flight.
+    pub fn suspect(&self) -> bool {
+        self.crashes > 0
+    }
+
     /// Whether the upstream died with this request in flight at least once.
     pub fn died_once(&self) -> bool {
         self.deaths > 0
@@ -385,7 +393,9 @@ mod tests {
         let mut attempts = Attempts::new();
         assert_eq!(attempts.failed(Failure::Died, t0, WAIT), Next::Retry);
         assert!(attempts.died_once());
+        assert!(!attempts.suspect(), "not judged yet");
         assert!(!attempts.back(true), "one crash");
+        assert!(attempts.suspect());
         // The replacement is not listening yet: no new death to judge.
         assert_eq!(
             attempts.failed(Failure::Unreachable, t0 + ms(1), WAIT),
@@ -409,6 +419,7 @@ mod tests {
                 Next::Retry
             );
             assert!(!attempts.back(false), "killed from outside, {n}");
+            assert!(!attempts.suspect());
         }
         // One crash among them is one crash.
         attempts.failed(Failure::Died, t0 + ms(600), WAIT);

@@ -6,7 +6,8 @@
 //! ```text
 //!  accept ──▶ one task per connection (hyper http1, keep-alive) ──▶ handler(request, peer)
 //!    │  at max_connections: stop accepting, newcomers wait in the listen backlog
-//!  shutdown ──▶ close the listener; idle connections close at once; requests in flight get
+//!  shutdown ──▶ close the listener; idle connections close at once (one that has not sent its
+//!               first request yet gets FIRST_REQUEST_GRACE to send it); requests in flight get
 //!               drain_deadline to finish, then their connections are dropped
 //! ```
 //!
@@ -19,6 +20,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Incoming};
@@ -27,7 +30,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::{debug, error, warn};
 
@@ -37,6 +40,10 @@ pub const DEFAULT_MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 const MIN_HEAD_BYTES: usize = 8192;
 /// The shortest interval between two warnings about one repeating condition.
 pub const NOTICE_INTERVAL: Duration = Duration::from_secs(60);
+/// Once shutdown is asked for, how long a connection accepted but not yet sent a request may
+/// still send its first one (it is answered, then closed). Closing it at once would fail a
+/// client that connected just before the stop, and whose request was already on its way.
+pub const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// The limits of one server's HTTP side. Each server passes its own (`ps`, `is` and `svg` each
 /// have a `HTTP_LIMITS` constant, or build one from their configuration).
@@ -170,9 +177,17 @@ async fn connection<H, F, B>(
 {
     // Answers are written whole: waiting for more to fill a packet only adds latency.
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |request| {
-        let answer = handler(request, peer);
-        async move { Ok::<_, Infallible>(answer.await) }
+    let first_request = Arc::new(Notify::new());
+    let started = Arc::new(AtomicBool::new(false));
+    let service = service_fn({
+        let (first_request, started) = (first_request.clone(), started.clone());
+        move |request| {
+            if !started.swap(true, Ordering::Relaxed) {
+                first_request.notify_one();
+            }
+            let answer = handler(request, peer);
+            async move { Ok::<_, Infallible>(answer.await) }
+        }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -183,8 +198,23 @@ async fn connection<H, F, B>(
     let result = tokio::select! {
         result = connection.as_mut() => result,
         () = stopped(&mut stop) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+            let first = if started.load(Ordering::Relaxed) {
+                None
+            } else {
+                // Accepted just before the stop: its first request may be on its way.
+                tokio::select! {
+                    result = connection.as_mut() => Some(result),
+                    () = first_request.notified() => None,
+                    () = tokio::time::sleep(FIRST_REQUEST_GRACE) => None,
+                }
+            };
+            match first {
+                Some(result) => result,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
         }
     };
     if let Err(err) = result {
@@ -497,6 +527,49 @@ mod tests {
             assert_eq!(read_answer(&mut busy).await.unwrap(), "HTTP/1.1 200 OK");
             assert!(closed_within(&mut busy, Duration::from_secs(5)).await);
             (&mut server.task).await.unwrap();
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_accepted_just_before_the_stop_gets_its_first_request_answered() {
+        bounded(async {
+            let mut server = TestServer::start(LIMITS).await;
+            let mut early = TcpStream::connect(server.addr).await.unwrap();
+            // Once this one is answered, the accept loop has taken `early` (queued before it).
+            let mut served = TcpStream::connect(server.addr).await.unwrap();
+            send_get(&mut served, "/").await;
+            read_answer(&mut served).await.unwrap();
+
+            server.shut_down();
+            assert!(closed_within(&mut served, Duration::from_secs(5)).await);
+            // The request of `early` was on its way when the stop came: it is answered.
+            send_get(&mut early, "/").await;
+            assert_eq!(read_answer(&mut early).await.unwrap(), "HTTP/1.1 200 OK");
+            assert!(closed_within(&mut early, Duration::from_secs(5)).await);
+            (&mut server.task).await.unwrap();
+            assert_eq!(server.handled(), 2);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_nothing_does_not_hold_the_stop_up() {
+        bounded(async {
+            let mut server = TestServer::start(LIMITS).await;
+            let mut silent = TcpStream::connect(server.addr).await.unwrap();
+            let mut served = TcpStream::connect(server.addr).await.unwrap();
+            send_get(&mut served, "/").await;
+            read_answer(&mut served).await.unwrap();
+            let stopping = Instant::now();
+            server.shut_down();
+            assert!(closed_within(&mut silent, FIRST_REQUEST_GRACE * 3).await);
+            (&mut server.task).await.unwrap();
+            let took = stopping.elapsed();
+            assert!(
+                took >= FIRST_REQUEST_GRACE - Duration::from_millis(50),
+                "{took:?}"
+            );
         })
         .await;
     }

@@ -121,6 +121,8 @@ pub struct Upstream {
     health_path: &'static str,
     /// Whether the upstream is known to be down: a call failed and none succeeded since.
     down: AtomicBool,
+    /// One permit: the requests the upstream crashed with once are tried again one at a time.
+    suspects: Semaphore,
 }
 
 impl Upstream {
@@ -160,6 +162,7 @@ impl Upstream {
             quarantine: Quarantine::new(policy.quarantine),
             health_path,
             down: AtomicBool::new(false),
+            suspects: Semaphore::new(1),
         })
     }
 
@@ -223,6 +226,21 @@ impl Upstream {
                         return Err(UpstreamError::Quarantined { now: true });
                     }
                 }
+                // A suspect goes alone: a second crash is then pinned on it, not on whatever
+                // else was in flight.
+                let _alone = if attempts.suspect() {
+                    let remaining = attempts.remaining(Instant::now(), wait);
+                    match tokio::time::timeout(remaining, self.suspects.acquire()).await {
+                        Ok(Ok(permit)) => Some(permit),
+                        _ => {
+                            return Err(UpstreamError::Unavailable(
+                                "other suspects of a crash were being tried again".to_owned(),
+                            ))
+                        }
+                    }
+                } else {
+                    None
+                };
                 let (failure, why) = match try_once(client, &call, &uri).await {
                     Ok(answer) => {
                         self.down.store(false, Ordering::Relaxed);

@@ -37,6 +37,9 @@ struct FakeShared {
     /// What `/healthz` says of how the previous process ended (none: nothing, which counts as
     /// a crash).
     previous_exit: Mutex<Option<&'static str>>,
+    /// Notified by a request for the object `poison`: every connection in flight is dropped,
+    /// as when a request crashes `is`.
+    crash: tokio::sync::Notify,
 }
 
 /// A fake `is` on a real port: `/render` answers [`FAKE_IMAGE`] (or 404 for the object
@@ -65,6 +68,7 @@ impl FakeIs {
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
+                    () = serving.crash.notified() => connections.abort_all(),
                     Ok((stream, _)) = listener.accept() => {
                         let shared = serving.clone();
                         connections.spawn(async move {
@@ -171,6 +175,14 @@ async fn fake_is(
                 }
             }
             match (request.object.as_str(), request.req) {
+                ("poison", _) => {
+                    shared.crash.notify_one();
+                    std::future::pending().await
+                }
+                ("slowish", _) => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    answer(200, "image/png", Bytes::from_static(FAKE_IMAGE))
+                }
                 ("missing", _) => answer(
                     404,
                     "text/plain; charset=utf-8",
@@ -1088,6 +1100,35 @@ async fn a_request_in_flight_when_is_dies_is_retried_and_twice_is_quarantined() 
         let (status, _, _) = get(&client, &ps.url("/is/image/poison?wid=11")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(is.seen().len(), seen + 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_crash_is_pinned_on_the_poison_request_not_on_the_others_in_flight() {
+    bounded(async {
+        let is = FakeIs::start().await;
+        let ps = Ps::start(is.addr).await;
+        let client = client();
+        // An innocent request in flight when the poison one crashes `is`: both are suspects
+        // after the first crash, but are tried again one at a time.
+        let innocent = tokio::spawn({
+            let (client, url) = (client.clone(), ps.url("/is/image/slowish"));
+            async move { get(&client, &url).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (status, _, body) = get(&client, &ps.url("/is/image/poison")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(String::from_utf8_lossy(&body), format!("{QUARANTINED}\n"));
+        let (status, _, body) = innocent.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        // The innocent one is not quarantined; the poison one is.
+        let (status, _, _) = get(&client, &ps.url("/is/image/slowish")).await;
+        assert_eq!(status, StatusCode::OK);
+        let seen = is.seen().len();
+        let (status, _, _) = get(&client, &ps.url("/is/image/poison")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(is.seen().len(), seen);
     })
     .await;
 }
