@@ -37,7 +37,7 @@ struct FakeShared {
     /// What `/healthz` says of how the previous process ended (none: nothing, which counts as
     /// a crash).
     previous_exit: Mutex<Option<&'static str>>,
-    /// Notified by a request for the object `poison`: every connection in flight is dropped,
+    /// Notified by a request for the object `crasher`: every connection in flight is dropped,
     /// as when a request crashes `is`.
     crash: tokio::sync::Notify,
 }
@@ -175,7 +175,7 @@ async fn fake_is(
                 }
             }
             match (request.object.as_str(), request.req) {
-                ("poison", _) => {
+                ("crasher", _) => {
                     shared.crash.notify_one();
                     std::future::pending().await
                 }
@@ -1117,7 +1117,7 @@ async fn a_second_crash_is_pinned_on_the_poison_request_not_on_the_others_in_fli
             async move { get(&client, &url).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let (status, _, body) = get(&client, &ps.url("/is/image/poison")).await;
+        let (status, _, body) = get(&client, &ps.url("/is/image/crasher")).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(String::from_utf8_lossy(&body), format!("{QUARANTINED}\n"));
         let (status, _, body) = innocent.await.unwrap();
@@ -1126,7 +1126,7 @@ async fn a_second_crash_is_pinned_on_the_poison_request_not_on_the_others_in_fli
         let (status, _, _) = get(&client, &ps.url("/is/image/slowish")).await;
         assert_eq!(status, StatusCode::OK);
         let seen = is.seen().len();
-        let (status, _, _) = get(&client, &ps.url("/is/image/poison")).await;
+        let (status, _, _) = get(&client, &ps.url("/is/image/crasher")).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(is.seen().len(), seen);
     })
