@@ -10,6 +10,7 @@
 //! Detached (started by `start`), the daemon logs to `logs/supervisor.log`, rotated (see
 //! [`log`]); in the foreground, to standard error.
 
+mod activation;
 pub mod args;
 mod bridge;
 pub mod log;
@@ -113,6 +114,9 @@ pub fn command(home: &Home, detached: bool, verbose: u8, quiet: bool) -> anyhow:
 }
 
 fn run_daemon(home: &Home, detached: bool, exe: &Path) -> anyhow::Result<u8> {
+    // First: the sockets systemd may have passed (descriptors 3…), before anything else could
+    // take those numbers.
+    let handed = activation::take(|name| std::env::var(name).ok());
     home.ensure_layout()?;
     home.check_socket_path()?;
     let config = config::load(home, &self_program(exe))
@@ -134,7 +138,7 @@ fn run_daemon(home: &Home, detached: bool, exe: &Path) -> anyhow::Result<u8> {
         .thread_name("supervisor")
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve(home, config, detached, exe));
+    let result = runtime.block_on(serve(home, config, detached, exe, handed));
     // The sockets and tasks go with the runtime; the files are ours to remove.
     runtime.shutdown_timeout(Duration::from_secs(1));
     let _ = fs::remove_file(home.socket_path());
@@ -236,16 +240,24 @@ fn write_pid_file(home: &Home) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(home: &Home, config: Config, detached: bool, exe: &Path) -> anyhow::Result<u8> {
+async fn serve(
+    home: &Home,
+    config: Config,
+    detached: bool,
+    exe: &Path,
+    handed: Vec<(String, std::os::fd::OwnedFd)>,
+) -> anyhow::Result<u8> {
     let started_at = SystemTime::now();
     // Descendants that leave their component's process group stay below us, so a component's
     // leftovers are found without reading all of /proc (see `process::adopt_orphans`).
     if let Err(e) = process::adopt_orphans() {
         warn!(error = %e, "cannot become a child subreaper; leftovers are found by scanning /proc");
     }
-    let (handle, mut tree_done) = SupervisorHandle::spawn(config.tree.clone())
-        .await
-        .context("spawning the supervision tree")?;
+    let listeners = activation::assign(&config.tree, handed);
+    let (handle, mut tree_done) =
+        SupervisorHandle::spawn_with_listeners(config.tree.clone(), listeners)
+            .await
+            .context("spawning the supervision tree")?;
     let listener = bind(home)?;
     info!(pid = std::process::id(), home = %home.root().display(), config = %config.origin(), "Server Supervisor started");
 

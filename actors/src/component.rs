@@ -70,6 +70,21 @@ pub struct HeldSocket {
     spec: SocketSpec,
     /// The socket.
     fd: Arc<OwnedFd>,
+    /// Handed to the tree rather than bound by it (systemd's socket activation): kept when the
+    /// component goes FATAL, since whoever handed it keeps its own copy open, and the tree
+    /// could not bind the port again.
+    handed: bool,
+}
+
+impl HeldSocket {
+    /// A socket handed to the tree for the component with the socket settings `spec`.
+    pub fn handed(spec: SocketSpec, fd: OwnedFd) -> HeldSocket {
+        HeldSocket {
+            spec,
+            fd: Arc::new(fd),
+            handed: true,
+        }
+    }
 }
 
 /// What a replacement actor takes over from the one that failed.
@@ -258,6 +273,7 @@ fn sockets_for_spawn(
             *held = Some(HeldSocket {
                 spec: socket.clone(),
                 fd: Arc::clone(&fd),
+                handed: false,
             });
             fd
         }
@@ -454,7 +470,7 @@ impl ComponentState {
             .socket
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if held.take().is_some() {
+        if held.as_ref().is_some_and(|socket| !socket.handed) && held.take().is_some() {
             info!(component = %self.spec.name, state = self.lc.state().as_str(), "released its listening socket: connections are refused until it starts again");
         }
     }

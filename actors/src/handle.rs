@@ -2,6 +2,7 @@
 //! embedding app use this one handle; nothing else talks to the actors.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,7 +68,7 @@ impl SupervisorHandle {
     /// Validates `spec` and spawns its tree (nothing starts until [`Self::start`]). The join
     /// handle completes when the root actor has stopped.
     pub async fn spawn(spec: TreeSpec) -> Result<(Self, JoinHandle<()>), TreeError> {
-        Self::spawn_with(spec, None).await
+        Self::spawn_with(spec, None, Vec::new()).await
     }
 
     /// Like [`Self::spawn`], with the root actor linked under `parent` (a host app's own
@@ -76,12 +77,49 @@ impl SupervisorHandle {
         spec: TreeSpec,
         parent: ActorCell,
     ) -> Result<(Self, JoinHandle<()>), TreeError> {
-        Self::spawn_with(spec, Some(parent)).await
+        Self::spawn_with(spec, Some(parent), Vec::new()).await
+    }
+
+    /// Like [`Self::spawn`], with listening sockets handed to the tree, by component name (the
+    /// sockets systemd passes a socket-activated daemon, say): each becomes that component's
+    /// held socket instead of one the tree binds, and is kept while the tree lives. The
+    /// component must hold its socket (`ComponentSpec::socket`) on the same port; otherwise the
+    /// spawn fails and says why.
+    pub async fn spawn_with_listeners(
+        spec: TreeSpec,
+        listeners: Vec<(String, OwnedFd)>,
+    ) -> Result<(Self, JoinHandle<()>), TreeError> {
+        for (name, fd) in &listeners {
+            let component = spec
+                .components
+                .iter()
+                .find(|c| &c.name == name)
+                .ok_or_else(|| TreeError::UnknownComponent {
+                    name: name.clone(),
+                    known: spec.components.iter().map(|c| c.name.clone()).collect(),
+                })?;
+            let handed = process::listening_address(fd)
+                .map_err(|e| TreeError::Spawn(format!("the socket handed for {name}: {e}")))?;
+            let Some(socket) = &component.socket else {
+                return Err(TreeError::Spawn(format!(
+                    "a listening socket was handed for {name}, which does not hold its socket \
+                     (hold_socket, and a port)"
+                )));
+            };
+            if socket.addr.port() != handed.port() {
+                return Err(TreeError::Spawn(format!(
+                    "the socket handed for {name} listens on {handed}, but {name}'s port is {}",
+                    socket.addr.port()
+                )));
+            }
+        }
+        Self::spawn_with(spec, None, listeners).await
     }
 
     async fn spawn_with(
         spec: TreeSpec,
         parent: Option<ActorCell>,
+        listeners: Vec<(String, OwnedFd)>,
     ) -> Result<(Self, JoinHandle<()>), TreeError> {
         spec.validate()?;
         let tree_id: Arc<str> = spec.tree_id.as_str().into();
@@ -94,6 +132,7 @@ impl SupervisorHandle {
             escalation: tx,
             changes: changes_tx,
             events,
+            listeners,
         };
         let spawned = match parent {
             None => Actor::spawn(None, ServerSupervisor, args).await,

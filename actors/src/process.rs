@@ -75,5 +75,5 @@ pub use memory::{component_memory, resident_memory, MemorySampler};
 pub use pump::Drained;
 pub use registry::adopts_orphans;
 pub use signal::signal_group;
-pub use socket::{bind_listener, check_port_free, set_backlog};
+pub use socket::{bind_listener, check_port_free, listening_address, set_backlog};
 pub use spawner::{spawn, PassedSocket, SpawnRequest, Spawned};

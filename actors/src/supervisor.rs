@@ -28,6 +28,7 @@
 //! and feeds the component actors' answers back to the planner.
 
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -38,7 +39,7 @@ use tracing::{error, info, warn};
 
 use crate::component::{
     Command, ComponentActor, ComponentArgs, ComponentMessage, ComponentReport, ComponentSnapshot,
-    Inherited, SocketSlot,
+    HeldSocket, Inherited, SocketSlot,
 };
 use crate::events::EventSender;
 use crate::logs::ComponentLog;
@@ -148,6 +149,9 @@ pub struct SupervisorArgs {
     pub changes: watch::Sender<u64>,
     /// Where the components publish their lifecycle events.
     pub events: EventSender,
+    /// Listening sockets handed to the tree (by systemd's socket activation, say), by
+    /// component: each is that component's held socket instead of one the tree binds.
+    pub listeners: Vec<(String, OwnedFd)>,
 }
 
 /// What the actor holds for one component, beside the planner's view of it.
@@ -197,6 +201,7 @@ impl Actor for ServerSupervisor {
             escalation,
             changes,
             events,
+            listeners,
         }: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let planner = Planner::new(&spec, Instant::now())?;
@@ -217,11 +222,23 @@ impl Actor for ServerSupervisor {
                 );
             }
         }
+        let slots: HashMap<String, Slot> = planner
+            .specs()
+            .map(|c| (c.name.clone(), Slot::new(c)))
+            .collect();
+        for (name, fd) in listeners {
+            let socket = planner.spec(&name).and_then(|c| c.socket.clone());
+            if let (Some(slot), Some(socket)) = (slots.get(&name), socket) {
+                info!(component = %name, addr = %socket.addr, "holding the listening socket it was handed");
+                *slot
+                    .socket
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(HeldSocket::handed(socket, fd));
+            }
+        }
         let mut state = SupervisorState {
-            slots: planner
-                .specs()
-                .map(|c| (c.name.clone(), Slot::new(c)))
-                .collect(),
+            slots,
             planner,
             actors: HashMap::new(),
             pending: HashMap::new(),

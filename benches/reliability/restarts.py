@@ -111,8 +111,11 @@ class Theirs:
     def __init__(self, keep):
         self.ports = free_ports(3)
         ps, is_, svg = self.ports
-        # A home for is's samples, as ours has; nothing of ours runs in it.
+        # A home for is's samples, as ours has; nothing of ours runs in it. `is` writes the
+        # samples at its start when run/samples.due exists, as the daemon asks for a new home.
         self.home = Home("", keep)
+        os.makedirs(os.path.join(self.home.path, "run"), exist_ok=True)
+        open(os.path.join(self.home.path, "run", "samples.due"), "w").close()
         addrs = {"IMAGESERVING_HOME": self.home.path, "IMAGESERVING_IS_ADDR": f"127.0.0.1:{is_}",
                  "IMAGESERVING_SVG_ADDR": f"127.0.0.1:{svg}"}
         # Defaults, but a start-retry budget the kill storm does not exhaust (as STACK_BUDGET for
@@ -186,8 +189,10 @@ def one_run(system, rounds, storm):
 
         def client():
             while not stop.is_set():
-                p = phase[0]
                 kind, dt = one_request(ps)
+                # The phase when the answer came: a request in flight when a fault is injected
+                # counts for that fault, though it started in the phase before.
+                p = phase[0]
                 with lock:
                     answers.setdefault(p, {}).setdefault(kind, 0)
                     answers[p][kind] += 1

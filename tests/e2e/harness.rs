@@ -484,9 +484,58 @@ impl TestHome {
     /// Starts `imageserving supervisor` in the foreground as our child; output goes to
     /// `logs/foreground.log`. The guard terminates it.
     pub(crate) fn spawn_foreground(&self) -> u32 {
+        self.spawn_foreground_command(self.command(&["supervisor"]))
+    }
+
+    /// [`Self::spawn_foreground`] as systemd's socket activation starts it: `listeners` passed
+    /// as descriptors 3, 4, … with `LISTEN_FDS`, `LISTEN_FDNAMES` (their names) and
+    /// `LISTEN_PID` (the supervisor's pid, set by a shell that then execs it).
+    pub(crate) fn spawn_foreground_activated(&self, listeners: &[(&str, &TcpListener)]) -> u32 {
+        use std::os::fd::AsRawFd as _;
+        use std::os::unix::process::CommandExt as _;
+        let inner = self.command(&["supervisor"]);
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"")
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .env_remove("IMAGESERVING_HOME")
+            .env_remove("IMAGESERVING_LOG")
+            .env_remove(TREE_ENV)
+            .env("LISTEN_FDS", listeners.len().to_string())
+            .env(
+                "LISTEN_FDNAMES",
+                listeners
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            );
+        let fds: Vec<i32> = listeners.iter().map(|(_, l)| l.as_raw_fd()).collect();
+        // SAFETY: only dup2, async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                for (i, fd) in fds.iter().enumerate() {
+                    let target = 3 + i as i32;
+                    // dup2 onto itself keeps close-on-exec: clear it instead.
+                    let done = if *fd == target {
+                        libc::fcntl(target, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(*fd, target)
+                    };
+                    if done < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        self.spawn_foreground_command(cmd)
+    }
+
+    fn spawn_foreground_command(&self, mut cmd: Command) -> u32 {
         fs::create_dir_all(self.root.join("logs")).expect("creating logs/");
         let log = fs::File::create(self.root.join("logs/foreground.log")).expect("creating a log");
-        let mut cmd = self.command(&["supervisor"]);
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("duplicating the log"))
             .stderr(log);

@@ -598,3 +598,30 @@ fn foreground_supervisor_as_pid_1_reaps_orphans_and_stops_in_order_on_sigterm() 
     assert!(!init.is_alive());
     home.assert_nothing_runs();
 }
+
+/// Socket activation (docs/operations.md): the supervisor started by systemd with a socket
+/// passed as descriptor 3 (`LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES`) hands that very socket
+/// to the component it names, instead of binding one. The test plays systemd: it binds the
+/// port and keeps its copy, so a supervisor that tried to bind the port itself would fail with
+/// "port … is in use by another program".
+#[test]
+fn a_socket_activated_supervisor_hands_the_passed_socket_to_its_component() {
+    use std::os::fd::AsRawFd as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let config = format!(
+        "{SUPERVISOR}\n[components.svg]\ncommand = [\"@self\", \"component\", \"svg\"]\nport = {port}\nstart_secs = \"100ms\"\n"
+    );
+    let home = TestHome::new(&config);
+    home.spawn_foreground_activated(&[("svg", &listener)]);
+    home.wait_running(&["svg"]);
+    let svg = home.pid_of("svg").expect("svg runs");
+    let ours = fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).expect("ours");
+    let theirs = fs::read_link(format!("/proc/{svg}/fd/3")).expect("svg's descriptor 3");
+    assert_eq!(ours, theirs, "svg serves on the socket systemd passed");
+    let answer = crate::http::get(port, "/healthz", Duration::from_secs(5)).expect("svg answers");
+    assert_eq!(answer.status, 200);
+    home.run(&["stop"]).expect_code(0);
+    assert!(home.wait_foreground(Duration::from_secs(20)).success());
+    home.assert_nothing_runs();
+}

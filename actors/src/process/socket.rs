@@ -6,9 +6,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{
-    bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
-    SockaddrIn, SockaddrIn6,
+    bind, getsockname, getsockopt, listen, setsockopt, socket, sockopt, AddressFamily, Backlog,
+    SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage,
 };
 
 /// A listening TCP socket on `addr` with room for `backlog` connections waiting to be accepted
@@ -62,6 +63,32 @@ fn bound(addr: SocketAddr) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The address of a listening TCP socket handed to us (by systemd's socket activation, say),
+/// made close-on-exec like the ones we bind; an error when it is not a listening TCP socket.
+pub fn listening_address(fd: &OwnedFd) -> io::Result<SocketAddr> {
+    let listening = getsockopt(fd, sockopt::AcceptConn).map_err(io::Error::from)?;
+    let stream = getsockopt(fd, sockopt::SockType).map_err(io::Error::from)? == SockType::Stream;
+    if !listening || !stream {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a listening stream socket",
+        ));
+    }
+    let local: SockaddrStorage = getsockname(fd.as_raw_fd()).map_err(io::Error::from)?;
+    let addr = if let Some(v4) = local.as_sockaddr_in() {
+        SocketAddr::from(*v4)
+    } else if let Some(v6) = local.as_sockaddr_in6() {
+        SocketAddr::from(*v6)
+    } else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a TCP socket (a Unix socket?)",
+        ));
+    };
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(io::Error::from)?;
+    Ok(addr)
+}
+
 /// The error of binding or listening on `addr`, in words an operator acts on.
 fn named(addr: SocketAddr, e: nix::Error) -> io::Error {
     let err = io::Error::from(e);
@@ -104,5 +131,17 @@ mod tests {
 
         drop(listener);
         check_port_free(addr).expect("free once closed");
+    }
+
+    #[test]
+    fn a_passed_listener_is_checked_and_its_address_read() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let fd = OwnedFd::from(listener);
+        assert_eq!(listening_address(&fd).expect("a listener"), addr);
+        // Bound but not listening: refused.
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let err = listening_address(&OwnedFd::from(socket)).expect_err("not a listener");
+        assert!(err.to_string().contains("not a listening"), "{err}");
     }
 }
