@@ -26,6 +26,10 @@ pub struct TreeSpec {
     pub max_restarts: u32,
     /// The window of that budget.
     pub max_window: Duration,
+    /// Where the supervisor listens for its components' notifications
+    /// ([`crate::process::NotifySocket`]), given to every process in `NOTIFY_SOCKET`; none
+    /// without it. The daemon uses `run/notify.sock` in its home.
+    pub notify_socket: Option<std::path::PathBuf>,
 }
 
 /// OTP's restart strategies: what else restarts when a component fails.
@@ -435,6 +439,12 @@ impl TreeBuilder {
         self
     }
 
+    /// The notification socket's path ([`TreeSpec::notify_socket`]).
+    pub fn notify_socket(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.spec.notify_socket = Some(path.into());
+        self
+    }
+
     /// More than `max_restarts` group restarts within `window` stop the tree (escalation).
     pub fn max_restarts(mut self, max_restarts: u32, window: Duration) -> Self {
         self.spec.max_restarts = max_restarts;
@@ -569,6 +579,7 @@ impl TreeSpec {
             strategy: Strategy::OneForOne,
             max_restarts: 10,
             max_window: Duration::from_secs(60),
+            notify_socket: None,
         }
     }
 

@@ -30,9 +30,11 @@
 //! suspect in flight at the same time), so that a second crash is pinned on the request that
 //! caused it, not on an innocent one that happened to be in flight with it both times.
 //!
-//! Holding is bounded twice: in time by [`HoldPolicy::wait`], counted from the moment a request
-//! is first held (then `503` with `Retry-After`), and in number by [`HoldPolicy::queue`], the
-//! requests that may be held at once (past it, `503` at once).
+//! Holding is bounded twice: in time by [`HoldPolicy::wait`] per outage, counted from the moment
+//! a request is held until the upstream answers its health check again (then `503` with
+//! `Retry-After`; an upstream that goes down again gives the request another wait, all of them
+//! within the request's own deadline), and in number by [`HoldPolicy::queue`], the requests
+//! that may be held at once (past it, `503` at once).
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -210,8 +212,12 @@ impl Attempts {
     }
 
     /// The upstream is back, and says whether its previous process `crashed`: judges the last
-    /// death, if any is unjudged. Whether the request is now a poison request (two crashes).
+    /// death, if any is unjudged, and ends the current wait. Whether the request is now a poison
+    /// request (two crashes).
     pub fn back(&mut self, crashed: bool) -> bool {
+        // The wait bounds each outage: if the upstream goes down again, the request may wait
+        // for it again (the request's deadline bounds the whole).
+        self.held_since = None;
         if std::mem::take(&mut self.unjudged) && crashed {
             self.crashes += 1;
         }
@@ -410,6 +416,21 @@ mod tests {
     }
 
     #[test]
+    fn each_outage_gets_its_own_wait() {
+        let t0 = Instant::now();
+        let mut attempts = Attempts::new();
+        attempts.failed(Failure::Died, t0, WAIT);
+        assert_eq!(attempts.remaining(t0 + ms(1500), WAIT), ms(500));
+        assert!(!attempts.back(false));
+        // Down again 1.8 s after the first hold: a whole wait again.
+        assert_eq!(
+            attempts.failed(Failure::Died, t0 + ms(1800), WAIT),
+            Next::Retry
+        );
+        assert_eq!(attempts.remaining(t0 + ms(1800), WAIT), WAIT);
+    }
+
+    #[test]
     fn deaths_that_were_not_crashes_do_not_make_a_suspect() {
         let t0 = Instant::now();
         let mut attempts = Attempts::new();
@@ -424,9 +445,10 @@ mod tests {
         // One crash among them is one crash.
         attempts.failed(Failure::Died, t0 + ms(600), WAIT);
         assert!(!attempts.back(true));
-        // The wait still bounds it all.
+        // The wait still bounds each outage.
+        attempts.failed(Failure::Died, t0 + ms(700), WAIT);
         assert_eq!(
-            attempts.failed(Failure::Died, t0 + WAIT, WAIT),
+            attempts.failed(Failure::Unreachable, t0 + ms(700) + WAIT, WAIT),
             Next::GiveUp
         );
     }
