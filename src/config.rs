@@ -263,6 +263,7 @@ pub fn parse(
     builder.add_env(&components, &mut built)?;
 
     let mut tree = TreeSpec::new(home.tree_id(), built);
+    tree.notify_socket = Some(home.notify_socket_path());
     supervisor(origin, &raw.supervisor, &mut tree)?;
     tree.validate()
         .map_err(|e| spec_error(origin, e, &aliases))?;

@@ -168,6 +168,12 @@ impl Home {
         self.run_dir().join("control.sock")
     }
 
+    /// The notification socket, `run/notify.sock`: the components' processes tell the daemon
+    /// things there (their `NOTIFY_SOCKET`).
+    pub fn notify_socket_path(&self) -> PathBuf {
+        self.run_dir().join("notify.sock")
+    }
+
     /// The daemon's pid file, `run/supervisor.pid`.
     pub fn pid_file(&self) -> PathBuf {
         self.run_dir().join("supervisor.pid")

@@ -57,6 +57,8 @@ pub struct ComponentArgs {
     /// one actor: a replacement actor, or the new actor of a component a reload changed,
     /// passes on the same socket, and connections keep waiting in its backlog meanwhile.
     pub socket: SocketSlot,
+    /// The notification socket's path, given to every process in `NOTIFY_SOCKET`.
+    pub notify_socket: Option<Arc<std::path::Path>>,
 }
 
 /// Where a component's held listening socket lives (see [`ComponentSpec::socket`]): empty until
@@ -128,6 +130,14 @@ pub enum ComponentMessage {
         pid: u32,
         /// Its attempt id, carried by all its processes.
         attempt: String,
+    },
+    /// Another component's process reported that a poison request it quarantined crashed this
+    /// component (up to `crashes` times): those failures leave the restart budget's window.
+    Forgive {
+        /// How many of the latest failures to forgive, at most.
+        crashes: u32,
+        /// Who reported it.
+        by: String,
     },
     /// Fault injection for this crate's tests: the handler panics.
     #[cfg(feature = "fault-injection")]
@@ -324,6 +334,8 @@ pub struct ComponentState {
     stop_cause: Option<StopCause>,
     /// How the last process ended, for the next one ([`PREVIOUS_EXIT_ENV`]).
     previous_exit: Option<String>,
+    /// The notification socket's path, for `NOTIFY_SOCKET`.
+    notify_socket: Option<Arc<std::path::Path>>,
 }
 
 impl Actor for ComponentActor {
@@ -373,6 +385,7 @@ impl Actor for ComponentActor {
             socket: args.socket,
             stop_cause: None,
             previous_exit: None,
+            notify_socket: args.notify_socket,
         })
     }
 
@@ -402,6 +415,17 @@ impl Actor for ComponentActor {
                     state.guard.live = Some((pid, attempt));
                 }
                 state.apply(&myself, Event::Spawned { generation, pid });
+            }
+            ComponentMessage::Forgive { crashes, by } => {
+                let forgiven = state.lc.forgive(crashes);
+                if forgiven > 0 {
+                    let note = format!(
+                        "{forgiven} crash(es) caused by a poison request that {by} quarantined: \
+                         not counted against the restart budget"
+                    );
+                    state.log.marker(&note);
+                    warn!(component = %state.spec.name, forgiven, reported_by = %by, "{note}");
+                }
             }
             #[cfg(feature = "fault-injection")]
             ComponentMessage::InjectPanic => panic!("injected panic in component actor"),
@@ -607,6 +631,12 @@ impl ComponentState {
         let mut env = self.spec.env.clone();
         if let Some(previous) = &self.previous_exit {
             env.push((PREVIOUS_EXIT_ENV.to_owned(), previous.clone()));
+        }
+        if let Some(path) = &self.notify_socket {
+            env.push((
+                process::NOTIFY_SOCKET_ENV.to_owned(),
+                path.display().to_string(),
+            ));
         }
         let req = SpawnRequest {
             command: self.spec.command.clone(),

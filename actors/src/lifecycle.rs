@@ -387,6 +387,17 @@ impl Lifecycle {
     pub fn budget(&self) -> &Budget {
         &self.budget
     }
+    /// Takes up to `crashes` of the latest failures out of the restart budget's window (they
+    /// were caused by a request its clients have since quarantined); the backoff, which paces
+    /// restarts, keeps counting them. How many were taken out.
+    pub fn forgive(&mut self, crashes: u32) -> u32 {
+        let mut forgiven = 0;
+        while forgiven < crashes && self.budget.failures.pop_back().is_some() {
+            forgiven += 1;
+        }
+        forgiven
+    }
+
     /// How the last failed attempt ended.
     pub fn last_exit(&self) -> Option<&str> {
         self.last_exit.as_deref()

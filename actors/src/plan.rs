@@ -345,6 +345,14 @@ impl Planner {
         self.entries.iter().map(|e| &e.spec)
     }
 
+    /// The component whose live process has `pid`, if any.
+    pub(crate) fn component_with_pid(&self, pid: u32) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|e| e.snapshot.pid == Some(pid))
+            .map(|e| e.spec.name.as_str())
+    }
+
     /// A component's spec.
     pub(crate) fn spec(&self, name: &str) -> Option<&ComponentSpec> {
         self.index.get(name).map(|&i| &self.entries[i].spec)

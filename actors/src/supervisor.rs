@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::component::{
     Command, ComponentActor, ComponentArgs, ComponentMessage, ComponentReport, ComponentSnapshot,
@@ -109,6 +109,8 @@ pub enum SupervisorMessage {
         /// The answer.
         reply: RpcReplyPort<Result<(), TreeError>>,
     },
+    /// A datagram on the notification socket ([`process::NotifySocket`]).
+    Notified(process::Notification),
     /// Fault injection for this crate's tests: deliver `message` to a component's actor.
     #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
@@ -186,7 +188,29 @@ pub struct SupervisorState {
     escalation_tx: watch::Sender<Option<String>>,
     changes: watch::Sender<u64>,
     events: EventSender,
+    /// The notification socket's path, for the components' `NOTIFY_SOCKET`, once it is bound.
+    notify_path: Option<Arc<std::path::Path>>,
+    /// The task reading the notification socket; the socket (and its file) go with it.
+    _notify_task: Option<AbortOnDrop>,
 }
+
+/// A task that ends with its owner.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a server sends on the notification socket when it quarantined a poison request of the
+/// component at the address it gives (`host:port`): the crashes that request caused are not
+/// the component's to pay for in its restart budget.
+pub const POISON_NOTIFICATION: &str = "X_IMAGESERVING_POISON";
+/// How many crashes one poison notification forgives: a poison request crashes its upstream at
+/// most twice before it is quarantined.
+const CRASHES_PER_POISON: u32 = 2;
 
 impl Actor for ServerSupervisor {
     type Msg = SupervisorMessage;
@@ -237,7 +261,41 @@ impl Actor for ServerSupervisor {
                     Some(HeldSocket::handed(socket, fd));
             }
         }
+        let (notify_path, notify_task) = match &spec.notify_socket {
+            Some(path) => match process::NotifySocket::bind(path) {
+                Ok(socket) => {
+                    let path: Arc<std::path::Path> = socket.path().into();
+                    let me = myself.clone();
+                    let task = tokio::spawn(async move {
+                        loop {
+                            match socket.recv().await {
+                                Ok(notification) => {
+                                    if me
+                                        .send_message(SupervisorMessage::Notified(notification))
+                                        .is_err()
+                                    {
+                                        return;
+                                    }
+                                }
+                                Err(e) => {
+                                    warn!(error = %e, "the notification socket failed; notifications are ignored from now on");
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                    (Some(path), Some(AbortOnDrop(task)))
+                }
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "cannot bind the notification socket; components' notifications are ignored");
+                    (None, None)
+                }
+            },
+            None => (None, None),
+        };
         let mut state = SupervisorState {
+            notify_path,
+            _notify_task: notify_task,
             slots,
             planner,
             actors: HashMap::new(),
@@ -262,6 +320,10 @@ impl Actor for ServerSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            SupervisorMessage::Notified(notification) => {
+                state.notified(&notification);
+                return Ok(());
+            }
             SupervisorMessage::Status(reply) => {
                 let _ = reply.send(state.status());
                 // A query changes nothing: no waiter needs to look again.
@@ -389,6 +451,39 @@ impl Slot {
 }
 
 impl SupervisorState {
+    /// Acts on a notification from a component's process; ignores one from any other process.
+    fn notified(&self, notification: &process::Notification) {
+        let Some(sender) = self.planner.component_with_pid(notification.pid) else {
+            debug!(
+                pid = notification.pid,
+                "a notification from a process that is no component's; ignored"
+            );
+            return;
+        };
+        for (key, value) in &notification.fields {
+            if key != POISON_NOTIFICATION {
+                continue;
+            }
+            let Ok(addr) = value.parse::<std::net::SocketAddr>() else {
+                warn!(component = sender, %value, "a poison notification without a host:port; ignored");
+                continue;
+            };
+            let target = self.planner.specs().find(|c| {
+                c.name != sender && c.probe.is_some_and(|probe| probe.port() == addr.port())
+            });
+            let Some(target) = target else {
+                warn!(component = sender, %addr, "a poison notification for no component; ignored");
+                continue;
+            };
+            if let Some(actor) = self.slots.get(&target.name).and_then(|s| s.actor.as_ref()) {
+                let _ = actor.send_message(ComponentMessage::Forgive {
+                    crashes: CRASHES_PER_POISON,
+                    by: sender.to_owned(),
+                });
+            }
+        }
+    }
+
     /// Tells the status waiters to look again.
     fn changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -500,6 +595,7 @@ impl SupervisorState {
             log: Arc::clone(&slot.log),
             events: self.events.clone(),
             socket: Arc::clone(&slot.socket),
+            notify_socket: self.notify_path.clone(),
         };
         let (actor, _) = Actor::spawn_linked(None, ComponentActor, args, myself.get_cell()).await?;
         self.actors.insert(actor.get_id(), component.to_string());

@@ -717,3 +717,86 @@ time.sleep(1000)' & wait"#;
     })
     .await;
 }
+
+/// A component that crashes every 0.3 s once running; with `max_restarts = 2` it is FATAL at
+/// its third failure, unless someone reports each crash as a poison request's.
+fn crashes_after_running(dir: &std::path::Path, port: u16) -> imageserving_actors::ComponentSpec {
+    let ready = dir.join("ready");
+    std::fs::write(&ready, b"").expect("the ready file");
+    let mut c = shell(dir, "x", "sleep 0.3; exit 3");
+    c.probe = Some(local(port));
+    c.ready = imageserving_actors::spec::Ready::File(ready);
+    c.policy.start_secs = Duration::from_millis(50);
+    c.policy.max_restarts = 2;
+    c.policy.max_window = Duration::from_secs(60);
+    c.policy.backoff_initial = Duration::from_millis(20);
+    c
+}
+
+/// The poison notification (issue #14 §3): crashes another component's process reports as a
+/// poison request's leave the restart budget, so they never make the component FATAL; the
+/// same crashes without the reports do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_reported_as_poison_requests_do_not_make_a_component_fatal() {
+    bounded(async {
+        let port = free_port();
+        // Without reports from a component: FATAL at the third failure. Reports from a process
+        // that is no component's (this test) are ignored.
+        let fx = Fixture::spawn("poison-control", |dir| vec![crashes_after_running(dir, port)]).await;
+        fx.handle.start(&[]).await.expect("start");
+        let socket = fx.dir.path().join("notify.sock");
+        let stop = Arc::new(AtomicBool::new(false));
+        let outsider = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let sender = std::os::unix::net::UnixDatagram::unbound().expect("a socket");
+                while !stop.load(Ordering::Relaxed) {
+                    let message = format!("X_IMAGESERVING_POISON=127.0.0.1:{port}");
+                    let _ = sender.send_to(message.as_bytes(), &socket);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        });
+        let status = fx
+            .wait_status("x FATAL", Duration::from_secs(10), |s| {
+                component(s, "x").state == State::Fatal
+            })
+            .await;
+        stop.store(true, Ordering::Relaxed);
+        outsider.join().expect("the outsider");
+        assert_eq!(component(&status, "x").restarts, 2);
+        drop(fx);
+
+        // With a component that reports every crash of x as a poison request's, from its own
+        // process (the supervisor knows the sender by the kernel's credentials).
+        let reporter = format!(
+            "import os, socket, time\n\
+             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+             while True:\n    \
+                 s.sendto(b'X_IMAGESERVING_POISON=127.0.0.1:{port}', os.environ['NOTIFY_SOCKET'])\n    \
+                 time.sleep(0.05)\n"
+        );
+        let fx = Fixture::spawn("poison", |dir| {
+            vec![
+                crashes_after_running(dir, port),
+                command(dir, "reporter", &["python3", "-c", &reporter]),
+            ]
+        })
+        .await;
+        fx.handle.start(&[]).await.expect("start");
+        let status = fx
+            .wait_status("x restarted 5 times", Duration::from_secs(15), |s| {
+                let x = component(s, "x");
+                assert_ne!(x.state, State::Fatal, "{x:?}\n{}", fx.logs());
+                x.restarts >= 5
+            })
+            .await;
+        assert_eq!(component(&status, "reporter").state, State::Running);
+        let logs = fx.logs();
+        assert!(
+            logs.contains("poison request that reporter quarantined"),
+            "{logs}"
+        );
+    })
+    .await;
+}

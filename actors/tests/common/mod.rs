@@ -144,7 +144,8 @@ impl Fixture {
             root: None,
         };
         let dir = tempfile::tempdir().expect("tempdir");
-        let spec = TreeSpec::new(tree_id.clone(), build(dir.path()));
+        let mut spec = TreeSpec::new(tree_id.clone(), build(dir.path()));
+        spec.notify_socket = Some(dir.path().join("notify.sock"));
         let (handle, join) = SupervisorHandle::spawn(spec)
             .await
             .expect("spawning the tree");
