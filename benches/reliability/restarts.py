@@ -285,6 +285,13 @@ def restarts(quick, keep):
               " · ".join(f"{kinds(o[1], phase)} ({o[3].get(phase, 0)}×)" for o in others))
         r.add(f"{phase}: 200 latency p50 / p99", latency(held_lat, phase), "",
               " · ".join(latency(o[2], phase) for o in others))
+        for name, o, _, o_faults in others:
+            o_bad = failures(o, phase)
+            o_n = o_faults.get(phase, 0)
+            o_not_reset = o_bad - o.get(phase, {}).get("reset", 0)
+            missed = (o_not_reset or o_bad > CLIENTS * o_n) if phase == "kill -9 ps" else o_bad
+            if missed:
+                r.other_failures.append(f"{name}, {phase}: {kinds(o, phase)}")
         bad = failures(held, phase)
         if phase == "kill -9 ps":
             not_reset = bad - held.get(phase, {}).get("reset", 0)

@@ -437,3 +437,78 @@ fn a_fatal_component_gives_up_its_held_socket() {
     home.run(&["stop"]).expect_code(0);
     home.assert_nothing_runs();
 }
+
+/// A program written for systemd's socket activation, not ours (a few lines of Python's
+/// standard library), works as a component with `hold_socket`: it gets the supervisor's socket
+/// as descriptor 3 with `LISTEN_FDS`, `LISTEN_PID` (its own pid) and `LISTEN_FDNAMES` (the
+/// component's name), and the same socket again after a restart.
+#[test]
+fn a_third_party_socket_activated_program_works_as_a_component() {
+    const SERVER: &str = r#"
+import os, socket, http.server
+assert os.environ["LISTEN_PID"] == str(os.getpid()), "LISTEN_PID is not mine"
+assert os.environ["LISTEN_FDS"] == "1"
+name = os.environ["LISTEN_FDNAMES"]
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{name} {os.getpid()}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+class Server(http.server.HTTPServer):
+    def server_bind(self):
+        pass
+    def server_activate(self):
+        pass
+server = Server(("", 0), Handler, bind_and_activate=False)
+server.socket = socket.socket(fileno=3)
+server.serve_forever()
+"#;
+    let port = free_port();
+    let config = format!(
+        "{SUPERVISOR}{}",
+        component(
+            "third",
+            &["python3", "-c", SERVER],
+            &format!("port = {port}\nhold_socket = true\nready = {{ http = \"/\" }}\n"),
+        ),
+    );
+    let home = TestHome::new(&config);
+    home.run(&["start"]).expect_code(0);
+    let get = || {
+        let answer =
+            crate::http::get(port, "/", Duration::from_secs(5)).expect("the program answers");
+        assert_eq!(answer.status, 200);
+        answer.text()
+    };
+    let socket_of = |pid: u32| std::fs::read_link(format!("/proc/{pid}/fd/3")).expect("fd 3");
+    let first = home.pid_of("third").expect("it runs");
+    assert_eq!(get(), format!("third {first}\n"));
+    let socket = socket_of(first);
+    home.run(&["restart", "third"]).expect_code(0);
+    let second = home.pid_of("third").expect("it runs again");
+    assert_ne!(second, first);
+    assert_eq!(get(), format!("third {second}\n"));
+    assert_eq!(
+        socket_of(second),
+        socket,
+        "the same socket after the restart"
+    );
+    held_socket_fd(home.supervisor_pid(), &socket);
+    home.run(&["stop"]).expect_code(0);
+    home.assert_nothing_runs();
+}
+
+/// The descriptor of process `pid` that is the socket `link` (`socket:[inode]`); fails the test
+/// when it has none.
+fn held_socket_fd(pid: u32, link: &std::path::Path) -> u32 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("its descriptors")
+        .filter_map(Result::ok)
+        .find(|entry| std::fs::read_link(entry.path()).is_ok_and(|l| l == link))
+        .and_then(|entry| entry.file_name().to_str()?.parse().ok())
+        .expect("the supervisor holds the component's socket")
+}
