@@ -377,29 +377,20 @@ fn the_image_server_says_how_its_previous_process_ended() {
     home.run(&["restart", "is"]).expect_code(0);
     assert_ne!(home.pid_of("is"), Some(old));
     assert_eq!(previous().as_deref(), Some("stopped"));
-    let old = home.pid_of("is").expect("is runs");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9 is");
-    wait_for(SETTLE, "is restarted", || {
-        home.pid_of("is").is_some_and(|p| p != old)
-            && component_of(&home.status_json(), "is")["state"] == "RUNNING"
-    });
+    // Signalled from here, and replaced by the supervisor.
+    let signal_is = |signal| {
+        let old = home.pid_of("is").expect("is runs");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), signal).expect("kill");
+        wait_for(SETTLE, "is restarted", || {
+            home.pid_of("is").is_some_and(|p| p != old)
+                && component_of(&home.status_json(), "is")["state"] == "RUNNING"
+        });
+    };
+    signal_is(nix::sys::signal::Signal::SIGKILL);
     assert_eq!(previous().as_deref(), Some("killed"));
-    let old = home.pid_of("is").expect("is runs");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old as i32),
-        // What an abort (a failed allocation, a panic with panic=abort) dies of. (Not SIGSEGV:
-        // Rust's stack overflow handler takes the first one sent from outside.)
-        nix::sys::signal::Signal::SIGABRT,
-    )
-    .expect("an abort, as far as anyone can tell");
-    wait_for(SETTLE, "is restarted", || {
-        home.pid_of("is").is_some_and(|p| p != old)
-            && component_of(&home.status_json(), "is")["state"] == "RUNNING"
-    });
+    // What an abort (a failed allocation, a panic with panic=abort) dies of. (Not SIGSEGV:
+    // Rust's stack overflow handler takes the first one sent from outside.)
+    signal_is(nix::sys::signal::Signal::SIGABRT);
     assert_eq!(previous().as_deref(), Some("crashed"));
 }
 
