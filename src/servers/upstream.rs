@@ -1,5 +1,5 @@
 //! The client a server calls its upstream with (`ps` → `is`, `is` → `svg`), riding out the
-//! upstream's restarts and crashes by the rules of [`hold`](super::hold).
+//! upstream's restarts and crashes by the rules of [`hold`].
 //!
 //! What the callers promise about it is in `docs/image-serving.md` (*Talking to `is`*). The
 //! shape of the code follows from it:
