@@ -21,6 +21,7 @@ pub mod hold;
 pub mod http;
 pub mod image_server;
 pub mod listen;
+pub mod notify;
 pub mod platform_server;
 pub mod svg_client;
 pub mod svg_server;

@@ -131,6 +131,11 @@ pub enum ComponentMessage {
         /// Its attempt id, carried by all its processes.
         attempt: String,
     },
+    /// Process `pid` of this component said `READY=1` on the notification socket.
+    Ready {
+        /// The sender.
+        pid: u32,
+    },
     /// Another component's process reported that a poison request it quarantined crashed this
     /// component (up to `crashes` times): those failures leave the restart budget's window.
     Forgive {
@@ -336,6 +341,8 @@ pub struct ComponentState {
     previous_exit: Option<String>,
     /// The notification socket's path, for `NOTIFY_SOCKET`.
     notify_socket: Option<Arc<std::path::Path>>,
+    /// A process that said `READY=1` before its spawn was reported here (it can be that quick).
+    early_ready: Option<u32>,
 }
 
 impl Actor for ComponentActor {
@@ -349,7 +356,8 @@ impl Actor for ComponentActor {
         args: ComponentArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let now = Instant::now();
-        let has_probe = args.spec.probe.is_some() || matches!(args.spec.ready, Ready::File(_));
+        let has_probe =
+            args.spec.probe.is_some() || matches!(args.spec.ready, Ready::File(_) | Ready::Notify);
         let mut lc = Lifecycle::new(args.spec.policy.clone(), has_probe, now);
         let mut seq = 0;
         let replacing = args.inherited.is_some();
@@ -386,6 +394,7 @@ impl Actor for ComponentActor {
             stop_cause: None,
             previous_exit: None,
             notify_socket: args.notify_socket,
+            early_ready: None,
         })
     }
 
@@ -415,6 +424,16 @@ impl Actor for ComponentActor {
                     state.guard.live = Some((pid, attempt));
                 }
                 state.apply(&myself, Event::Spawned { generation, pid });
+                if state.early_ready.take() == Some(pid) {
+                    state.ready(&myself, pid);
+                }
+            }
+            ComponentMessage::Ready { pid } => {
+                if state.lc.pid() == Some(pid) {
+                    state.ready(&myself, pid);
+                } else if state.lc.pid().is_none() && state.lc.state() == State::Starting {
+                    state.early_ready = Some(pid);
+                }
             }
             ComponentMessage::Forgive { crashes, by } => {
                 let forgiven = state.lc.forgive(crashes);
@@ -482,6 +501,15 @@ impl ComponentState {
         self.report(myself, before, exit);
     }
 
+    /// The live process `pid` said `READY=1`: its readiness check passed, if that is its check.
+    fn ready(&mut self, myself: &ActorRef<ComponentMessage>, pid: u32) {
+        if self.spec.ready != Ready::Notify || self.lc.pid() != Some(pid) {
+            return;
+        }
+        let generation = self.lc.generation();
+        self.apply(myself, Event::ProbePassed { generation });
+    }
+
     /// Closes the held socket of a component that nothing will restart (FATAL, EXITED), so that
     /// its clients are refused at once instead of waiting in a backlog nobody accepts from; its
     /// next start binds it again. A STOPPED component keeps it: it is waiting for a dependency
@@ -502,6 +530,8 @@ impl ComponentState {
     fn execute(&mut self, myself: &ActorRef<ComponentMessage>, action: Action) {
         match action {
             Action::Spawn { generation } => self.spawn(myself, generation),
+            // Its process says READY=1 itself (`ComponentMessage::Ready`).
+            Action::StartProbe { .. } if self.spec.ready == Ready::Notify => {}
             Action::StartProbe { generation } => {
                 let (ready, addr) = (self.spec.ready.clone(), self.spec.probe);
                 let deadline = self.spec.policy.start_timeout;

@@ -45,6 +45,8 @@ pub async fn check(
                 Ok(_) => Ok(()),
                 Err(e) => Err(format!("{}: {e}", path.display())),
             },
+            // Not polled: the process's READY=1 arrives as a message.
+            Ready::Notify => Err("waiting for READY=1 on the notification socket".to_string()),
         }
     };
     tokio::time::timeout(timeout, run)

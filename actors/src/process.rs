@@ -71,7 +71,7 @@ mod testing;
 pub use adopt::adopt_orphans;
 pub use child::Child;
 pub use leftovers::{kill_attempt, kill_leftovers, kill_marked, sweep_marked};
-pub use marker::{find_marked, ATTEMPT_ENV, COMPONENT_ENV, TREE_ENV};
+pub use marker::{component_of, find_marked, ATTEMPT_ENV, COMPONENT_ENV, TREE_ENV};
 pub use memory::{component_memory, resident_memory, MemorySampler};
 pub use notify::{Notification, NotifySocket, NOTIFY_SOCKET_ENV};
 pub use pump::Drained;

@@ -89,6 +89,10 @@ pub enum Ready {
     Http(String),
     /// This file exists.
     File(PathBuf),
+    /// The component's main process said `READY=1` on the notification socket (systemd's
+    /// `Type=notify`; see [`crate::process::NotifySocket`]): the process itself says when it
+    /// serves. Only for `ready`, not for a liveness check; needs the tree's notification socket.
+    Notify,
 }
 
 /// A liveness probe: run every `interval` while the component runs; `max_failed` failures in a
@@ -592,6 +596,13 @@ impl TreeSpec {
                 return Err(SpecError::DuplicateName(c.name.clone()));
             }
             c.validate()?;
+            if c.ready == Ready::Notify && self.notify_socket.is_none() {
+                return Err(SpecError::BadPolicy {
+                    component: c.name.clone(),
+                    key: "ready",
+                    reason: "is a notify check, but the tree has no notification socket",
+                });
+            }
             if let Some(addr) = c.probe {
                 if let Some(other) = ports.insert(addr.port(), &c.name) {
                     return Err(SpecError::DuplicatePort(
@@ -698,6 +709,12 @@ impl ComponentSpec {
             ));
         }
         if let Some(h) = &self.health {
+            if h.check == Ready::Notify {
+                return Err(bad(
+                    "health",
+                    "cannot be a notify check: a process says READY=1 once, at its start",
+                ));
+            }
             if h.check == Ready::Port && self.probe.is_none()
                 || needs_addr(&h.check) && self.probe.is_none()
             {

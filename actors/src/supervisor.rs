@@ -453,6 +453,27 @@ impl Slot {
 impl SupervisorState {
     /// Acts on a notification from a component's process; ignores one from any other process.
     fn notified(&self, notification: &process::Notification) {
+        let ready = notification
+            .fields
+            .iter()
+            .any(|(key, value)| key == "READY" && value == "1");
+        if ready {
+            // A process that just started may say it before its spawn is reported: found by
+            // its marker then. Its actor checks that it is the live process.
+            let component = self
+                .planner
+                .component_with_pid(notification.pid)
+                .map(str::to_owned)
+                .or_else(|| process::component_of(self.planner.tree_id(), notification.pid));
+            if let Some(actor) = component
+                .and_then(|name| self.slots.get(&name))
+                .and_then(|slot| slot.actor.as_ref())
+            {
+                let _ = actor.send_message(ComponentMessage::Ready {
+                    pid: notification.pid,
+                });
+            }
+        }
         let Some(sender) = self.planner.component_with_pid(notification.pid) else {
             debug!(
                 pid = notification.pid,

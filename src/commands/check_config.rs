@@ -216,6 +216,7 @@ fn check(ready: &Ready, c: &ComponentSpec) -> String {
         // Validation refuses an http check without a port.
         (Ready::Http(path), None) => format!("GET {path} answers 2xx"),
         (Ready::File(path), _) => format!("{} exists", path.display()),
+        (Ready::Notify, _) => "its main process says READY=1 on NOTIFY_SOCKET".to_string(),
     }
 }
 

@@ -109,14 +109,35 @@ impl Builder<'_> {
         spec.probe = probe;
         spec.depends_on = raw.depends_on.clone();
         if let Some(ready) = &raw.ready {
-            spec.ready = self.check(
-                name,
-                "ready",
-                ready.http.as_deref(),
-                ready.tcp,
-                ready.file.as_deref(),
-                probe.is_some(),
-            )?;
+            spec.ready = match ready.notify {
+                Some(true)
+                    if ready.http.is_none() && ready.tcp.is_none() && ready.file.is_none() =>
+                {
+                    Ready::Notify
+                }
+                Some(true) => {
+                    return Err(self.err(
+                        name,
+                        "ready",
+                        "give exactly one of `http`, `tcp`, `file` and `notify`",
+                    ))
+                }
+                Some(false) => {
+                    return Err(self.err(
+                        name,
+                        "ready.notify",
+                        "can only be `true`; leave it out for another kind of check",
+                    ))
+                }
+                None => self.check(
+                    name,
+                    "ready",
+                    ready.http.as_deref(),
+                    ready.tcp,
+                    ready.file.as_deref(),
+                    probe.is_some(),
+                )?,
+            };
         }
         if let Some(health) = &raw.health {
             spec.health = Some(self.health(name, health, probe.is_some())?);

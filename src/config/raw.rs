@@ -79,6 +79,8 @@ pub(super) struct RawCheck {
     pub(super) http: Option<String>,
     pub(super) tcp: Option<bool>,
     pub(super) file: Option<PathBuf>,
+    /// `notify = true`: the process says READY=1 (only for `ready`).
+    pub(super) notify: Option<bool>,
 }
 
 /// `health = { http = "/healthz", interval = "5s" }` as written: one kind of check and its

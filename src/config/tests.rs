@@ -658,6 +658,30 @@ fn memory_limit_and_check_interval() {
 }
 
 #[test]
+fn ready_can_wait_for_the_process_to_say_so() {
+    let config = parse_ok(&one("ready = { notify = true }"));
+    assert_eq!(config.component("a").unwrap().ready, Ready::Notify);
+    assert_eq!(
+        config.tree.notify_socket.as_deref(),
+        Some(std::path::Path::new(
+            "/nonexistent-imageserving/home/run/notify.sock"
+        ))
+    );
+    let msg = parse_err(&one("ready = { notify = true, http = \"/healthz\" }"));
+    assert!(
+        msg.contains("components.a.ready: give exactly one"),
+        "{msg}"
+    );
+    let msg = parse_err(&one("ready = { notify = false }"));
+    assert!(
+        msg.contains("components.a.ready.notify: can only be `true`"),
+        "{msg}"
+    );
+    let msg = parse_err(&one("health = { notify = true }"));
+    assert!(msg.contains("notify"), "{msg}");
+}
+
+#[test]
 fn ready_takes_one_kind_of_check() {
     let ready = |extra: &str| parse_ok(&one(extra)).component("a").unwrap().ready.clone();
     assert_eq!(

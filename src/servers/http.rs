@@ -97,6 +97,8 @@ pub async fn serve<H, F, B>(
     let mut full = false;
     let mut cap_notice = Notice::new(NOTICE_INTERVAL);
     let mut accept_notice = Notice::new(NOTICE_INTERVAL);
+    // Everything the server needs is set up: `ready = { notify = true }` is met.
+    super::notify::ready(component);
     loop {
         let was_full = full;
         full = connections.len() >= max_connections;

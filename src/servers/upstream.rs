@@ -216,7 +216,7 @@ impl Upstream {
                     };
                     if attempts.back(hold::crashed(previous_exit.as_deref())) && call.held {
                         self.quarantine.insert(key, Instant::now());
-                        report_poison(self.caller, &self.base["http://".len()..]);
+                        super::notify::poison(self.caller, &self.base["http://".len()..]);
                         warn!(
                             component = self.caller,
                             path = call.path,
@@ -303,21 +303,6 @@ impl Upstream {
                 }
             }
         }
-    }
-}
-
-/// Tells the supervisor (its notification socket, `NOTIFY_SOCKET`) that a poison request of
-/// the upstream at `addr` was quarantined, so that the crashes it caused do not count against
-/// the upstream's restart budget. Without the variable (not run by our supervisor), nothing.
-fn report_poison(caller: &'static str, addr: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let message = format!("X_IMAGESERVING_POISON={addr}\n");
-    let sent = std::os::unix::net::UnixDatagram::unbound()
-        .and_then(|socket| socket.send_to(message.as_bytes(), &path));
-    if let Err(e) = sent {
-        warn!(component = caller, error = %e, "could not tell the supervisor about the poison request");
     }
 }
 

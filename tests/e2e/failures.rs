@@ -512,3 +512,41 @@ fn held_socket_fd(pid: u32, link: &std::path::Path) -> u32 {
         .and_then(|entry| entry.file_name().to_str()?.parse().ok())
         .expect("the supervisor holds the component's socket")
 }
+
+/// `ready = { notify = true }`: a component is RUNNING once its main process says `READY=1` on
+/// `NOTIFY_SOCKET` (systemd's `Type=notify`), which the built-in servers do once they serve; a
+/// process that never says it fails its start at `start_timeout`, however long it runs.
+#[test]
+fn a_component_is_ready_when_its_process_says_so() {
+    let port = free_port();
+    let config = format!(
+        "{SUPERVISOR}{}{}",
+        component(
+            "svg",
+            &["@self", "component", "svg"],
+            &format!("port = {port}\nready = {{ notify = true }}\n"),
+        ),
+        component(
+            "mute",
+            &["sleep", "1000"],
+            "ready = { notify = true }\nstart_timeout = \"1s\"\nmax_restarts = 0\n",
+        ),
+    );
+    let home = TestHome::new(&config);
+    home.run(&["start"]).expect_code(1);
+    let status = home.status_json();
+    assert_eq!(
+        component_of(&status, "svg")["state"],
+        "RUNNING",
+        "{status:#}"
+    );
+    let mute = component_of(&status, "mute");
+    assert_eq!(mute["state"], "FATAL", "{mute:#}");
+    let out = home.run(&["check-config"]);
+    assert!(
+        out.stdout.contains("says READY=1 on NOTIFY_SOCKET"),
+        "{out}"
+    );
+    home.run(&["stop"]).expect_code(0);
+    home.assert_nothing_runs();
+}

@@ -107,6 +107,13 @@ pub(super) fn marked_components(tree_id: &str) -> Vec<(u32, Vec<u8>)> {
         .collect()
 }
 
+/// The component of tree `tree_id` that process `pid` belongs to, by its marker: for a process
+/// the supervisor may not have heard of yet (it just started).
+pub fn component_of(tree_id: &str, pid: u32) -> Option<String> {
+    let name = marked_component(pid, &Marker::new(tree_id, None))?;
+    String::from_utf8(name).ok()
+}
+
 /// The component `pid` belongs to, if its environment carries `marker`.
 pub(super) fn marked_component(pid: u32, marker: &Marker) -> Option<Vec<u8>> {
     let environ = fs::read(format!("/proc/{pid}/environ")).ok()?;

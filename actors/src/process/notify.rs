@@ -7,9 +7,10 @@
 //! supervisor acts only on datagrams from the processes of its own components. The socket file
 //! is its owner's alone (mode 0600), in the home's `run/`.
 //!
-//! What is understood (see `crate::supervisor`): `X_IMAGESERVING_POISON=<host:port>`, sent by a
-//! server that quarantined a poison request of the component at that address: the crashes it
-//! caused do not count against that component's restart budget.
+//! What is understood (see `crate::supervisor`): `READY=1` from a component's main process, for
+//! `ready = { notify = true }` ([`crate::spec::Ready::Notify`]); `X_IMAGESERVING_POISON=<host:port>`,
+//! sent by a server that quarantined a poison request of the component at that address: the
+//! crashes it caused do not count against that component's restart budget.
 
 use std::io;
 use std::io::IoSliceMut;
