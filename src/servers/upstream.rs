@@ -11,10 +11,13 @@
 //! - A try fails in one of three ways (`TryError`): connecting failed (the upstream is not
 //!   listening), a connection that was up broke (the upstream died with the request in flight,
 //!   or the connection was stale), or the answer is unusable (never retried).
-//! - A [`Call`] that is `held` is tried again as [`hold::Attempts`] says, at most
-//!   [`HoldPolicy::queue`] of them at once, and a poison one is quarantined; a call that is not
-//!   held (a health check, which must tell the truth quickly) gets one retry after a broken
-//!   connection, none after a refused one.
+//! - A [`Call`] that is `held` waits, after a failure or while the upstream is known to be down,
+//!   until the upstream's health check answers (`until_up`, which also reads how its previous
+//!   process ended), then is tried again as [`hold::Attempts`] says: at most
+//!   [`HoldPolicy::queue`] held at once, the suspects of a crash one at a time, a poison one
+//!   quarantined and reported to the supervisor ([`super::notify`]). A call that is not held (a
+//!   health check, which must tell the truth quickly) gets one retry after a broken connection,
+//!   none after a refused one.
 //! - The answer is read whole, up to [`Call::limit`], before [`Upstream::exchange`] returns, so a
 //!   failure mid-body is a broken try (retried) rather than a truncated image.
 
