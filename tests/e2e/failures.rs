@@ -550,3 +550,89 @@ fn a_component_is_ready_when_its_process_says_so() {
     home.run(&["stop"]).expect_code(0);
     home.assert_nothing_runs();
 }
+
+/// Issue #14 §3 end to end, with the real `ps` and supervisor in front of a stand-in `is` (a few
+/// lines of Python serving on the held socket) that aborts on any request naming `poison`: `ps`
+/// holds the request across the first crash, quarantines it at the second (500), refuses it at
+/// once afterwards, and reports it, so that four crashes by two poison requests leave `is`
+/// RUNNING with `max_restarts = 2` (without the reports, the fourth would make it FATAL).
+#[test]
+fn poison_requests_are_quarantined_and_do_not_make_the_image_server_fatal() {
+    const FAKE_IS: &str = r#"
+import os, socket, http.server
+previous = os.environ.get("IMAGESERVING_PREVIOUS_EXIT", "").split(":")[0]
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def answer(self, content_type, body, extra=()):
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in extra:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        extra = [("x-imageserving-previous-exit", previous)] if previous else []
+        self.answer("text/plain", b"ok is\n", extra)
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if b"poison" in body:
+            os.abort()
+        self.answer("image/png", b"\x89PNG fake")
+    def log_message(self, *args):
+        pass
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def server_bind(self):
+        pass
+    def server_activate(self):
+        pass
+server = Server(("", 0), Handler, bind_and_activate=False)
+server.socket = socket.socket(fileno=3)
+server.serve_forever()
+"#;
+    let (ps, is) = (free_port(), free_port());
+    let config = format!(
+        "{SUPERVISOR}{}{}",
+        component(
+            "is",
+            &["python3", "-c", FAKE_IS],
+            &format!(
+                "port = {is}\nhold_socket = true\nready = {{ http = \"/healthz\" }}\n\
+                 max_restarts = 2\nbackoff_initial = \"50ms\"\n"
+            ),
+        ),
+        component(
+            "ps",
+            &["@self", "component", "ps"],
+            &format!("port = {ps}\ndepends_on = [\"is\"]\n"),
+        ),
+    );
+    let home = TestHome::new(&config);
+    home.run(&["start"]).expect_code(0);
+    let get = |path: &str| crate::http::get(ps, path, Duration::from_secs(20)).expect("ps answers");
+    assert_eq!(get("/is/image/photo?wid=10").status, 200);
+    for poison in ["poison-a", "poison-b"] {
+        let path = format!("/is/image/{poison}?wid=10");
+        let answer = get(&path);
+        assert_eq!(answer.status, 500, "{}", answer.text());
+        assert!(answer.text().contains("quarantined"), "{}", answer.text());
+        // Quarantined: answered at once, without crashing is again.
+        let restarts = component_of(&home.status_json(), "is")["restarts"].clone();
+        assert_eq!(get(&path).status, 500);
+        assert_eq!(
+            component_of(&home.status_json(), "is")["restarts"],
+            restarts
+        );
+    }
+    wait_for(SETTLE, "is RUNNING after four crashes", || {
+        component_of(&home.status_json(), "is")["state"] == "RUNNING"
+    });
+    let status = home.status_json();
+    assert_eq!(component_of(&status, "is")["restarts"], 4, "{status:#}");
+    assert_eq!(get("/is/image/photo?wid=10").status, 200);
+    let log = std::fs::read_to_string(home.path().join("logs/is.log")).unwrap_or_default();
+    assert!(log.contains("poison request that ps quarantined"), "{log}");
+    home.run(&["stop"]).expect_code(0);
+    home.assert_nothing_runs();
+}
