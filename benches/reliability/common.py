@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import http.client
 import socket
 import statistics
 import subprocess
@@ -189,6 +190,33 @@ def free_ports(n):
 
 
 # --------------------------------------------------------------------------- the control socket
+
+# The image request the load of scenarios 1 and 9 loops on: it reaches is (`cache=off`).
+IMAGE_PATH = "/is/image/sample/photo?wid=120&fmt=jpeg&cache=off"
+
+
+def http_get_kind(port, path=IMAGE_PATH, timeout=10):
+    """One GET on a new connection to 127.0.0.1:port: (kind, seconds), the kind being the status
+    ("200", "503", ...) or how it failed: refused, reset (closed without a whole answer), timeout,
+    error <class>."""
+    t0 = time.monotonic()
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        c.request("GET", path)
+        resp = c.getresponse()
+        resp.read()
+        c.close()
+        kind = str(resp.status)
+    except ConnectionRefusedError:
+        kind = "refused"
+    except (ConnectionResetError, http.client.RemoteDisconnected, BrokenPipeError, http.client.IncompleteRead):
+        kind = "reset"
+    except socket.timeout:
+        kind = "timeout"
+    except OSError as e:
+        kind = f"error {e.__class__.__name__}"
+    return kind, time.monotonic() - t0
+
 
 def control_call(sock_path, payload=STATUS_REQUEST, timeout=5.0):
     """One request on a fresh connection; returns the decoded answer (a dict)."""

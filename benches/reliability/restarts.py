@@ -18,39 +18,17 @@ storm never exhausts it (ours: STACK_BUDGET; supervisord: `startretries = 1000`)
 settings are the defaults. Only the first run's failures count.
 """
 
-import http.client
 import os
 import random
 import signal
-import socket
 import threading
 import time
 
 import supervisord as sd
-from common import BINARY, SETTINGS, Home, Result, env_of, free_ports, ms, pct, stack_config, STACK_BUDGET, timed_status, wait_for
+from common import BINARY, IMAGE_PATH, SETTINGS, Home, http_get_kind, Result, env_of, free_ports, ms, pct, stack_config, STACK_BUDGET, timed_status, wait_for
 
 CLIENTS = 8
-PATH = "/is/image/sample/photo?wid=120&fmt=jpeg&cache=off"
-
-
-def one_request(port):
-    t0 = time.monotonic()
-    try:
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        c.request("GET", PATH)
-        resp = c.getresponse()
-        resp.read()
-        c.close()
-        kind = str(resp.status)
-    except ConnectionRefusedError:
-        kind = "refused"
-    except (ConnectionResetError, http.client.RemoteDisconnected, BrokenPipeError, http.client.IncompleteRead):
-        kind = "reset"
-    except socket.timeout:
-        kind = "timeout"
-    except OSError as e:
-        kind = f"error {e.__class__.__name__}"
-    return kind, time.monotonic() - t0
+PATH = IMAGE_PATH
 
 
 def all_running(home):
@@ -189,7 +167,7 @@ def one_run(system, rounds, storm):
 
         def client():
             while not stop.is_set():
-                kind, dt = one_request(ps)
+                kind, dt = http_get_kind(ps)
                 # The phase when the answer came: a request in flight when a fault is injected
                 # counts for that fault, though it started in the phase before.
                 p = phase[0]

@@ -16,7 +16,6 @@ Scenario 6 is `tests/fuzz/` and `fuzz/`; scenario 8 is the e2e tests named `a_fu
 """
 
 import argparse
-import http.client
 import os
 import platform
 import random
@@ -32,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import supervisord as sd  # noqa: E402
-from common import (BINARY, SETTINGS, STATUS_REQUEST, Home, Result, children_of, components, stack_config, STACK_BUDGET,  # noqa: E402
+from common import (BINARY, SETTINGS, http_get_kind, STATUS_REQUEST, Home, Result, children_of, components, stack_config, STACK_BUDGET,  # noqa: E402
                     control_call, env_of, field, free_ports, read_cmdline, ms, parse_log, pct, pid_alive,
                     proc_stat, still_alive, timed_status, vm_rss_kib, wait_for, with_start)
 from image_inputs import image_inputs  # noqa: E402
@@ -62,27 +61,9 @@ def crash_storm(quick, keep):
         ps_down = []  # (t0, t1) windows in which ps had been killed and was not back yet
 
         def http_client():
-            path = "/is/image/sample/photo?wid=120&fmt=jpeg&cache=off"
             while not stop.is_set():
                 t0 = time.monotonic()
-                kind = None
-                try:
-                    c = http.client.HTTPConnection("127.0.0.1", ps_port, timeout=10)
-                    c.request("GET", path)
-                    resp = c.getresponse()
-                    resp.read()
-                    c.close()
-                    kind = str(resp.status)
-                except ConnectionRefusedError:
-                    kind = "refused"
-                except (ConnectionResetError, http.client.RemoteDisconnected, BrokenPipeError,
-                        http.client.IncompleteRead):
-                    kind = "reset"
-                except socket.timeout:
-                    kind = "timeout"
-                except OSError as e:
-                    kind = f"error {e.__class__.__name__}"
-                dt = time.monotonic() - t0
+                kind, dt = http_get_kind(ps_port)
                 http_counts[kind] = http_counts.get(kind, 0) + 1
                 if kind in http_lat:
                     http_lat[kind].append(dt)

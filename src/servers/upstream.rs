@@ -169,16 +169,14 @@ impl Upstream {
         })
     }
 
-    /// How calls are held.
-    pub fn policy(&self) -> HoldPolicy {
-        self.policy
-    }
-
     /// One exchange with the upstream within `call.deadline`, held and tried again as the
     /// module says.
     pub async fn exchange(&self, call: Call<'_>) -> Result<Answer, UpstreamError> {
-        let key = self.quarantine.key(call.path, &call.body);
-        if call.held && self.quarantine.contains(key, Instant::now()) {
+        // Only held calls are judged: a health check is never a poison request.
+        let key = call
+            .held
+            .then(|| self.quarantine.key(call.path, &call.body));
+        if key.is_some_and(|key| self.quarantine.contains(key, Instant::now())) {
             return Err(UpstreamError::Quarantined { now: false });
         }
         let uri = format!("{}{}", self.base, call.path);
@@ -217,7 +215,8 @@ impl Upstream {
                             humantime::format_duration(wait)
                         )));
                     };
-                    if attempts.back(hold::crashed(previous_exit.as_deref())) && call.held {
+                    let poison = attempts.back(hold::crashed(previous_exit.as_deref()));
+                    if let Some(key) = key.filter(|_| poison) {
                         self.quarantine.insert(key, Instant::now());
                         super::notify::poison(self.caller, &self.base["http://".len()..]);
                         warn!(
