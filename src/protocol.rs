@@ -195,6 +195,10 @@ pub enum Response {
     Restarted {
         /// The state after restarting.
         report: StatusReport,
+        /// Set when the restart was a handover whose new process failed to start: the old
+        /// process kept serving (it is the one `report` shows), and this says why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        handover_failed: Option<String>,
     },
     /// The answer to [`Request::Shutdown`], sent after every component has stopped, just before
     /// the supervisor exits.
@@ -212,6 +216,10 @@ pub enum Response {
         changed: Vec<String>,
         /// Changed components that were running: restarted with their new settings.
         restarted: Vec<String>,
+        /// Restarted components whose handover failed: the new process did not start, the
+        /// old one (with the old settings) kept serving. Their `last_exit` says why.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        handover_failed: Vec<String>,
         /// The state after the change, without memory figures.
         report: StatusReport,
     },
@@ -417,6 +425,23 @@ pub struct ComponentStatus {
     /// Bytes of its output dropped because its log could not be written (a full disk).
     #[serde(default)]
     pub log_dropped_bytes: u64,
+    /// The processes a handover (`restart` of a component that hands over) replaces, oldest
+    /// first: each serves until the new process is ready, then drains. Empty otherwise.
+    #[serde(default)]
+    pub outgoing: Vec<OutgoingProcess>,
+}
+
+/// A process a handover replaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingProcess {
+    /// Its pid.
+    pub pid: u32,
+    /// How long it has been running, in milliseconds.
+    pub uptime_ms: u64,
+    /// `SERVING` until its successor is ready, then `DRAINING` (finishing its requests).
+    pub state: String,
+    /// How long it has been draining, in milliseconds; `null` while it serves.
+    pub draining_ms: Option<u64>,
 }
 
 /// The lifecycle state of a component, serialized and displayed in `SCREAMING_SNAKE_CASE`
@@ -712,6 +737,7 @@ mod tests {
             critical: false,
             memory_limit_bytes: None,
             log_dropped_bytes: 0,
+            outgoing: Vec::new(),
         }
     }
 
@@ -747,6 +773,7 @@ mod tests {
                     critical: true,
                     memory_limit_bytes: Some(536_870_912),
                     log_dropped_bytes: 0,
+                    outgoing: Vec::new(),
                 },
                 sample_component(),
             ],
@@ -837,6 +864,11 @@ mod tests {
             },
             Response::Restarted {
                 report: sample_report(),
+                handover_failed: None,
+            },
+            Response::Restarted {
+                report: sample_report(),
+                handover_failed: Some("the new process exited with status 1".into()),
             },
             Response::ShuttingDown {
                 report: sample_report(),
@@ -846,6 +878,7 @@ mod tests {
                 removed: vec![],
                 changed: vec!["is".into()],
                 restarted: vec!["is".into()],
+                handover_failed: vec!["is".into()],
                 report: sample_report(),
             },
             Response::Subscribed,
@@ -901,7 +934,7 @@ mod tests {
                 r#""restarts":3,"info":"exited with status 1; retry in 4s","#,
                 r#""last_exit":"exited with status 1","next_retry_unix_ms":1764192182004,"#,
                 r#""fatal_reason":null,"depends_on":["is","svg"],"restart":"permanent","#,
-                r#""critical":false,"memory_limit_bytes":null,"log_dropped_bytes":0}"#
+                r#""critical":false,"memory_limit_bytes":null,"log_dropped_bytes":0,"outgoing":[]}"#
             )
         );
     }

@@ -23,8 +23,8 @@ use tracing::{info, warn};
 
 use crate::events::{EventKind, EventSender};
 use crate::lifecycle::{
-    previous_exit, Action, Budget, Event, ExitReason, Lifecycle, State, StopCause, Timer, XorShift,
-    PREVIOUS_EXIT_ENV,
+    previous_exit, Action, Budget, Event, ExitReason, Lifecycle, Outgoing, State, StopCause, Timer,
+    XorShift, PREVIOUS_EXIT_ENV,
 };
 use crate::logs::ComponentLog;
 use crate::probe;
@@ -144,6 +144,10 @@ pub enum ComponentMessage {
         /// Who reported it.
         by: String,
     },
+    /// A reload changed the component's spec, and the change can be handed over (same held
+    /// socket, same dependencies): the actor takes `spec` and restarts the component through a
+    /// handover. Answers with the snapshot right after.
+    Reconfigure(Box<ComponentSpec>, RpcReplyPort<ComponentSnapshot>),
     /// Fault injection for this crate's tests: the handler panics.
     #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
@@ -182,6 +186,9 @@ pub struct ComponentSnapshot {
     pub next_retry: Option<Instant>,
     /// The failure history.
     pub budget: Budget,
+    /// The processes a handover replaces, oldest first: still serving while the new one
+    /// starts, then draining.
+    pub outgoing: Vec<Outgoing>,
 }
 
 impl ComponentSnapshot {
@@ -197,6 +204,7 @@ impl ComponentSnapshot {
             fatal_reason: lc.fatal_reason().map(String::from),
             next_retry: lc.next_retry(),
             budget: lc.budget().clone(),
+            outgoing: lc.outgoing().to_vec(),
         }
     }
 
@@ -213,24 +221,27 @@ impl ComponentSnapshot {
             fatal_reason: None,
             next_retry: None,
             budget: Budget::default(),
+            outgoing: Vec::new(),
         }
     }
 }
 
-/// Kills the current attempt's process group and marked descendants when dropped while a
-/// process may be alive: the last line of defence when the actor dies without `post_stop`.
-/// Only that attempt's processes: the drop may come after a replacement actor started its own.
+/// Kills the process groups and marked descendants of the attempts that may be alive when
+/// dropped: the last line of defence when the actor dies without `post_stop`. Only those
+/// attempts' processes: the drop may come after a replacement actor started its own. During a
+/// handover two attempts are alive (or more, if handovers follow each other faster than the
+/// old processes drain).
 #[derive(Debug)]
 pub struct ProcessGuard {
     tree_id: String,
     component: String,
-    /// The live attempt: its process group and attempt id.
-    live: Option<(u32, String)>,
+    /// The attempts alive, by generation: their process group and attempt id.
+    live: HashMap<u64, (u32, String)>,
 }
 
 impl Drop for ProcessGuard {
     fn drop(&mut self) {
-        if let Some((pgid, attempt)) = self.live.take() {
+        for (_, (pgid, attempt)) in self.live.drain() {
             let _ = process::signal_group(pgid, libc::SIGKILL);
             process::kill_attempt(&self.tree_id, &self.component, &attempt);
         }
@@ -315,7 +326,9 @@ impl Drop for AbortOnDrop {
 pub struct ComponentState {
     spec: ComponentSpec,
     lc: Lifecycle,
-    timers: HashMap<Timer, JoinHandle<()>>,
+    /// By timer and generation: a generation only for [`Timer::Drain`], of which each outgoing
+    /// process has its own; the others are one per component.
+    timers: HashMap<(Timer, u64), JoinHandle<()>>,
     /// The readiness probe of the starting generation.
     probe: Option<AbortOnDrop>,
     /// The liveness watcher of the running generation.
@@ -359,6 +372,7 @@ impl Actor for ComponentActor {
         let has_probe =
             args.spec.probe.is_some() || matches!(args.spec.ready, Ready::File(_) | Ready::Notify);
         let mut lc = Lifecycle::new(args.spec.policy.clone(), has_probe, now);
+        lc.set_handover(args.spec.hands_over());
         let mut seq = 0;
         let replacing = args.inherited.is_some();
         if let Some(inh) = args.inherited {
@@ -375,7 +389,7 @@ impl Actor for ComponentActor {
             guard: ProcessGuard {
                 tree_id: args.tree_id,
                 component: args.spec.name.clone(),
-                live: None,
+                live: HashMap::new(),
             },
             reported: ComponentSnapshot::of(&lc, seq),
             spec: args.spec,
@@ -421,7 +435,7 @@ impl Actor for ComponentActor {
                 attempt,
             } => {
                 if generation == state.lc.generation() && state.lc.pid().is_none() {
-                    state.guard.live = Some((pid, attempt));
+                    state.guard.live.insert(generation, (pid, attempt));
                 }
                 state.apply(&myself, Event::Spawned { generation, pid });
                 if state.early_ready.take() == Some(pid) {
@@ -434,6 +448,10 @@ impl Actor for ComponentActor {
                 } else if state.lc.pid().is_none() && state.lc.state() == State::Starting {
                     state.early_ready = Some(pid);
                 }
+            }
+            ComponentMessage::Reconfigure(spec, reply) => {
+                state.reconfigure(&myself, *spec);
+                let _ = reply.send(state.reported.clone());
             }
             ComponentMessage::Forgive { crashes, by } => {
                 let forgiven = state.lc.forgive(crashes);
@@ -470,14 +488,18 @@ impl Actor for ComponentActor {
 impl ComponentState {
     /// Steps the lifecycle, carries out its actions, and reports a changed snapshot.
     fn apply(&mut self, myself: &ActorRef<ComponentMessage>, event: Event) {
+        let mut exit = None;
         if let Event::Exited { generation, reason } = &event {
+            let pid = self.guard.live.remove(generation).map(|(pid, _)| pid);
+            if let Some(drain) = self.timers.remove(&timer_key(Timer::Drain, *generation)) {
+                drain.abort();
+            }
             if *generation == self.lc.generation() {
-                self.guard.live = None;
                 self.previous_exit = Some(previous_exit(*reason, self.stop_cause.take()));
             }
-        }
-        if matches!(event, Event::Stop | Event::Restart) && self.guard.live.is_some() {
-            self.stop_cause.get_or_insert(StopCause::Asked);
+            if pid.is_some() {
+                exit = Some((pid, *reason));
+            }
         }
         if let Event::Unhealthy { generation, reason } = &event {
             let acts = matches!(self.lc.state(), State::Starting | State::Running);
@@ -488,17 +510,32 @@ impl ComponentState {
             }
         }
         let before = self.lc.state();
-        let exit = match &event {
-            Event::Exited { reason, .. } => Some(*reason),
-            _ => None,
-        };
+        let asked = matches!(event, Event::Stop | Event::Restart);
         let actions = self.lc.step(event, Instant::now(), &mut self.jitter);
+        if asked && before != State::Stopping && self.lc.state() == State::Stopping {
+            // The live process is being stopped (a handover stops none).
+            self.stop_cause.get_or_insert(StopCause::Asked);
+        }
         for action in actions {
             self.execute(myself, action);
         }
         self.release_socket_when_down();
         self.watch(myself);
         self.report(myself, before, exit);
+    }
+
+    /// Takes the spec a reload changed, and restarts the component with it: through a
+    /// handover when the component runs and can hand over, as any restart otherwise.
+    fn reconfigure(&mut self, myself: &ActorRef<ComponentMessage>, spec: ComponentSpec) {
+        info!(component = %spec.name, "configured by a reload: restarting it with the new settings");
+        let has_probe =
+            spec.probe.is_some() || matches!(spec.ready, Ready::File(_) | Ready::Notify);
+        self.lc
+            .reconfigure(spec.policy.clone(), has_probe, spec.hands_over());
+        self.spec = spec;
+        // The watchers of the running process follow the old settings until it is replaced.
+        self.log.marker("configuration changed by a reload");
+        self.apply(myself, Event::Restart);
     }
 
     /// The live process `pid` said `READY=1`: its readiness check passed, if that is its check.
@@ -558,10 +595,11 @@ impl ComponentState {
                 generation,
                 after,
             } => {
+                let key = timer_key(timer, generation);
                 if after.is_zero() {
                     // Now, not at the timer wheel's next tick (up to a millisecond later):
                     // `start_secs = 0` makes a component RUNNING as soon as it is spawned.
-                    if let Some(old) = self.timers.remove(&timer) {
+                    if let Some(old) = self.timers.remove(&key) {
                         old.abort();
                     }
                     let _ = myself.send_message(ComponentMessage::Lifecycle(Event::Timer {
@@ -577,12 +615,12 @@ impl ComponentState {
                 let handle = tokio::spawn(async move {
                     let _ = handle.await;
                 });
-                if let Some(old) = self.timers.insert(timer, handle) {
+                if let Some(old) = self.timers.insert(key, handle) {
                     old.abort();
                 }
             }
             Action::Disarm(timer) => {
-                if let Some(t) = self.timers.remove(&timer) {
+                if let Some(t) = self.timers.remove(&timer_key(timer, 0)) {
                     t.abort();
                 }
             }
@@ -659,8 +697,13 @@ impl ComponentState {
     /// (after the leftovers are killed) from `Exited`.
     fn spawn(&mut self, myself: &ActorRef<ComponentMessage>, generation: u64) {
         let mut env = self.spec.env.clone();
-        if let Some(previous) = &self.previous_exit {
-            env.push((PREVIOUS_EXIT_ENV.to_owned(), previous.clone()));
+        let previous = match self.lc.serving_outgoing() {
+            // A handover: its predecessor is asked to stop, once this one is ready.
+            Some(old) => Some(format!("stopped: handed over from pid {}", old.pid)),
+            None => self.previous_exit.clone(),
+        };
+        if let Some(previous) = previous {
+            env.push((PREVIOUS_EXIT_ENV.to_owned(), previous));
         }
         if let Some(path) = &self.notify_socket {
             env.push((
@@ -757,7 +800,7 @@ impl ComponentState {
         &mut self,
         myself: &ActorRef<ComponentMessage>,
         before: State,
-        exit: Option<ExitReason>,
+        exit: Option<(Option<u32>, ExitReason)>,
     ) {
         let mut snap = ComponentSnapshot::of(&self.lc, self.reported.seq);
         if snap == self.reported {
@@ -767,22 +810,13 @@ impl ComponentState {
         let after = snap.state;
         let name = &self.spec.name;
         let pid_changed = snap.pid.is_some() && snap.pid != self.reported.pid;
-        if let Some(reason) = exit {
-            self.events.send(
-                name,
-                EventKind::Exited {
-                    pid: self.reported.pid,
-                    reason,
-                },
-            );
-            info!(component = %name, pid = self.reported.pid, "process {reason}");
-            let pid = self
-                .reported
-                .pid
-                .map(|p| format!(" (pid {p})"))
-                .unwrap_or_default();
+        if let Some((pid, reason)) = exit {
+            self.events.send(name, EventKind::Exited { pid, reason });
+            info!(component = %name, pid, "process {reason}");
+            let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
             self.log.marker(&format!("process{pid} {reason}"));
         }
+        self.report_handover(&snap);
         if let (true, Some(pid)) = (pid_changed, snap.pid) {
             self.events.send(
                 name,
@@ -843,6 +877,61 @@ impl ComponentState {
     }
 }
 
+/// Where a timer's task is kept: one per kind, except [`Timer::Drain`], one per outgoing
+/// process (by its generation).
+fn timer_key(timer: Timer, generation: u64) -> (Timer, u64) {
+    match timer {
+        Timer::Drain => (timer, generation),
+        _ => (timer, 0),
+    }
+}
+
+impl ComponentState {
+    /// Logs the steps of a handover: it began, the old process was told to drain, it failed.
+    fn report_handover(&self, snap: &ComponentSnapshot) {
+        let name = &self.spec.name;
+        let was = |pid: u32| self.reported.outgoing.iter().find(|o| o.pid == pid);
+        for o in &snap.outgoing {
+            match (was(o.pid), o.draining_since) {
+                (None, None) => {
+                    info!(component = %name, old = o.pid, "handover: a new process starts beside the old one, which keeps serving");
+                    self.log.marker(&format!(
+                        "handover: starting a new process; pid {} keeps serving until it is ready",
+                        o.pid
+                    ));
+                    self.events
+                        .send(name, EventKind::HandoverStarted { old: o.pid });
+                }
+                (Some(before), Some(_)) if before.draining_since.is_none() => {
+                    let grace = if snap.state == State::Stopping {
+                        self.spec.policy.stop_timeout
+                    } else {
+                        self.spec.policy.handover_grace
+                    };
+                    let grace = crate::format::duration(grace);
+                    info!(component = %name, old = o.pid, %grace, "handover: the old process drains");
+                    self.log.marker(&format!(
+                        "pid {} told to finish its requests and exit (SIGKILL in {grace})",
+                        o.pid
+                    ));
+                    self.events.send(name, EventKind::Draining { pid: o.pid });
+                }
+                _ => {}
+            }
+        }
+        let revived = self
+            .reported
+            .outgoing
+            .iter()
+            .any(|o| snap.pid == Some(o.pid) && o.draining_since.is_none());
+        if revived {
+            let why = snap.last_exit.as_deref().unwrap_or("handover failed");
+            warn!(component = %name, "{why}");
+            self.log.marker(why);
+        }
+    }
+}
+
 /// The event of entering `snap.state`, if it has one (STARTING has `Spawned`, published when
 /// the pid is known).
 fn state_event(snap: &ComponentSnapshot) -> Option<EventKind> {
@@ -874,6 +963,9 @@ fn marker_text(before: State, snap: &ComponentSnapshot, failed: bool) -> String 
         }
         State::Starting if before == State::Stopping && !failed => {
             "restarting (requested)".to_string()
+        }
+        State::Starting if before == State::Running && !snap.outgoing.is_empty() => {
+            "restarting (requested): handover".to_string()
         }
         State::Starting => format!("restarting after a failure: {last}"),
         State::Running => "running".to_string(),

@@ -111,11 +111,23 @@ pub enum EventKind {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// A restart began as a handover: a new process starts beside the old one, which keeps
+    /// serving until the new one is ready (the new one's `spawned` follows).
+    HandoverStarted {
+        /// The old process.
+        old: u32,
+    },
+    /// A process a handover replaces was told to finish its requests and exit (its successor is
+    /// ready, or the component is being stopped).
+    Draining {
+        /// Its pid.
+        pid: u32,
+    },
 }
 
 impl EventKind {
     /// A short, stable name: `spawned`, `running`, `exited`, `backoff`, `fatal`, `stopping`,
-    /// `stopped`, `completed`, `unhealthy`, `memory_limit`.
+    /// `stopped`, `completed`, `unhealthy`, `memory_limit`, `handover`, `draining`.
     pub fn name(&self) -> &'static str {
         match self {
             EventKind::Spawned { .. } => "spawned",
@@ -128,6 +140,8 @@ impl EventKind {
             EventKind::Completed => "completed",
             EventKind::Unhealthy { .. } => "unhealthy",
             EventKind::MemoryLimit { .. } => "memory_limit",
+            EventKind::HandoverStarted { .. } => "handover",
+            EventKind::Draining { .. } => "draining",
         }
     }
 }
@@ -153,6 +167,10 @@ impl fmt::Display for EventKind {
                 crate::format::bytes(*used),
                 crate::format::bytes(*limit)
             ),
+            EventKind::HandoverStarted { old } => {
+                write!(f, "pid {old} keeps serving until its successor is ready")
+            }
+            EventKind::Draining { pid } => write!(f, "pid {pid} finishes its requests and exits"),
             EventKind::Stopping | EventKind::Stopped | EventKind::Completed => Ok(()),
         }
     }

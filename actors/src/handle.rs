@@ -282,7 +282,17 @@ impl SupervisorHandle {
             .components
             .iter()
             .any(|c| c.wanted);
-        let down: Vec<String> = plan.removed.iter().chain(&plan.changed).cloned().collect();
+        // A component that hands over keeps serving while its new process starts.
+        let down: Vec<String> = plan
+            .removed
+            .iter()
+            .chain(
+                plan.changed
+                    .iter()
+                    .filter(|c| !plan.handed_over.contains(c)),
+            )
+            .cloned()
+            .collect();
         if !down.is_empty() {
             self.stop(&down).await?;
         }
@@ -291,7 +301,12 @@ impl SupervisorHandle {
             reply
         })
         .map_err(TreeError::from_call)??;
-        let mut start = plan.restarted.clone();
+        let mut start: Vec<String> = plan
+            .restarted
+            .iter()
+            .filter(|c| !plan.handed_over.contains(c))
+            .cloned()
+            .collect();
         if running {
             start.extend(plan.added.iter().cloned());
         }

@@ -19,6 +19,24 @@
 //! Every spawn attempt gets a new *generation*; events carry the generation they belong to and
 //! events of an earlier generation are ignored (a timer that fired late, the exit of a process
 //! that was already replaced).
+//!
+//! ## Handover
+//!
+//! A component that can hand over ([`Lifecycle::set_handover`]: its socket is held by the
+//! supervisor and its processes say when they are ready) restarts without a gap. `Restart` of a
+//! RUNNING component keeps its process as an [`Outgoing`] one, still serving, and starts a new
+//! generation beside it (STARTING). Once the new one is RUNNING, every outgoing process that
+//! still serves gets its stop signal and `handover_grace` to finish its requests (SIGKILL after
+//! that). If the new one fails to start instead, nothing was lost: the outgoing process becomes
+//! the live one again (RUNNING, `last_exit` says why the handover failed), and no failure is
+//! counted. A `Stop` stops the outgoing processes too, and STOPPED waits until they are gone.
+//!
+//! ```text
+//!  RUNNING(old) ──Restart──▶ STARTING(new) + old serving ──new ready──▶ RUNNING(new) + old draining
+//!                                 │ new fails to start                        │ old exits (or SIGKILL
+//!                                 ▼                                           ▼  after handover_grace)
+//!                           RUNNING(old), "handover failed: …"          RUNNING(new)
+//! ```
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -169,6 +187,9 @@ pub enum Timer {
     StopTimeout,
     /// `retry_fatal_after` after going FATAL.
     RetryFatal,
+    /// The end of an outgoing process's grace (`handover_grace`, or `stop_timeout` when the
+    /// component is stopped): SIGKILL. Armed with the outgoing process's generation.
+    Drain,
 }
 
 /// What happened to a component.
@@ -320,14 +341,36 @@ enum AfterStop {
     Fail(String),
 }
 
+/// A process a handover replaces: it serves until its successor is ready, then drains.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Its attempt: events of this generation are its own.
+    pub generation: u64,
+    /// Its pid (and process group).
+    pub pid: u32,
+    /// When it was spawned.
+    pub spawned_at: Instant,
+    /// When it was told to stop: none while it still serves.
+    pub draining_since: Option<Instant>,
+}
+
 /// The lifecycle of one component.
 #[derive(Clone, Debug)]
 pub struct Lifecycle {
     policy: RestartPolicy,
     has_probe: bool,
+    /// Whether `Restart` is a handover (see the module's doc).
+    handover: bool,
     state: State,
     since: Instant,
     generation: u64,
+    /// The highest generation ever given out: a failed handover makes an earlier generation
+    /// current again, and the next attempt must still get one never seen before.
+    issued: u64,
+    /// The processes being handed over from, oldest first.
+    outgoing: Vec<Outgoing>,
+    /// STOPPING with the live process gone: only the outgoing ones are left to exit.
+    awaiting_outgoing: bool,
     pid: Option<u32>,
     spawned_at: Option<Instant>,
     up_long_enough: bool,
@@ -347,9 +390,13 @@ impl Lifecycle {
         Lifecycle {
             policy,
             has_probe,
+            handover: false,
             state: State::Stopped,
             since: now,
             generation: 0,
+            issued: 0,
+            outgoing: Vec::new(),
+            awaiting_outgoing: false,
             pid: None,
             spawned_at: None,
             up_long_enough: false,
@@ -414,6 +461,27 @@ impl Lifecycle {
     pub fn policy(&self) -> &RestartPolicy {
         &self.policy
     }
+    /// The processes being handed over from (see the module's doc), oldest first.
+    pub fn outgoing(&self) -> &[Outgoing] {
+        &self.outgoing
+    }
+    /// The outgoing process that still serves, while a handover waits for its successor.
+    pub fn serving_outgoing(&self) -> Option<&Outgoing> {
+        self.outgoing.iter().find(|o| o.draining_since.is_none())
+    }
+
+    /// Whether a `Restart` is a handover (see the module's doc).
+    pub fn set_handover(&mut self, on: bool) {
+        self.handover = on;
+    }
+
+    /// Takes a new policy and readiness check (a reload changed them); they apply from the next
+    /// attempt on, and to the timers armed from now on.
+    pub fn reconfigure(&mut self, policy: RestartPolicy, has_probe: bool, handover: bool) {
+        self.policy = policy;
+        self.has_probe = has_probe;
+        self.handover = handover;
+    }
 
     /// Takes over the failure history and last exit of a previous incarnation.
     pub fn inherit(&mut self, budget: Budget, last_exit: Option<String>) {
@@ -424,6 +492,19 @@ impl Lifecycle {
     /// The transition function.
     pub fn step(&mut self, event: Event, now: Instant, jitter: &mut dyn Jitter) -> Vec<Action> {
         let mut out = Vec::new();
+        let of_outgoing = match &event {
+            Event::Exited { generation, .. }
+            | Event::Timer { generation, .. }
+            | Event::Unhealthy { generation, .. } => self
+                .outgoing
+                .iter()
+                .position(|o| o.generation == *generation),
+            _ => None,
+        };
+        if let Some(i) = of_outgoing {
+            self.step_outgoing(i, event, now, jitter, &mut out);
+            return out;
+        }
         match event {
             Event::Start => match self.state {
                 State::Stopped | State::Exited | State::Fatal => {
@@ -434,12 +515,21 @@ impl Lifecycle {
                     out.push(Action::Disarm(Timer::Backoff));
                     self.spawn(now, &mut out);
                 }
+                State::Stopping if self.awaiting_outgoing => {
+                    self.start_beside_outgoing(now, &mut out);
+                }
                 State::Stopping => self.after_stop = AfterStop::StartAgain,
                 State::Starting | State::Running => {}
             },
             Event::Restart => match self.state {
+                State::Running if self.handover && self.pid.is_some() => {
+                    self.hand_over(now, &mut out);
+                }
                 State::Starting | State::Running => {
                     self.begin_stop(now, AfterStop::StartAgain, &mut out);
+                }
+                State::Stopping if self.awaiting_outgoing => {
+                    self.start_beside_outgoing(now, &mut out);
                 }
                 State::Stopping => self.after_stop = AfterStop::StartAgain,
                 State::Backoff => {
@@ -453,17 +543,25 @@ impl Lifecycle {
                 }
             },
             Event::Stop => match self.state {
-                State::Starting | State::Running => self.begin_stop(now, AfterStop::Stay, &mut out),
-                State::Stopping => self.after_stop = AfterStop::Stay,
+                State::Starting | State::Running => {
+                    self.stop_outgoing(now, &mut out);
+                    self.begin_stop(now, AfterStop::Stay, &mut out);
+                }
+                State::Stopping => {
+                    self.stop_outgoing(now, &mut out);
+                    self.after_stop = AfterStop::Stay;
+                }
                 State::Backoff => {
                     out.push(Action::Disarm(Timer::Backoff));
                     // A new generation makes a late backoff timer harmless.
-                    self.generation += 1;
-                    self.enter(State::Stopped, now);
+                    self.new_generation();
+                    self.stop_outgoing(now, &mut out);
+                    self.stop_when_outgoing_gone(now);
                 }
                 State::Exited | State::Fatal => {
                     out.push(Action::Disarm(Timer::RetryFatal));
-                    self.enter(State::Stopped, now);
+                    self.stop_outgoing(now, &mut out);
+                    self.stop_when_outgoing_gone(now);
                 }
                 State::Stopped => {}
             },
@@ -555,6 +653,11 @@ impl Lifecycle {
                     }
                     State::Stopping => {
                         out.push(Action::Disarm(Timer::StopTimeout));
+                        if self.after_stop == AfterStop::Stay && !self.outgoing.is_empty() {
+                            // STOPPED once the outgoing processes are gone too.
+                            self.awaiting_outgoing = true;
+                            return out;
+                        }
                         self.finish_stop(now, jitter, &mut out);
                     }
                     _ => {}
@@ -574,8 +677,11 @@ impl Lifecycle {
                 }
             }
             Event::ActorReplaced { reason, wanted } => {
+                // The old actor's guard killed every process of the component.
                 self.pid = None;
-                self.generation += 1;
+                self.outgoing.clear();
+                self.awaiting_outgoing = false;
+                self.new_generation();
                 self.enter(State::Stopped, now);
                 if wanted {
                     self.failure(reason, now, jitter, &mut out);
@@ -648,7 +754,8 @@ impl Lifecycle {
     }
 
     fn spawn(&mut self, now: Instant, out: &mut Vec<Action>) {
-        self.generation += 1;
+        self.new_generation();
+        self.awaiting_outgoing = false;
         self.pid = None;
         self.spawned_at = None;
         self.up_long_enough = false;
@@ -665,6 +772,7 @@ impl Lifecycle {
     fn maybe_running(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.up_long_enough && self.probe_passed {
             self.enter(State::Running, now);
+            self.drain_outgoing(now, self.policy.handover_grace, out);
             out.push(Action::Disarm(Timer::StartTimeout));
             out.push(Action::Arm {
                 timer: Timer::Stable,
@@ -718,6 +826,10 @@ impl Lifecycle {
         jitter: &mut dyn Jitter,
         out: &mut Vec<Action>,
     ) {
+        if self.serving_outgoing().is_some() {
+            self.handover_failed(&why, now, out);
+            return;
+        }
         if self.policy.restart == RestartType::Temporary {
             self.budget.failures_total += 1;
             self.last_exit = Some(why.clone());
@@ -734,7 +846,7 @@ impl Lifecycle {
     /// Gives up, or with `retry_fatal_after`, gives up for that long.
     fn go_fatal(&mut self, reason: String, now: Instant, out: &mut Vec<Action>) {
         self.fatal_reason = Some(reason);
-        self.generation += 1;
+        self.new_generation();
         self.enter(State::Fatal, now);
         if let Some(after) = self.policy.retry_fatal_after {
             self.next_retry = Some(now + after);
@@ -754,6 +866,10 @@ impl Lifecycle {
         jitter: &mut dyn Jitter,
         out: &mut Vec<Action>,
     ) {
+        if self.serving_outgoing().is_some() {
+            self.handover_failed(&why, now, out);
+            return;
+        }
         self.last_exit = Some(why.clone());
         let window = self.policy.max_window;
         let budget = &mut self.budget;
@@ -790,6 +906,156 @@ impl Lifecycle {
                     after: delay,
                 });
             }
+        }
+    }
+}
+
+impl Lifecycle {
+    /// Gives the next attempt a generation never seen before.
+    fn new_generation(&mut self) {
+        self.issued = self.issued.max(self.generation) + 1;
+        self.generation = self.issued;
+    }
+
+    /// `Restart` of a RUNNING component that can hand over: its process stays, serving, and a
+    /// new one starts beside it.
+    fn hand_over(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(pid) = self.pid else { return };
+        self.outgoing.push(Outgoing {
+            generation: self.generation,
+            pid,
+            spawned_at: self.spawned_at.unwrap_or(now),
+            draining_since: None,
+        });
+        self.clear_failures();
+        self.spawn(now, out);
+    }
+
+    /// Tells every outgoing process that still serves to stop, with `grace` before SIGKILL.
+    fn drain_outgoing(&mut self, now: Instant, grace: Duration, out: &mut Vec<Action>) {
+        let signal = self.policy.stop_signal;
+        for o in self
+            .outgoing
+            .iter_mut()
+            .filter(|o| o.draining_since.is_none())
+        {
+            o.draining_since = Some(now);
+            out.push(Action::Signal {
+                pgid: o.pid,
+                signal,
+            });
+            out.push(Action::Arm {
+                timer: Timer::Drain,
+                generation: o.generation,
+                after: grace,
+            });
+        }
+    }
+
+    /// A `Stop` during a handover: the outgoing processes stop too, within `stop_timeout` like
+    /// the live one: those that still serve get their stop signal, those already draining keep
+    /// what is left of their grace, up to `stop_timeout`.
+    fn stop_outgoing(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let (grace, stop) = (self.policy.handover_grace, self.policy.stop_timeout);
+        for o in &self.outgoing {
+            if let Some(since) = o.draining_since {
+                let left = (since + grace).saturating_duration_since(now);
+                out.push(Action::Arm {
+                    timer: Timer::Drain,
+                    generation: o.generation,
+                    after: left.min(stop),
+                });
+            }
+        }
+        self.drain_outgoing(now, stop, out);
+    }
+
+    /// `Start` while a stop waits only for outgoing processes to exit: a new process starts
+    /// now; they go on draining.
+    fn start_beside_outgoing(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.clear_failures();
+        self.spawn(now, out);
+    }
+
+    /// STOPPED now, or once the outgoing processes are gone (STOPPING until then).
+    fn stop_when_outgoing_gone(&mut self, now: Instant) {
+        self.after_stop = AfterStop::Stay;
+        if self.outgoing.is_empty() {
+            self.enter(State::Stopped, now);
+        } else {
+            self.awaiting_outgoing = true;
+            self.enter(State::Stopping, now);
+        }
+    }
+
+    /// The new process of a handover failed to start (`why`): the outgoing one that still
+    /// serves is the live process again, as if the restart had not been asked. Not a failure of
+    /// the component: it never stopped serving.
+    fn handover_failed(&mut self, why: &str, now: Instant, out: &mut Vec<Action>) {
+        let Some(i) = self
+            .outgoing
+            .iter()
+            .position(|o| o.draining_since.is_none())
+        else {
+            return;
+        };
+        let o = self.outgoing.remove(i);
+        self.last_exit = Some(format!(
+            "handover failed: the new process {why}; pid {} kept serving",
+            o.pid
+        ));
+        self.generation = o.generation;
+        self.pid = Some(o.pid);
+        self.spawned_at = Some(o.spawned_at);
+        self.up_long_enough = true;
+        self.probe_passed = true;
+        self.kill_reason = None;
+        self.after_stop = AfterStop::Stay;
+        self.enter(State::Running, now);
+        out.push(Action::Disarm(Timer::StartTimeout));
+        out.push(Action::Arm {
+            timer: Timer::Stable,
+            generation: o.generation,
+            after: self.policy.stable_after,
+        });
+    }
+
+    /// An event of the outgoing process `i`.
+    fn step_outgoing(
+        &mut self,
+        i: usize,
+        event: Event,
+        now: Instant,
+        jitter: &mut dyn Jitter,
+        out: &mut Vec<Action>,
+    ) {
+        match event {
+            Event::Exited { reason, .. } => {
+                let o = self.outgoing.remove(i);
+                if o.draining_since.is_none() {
+                    // It died while its successor was starting: that one is coming anyway.
+                    self.last_exit = Some(format!(
+                        "pid {} {reason} while handing over to its successor",
+                        o.pid
+                    ));
+                }
+                if self.outgoing.is_empty() && self.awaiting_outgoing {
+                    // The live process is gone already: the stop is complete.
+                    self.awaiting_outgoing = false;
+                    self.finish_stop(now, jitter, out);
+                }
+            }
+            Event::Timer {
+                timer: Timer::Drain,
+                ..
+            } => {
+                out.push(Action::Signal {
+                    pgid: self.outgoing[i].pid,
+                    signal: libc::SIGKILL,
+                });
+            }
+            // Its other timers, its health: it is on its way out.
+            _ => {}
         }
     }
 }
@@ -1365,5 +1631,317 @@ mod tests {
         );
         assert!(previous_exit(sig(libc::SIGKILL), Some(StopCause::Asked)).starts_with("stopped: "));
         assert!(previous_exit(sig(libc::SIGTERM), Some(StopCause::Fault)).starts_with("crashed: "));
+    }
+
+    /// A RUNNING component that hands over, with a readiness signal (as `ready = notify`).
+    fn handing_over() -> (Rig, u32) {
+        let mut r = Rig::new(policy(), true);
+        r.lc.set_handover(true);
+        r.step(Event::Start);
+        let pid = r.spawned();
+        r.timer(Timer::StartSecs);
+        let g = r.gen();
+        r.step(Event::ProbePassed { generation: g });
+        assert_eq!(r.lc.state(), State::Running);
+        (r, pid)
+    }
+
+    /// Makes the new process of a handover ready.
+    fn ready(r: &mut Rig) -> Vec<Action> {
+        let mut a = r.timer(Timer::StartSecs);
+        let g = r.gen();
+        a.extend(r.step(Event::ProbePassed { generation: g }));
+        a
+    }
+
+    fn signals(actions: &[Action]) -> Vec<(u32, i32)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Signal { pgid, signal } => Some((*pgid, *signal)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_handover_starts_the_new_process_beside_the_old_and_drains_the_old_once_the_new_is_ready() {
+        let (mut r, old) = handing_over();
+        let old_gen = r.gen();
+        let a = r.step(Event::Restart);
+        assert!(
+            signals(&a).is_empty(),
+            "the old process still serves: {a:?}"
+        );
+        assert_eq!(
+            a.last(),
+            Some(&Action::Spawn {
+                generation: old_gen + 1
+            })
+        );
+        assert_eq!(r.lc.state(), State::Starting);
+        assert_eq!(r.lc.serving_outgoing().map(|o| o.pid), Some(old));
+        let new = r.spawned();
+        assert_eq!(r.lc.pid(), Some(new));
+
+        // start_secs alone is not enough: the new one must say it is ready.
+        let a = r.timer(Timer::StartSecs);
+        assert!(signals(&a).is_empty());
+        r.advance(Duration::from_millis(300));
+        let g = r.gen();
+        let a = r.step(Event::ProbePassed { generation: g });
+        assert_eq!(r.lc.state(), State::Running);
+        assert_eq!(signals(&a), vec![(old, libc::SIGTERM)]);
+        assert!(a.contains(&Action::Arm {
+            timer: Timer::Drain,
+            generation: old_gen,
+            after: policy().handover_grace,
+        }));
+        assert_eq!(r.lc.outgoing()[0].draining_since, Some(r.now));
+
+        // Its grace runs out: SIGKILL, to the old process only.
+        let a = r.step(Event::Timer {
+            timer: Timer::Drain,
+            generation: old_gen,
+        });
+        assert_eq!(signals(&a), vec![(old, libc::SIGKILL)]);
+        // Its exit is its own: the new process stays RUNNING, and nothing counts as a failure.
+        let a = r.step(Event::Exited {
+            generation: old_gen,
+            reason: ExitReason::Signal(libc::SIGKILL),
+        });
+        assert!(a.is_empty(), "{a:?}");
+        assert_eq!((r.lc.state(), r.lc.pid()), (State::Running, Some(new)));
+        assert!(r.lc.outgoing().is_empty());
+        assert_eq!(r.lc.budget().failures_total, 0);
+        assert_eq!(r.lc.last_exit(), None);
+    }
+
+    #[test]
+    fn a_failed_handover_leaves_the_old_process_serving_and_counts_no_failure() {
+        for how in ["exit", "spawn", "timeout"] {
+            let (mut r, old) = handing_over();
+            let old_gen = r.gen();
+            r.step(Event::Restart);
+            let failed_gen = r.gen();
+            let a = match how {
+                "exit" => {
+                    r.spawned();
+                    r.exit(ExitReason::Code(1))
+                }
+                "spawn" => r.step(Event::SpawnFailed {
+                    generation: failed_gen,
+                    error: "no such file".into(),
+                }),
+                _ => {
+                    let new = r.spawned();
+                    let a = r.timer(Timer::StartTimeout);
+                    assert_eq!(signals(&a), vec![(new, libc::SIGKILL)], "{how}");
+                    r.exit(ExitReason::Signal(libc::SIGKILL))
+                }
+            };
+            assert!(
+                signals(&a).is_empty(),
+                "{how}: the old process is left alone: {a:?}"
+            );
+            assert_eq!(
+                (r.lc.state(), r.lc.pid(), r.gen()),
+                (State::Running, Some(old), old_gen),
+                "{how}"
+            );
+            assert!(r.lc.outgoing().is_empty(), "{how}");
+            let why = r.lc.last_exit().unwrap_or_default();
+            assert!(
+                why.starts_with("handover failed: the new process "),
+                "{how}: {why}"
+            );
+            assert!(
+                why.ends_with(&format!("pid {old} kept serving")),
+                "{how}: {why}"
+            );
+            assert_eq!(
+                (r.lc.budget().failures_total, r.lc.budget().restarts),
+                (0, 0),
+                "{how}"
+            );
+
+            // The old process is the live one again: its exit is handled, and the next
+            // attempt gets a generation the failed one never had.
+            let a = r.exit(ExitReason::Code(3));
+            assert_eq!(
+                a.last(),
+                Some(&Action::Spawn {
+                    generation: failed_gen + 1
+                }),
+                "{how}"
+            );
+            assert_eq!(r.lc.budget().failures_total, 1, "{how}");
+        }
+    }
+
+    #[test]
+    fn a_stop_during_a_handover_stops_both_and_is_stopped_once_both_are_gone() {
+        let (mut r, old) = handing_over();
+        let old_gen = r.gen();
+        r.step(Event::Restart);
+        let new = r.spawned();
+        let a = r.step(Event::Stop);
+        assert_eq!(
+            signals(&a),
+            vec![(old, libc::SIGTERM), (new, libc::SIGTERM)]
+        );
+        assert!(
+            a.contains(&Action::Arm {
+                timer: Timer::Drain,
+                generation: old_gen,
+                after: policy().stop_timeout,
+            }),
+            "the old one gets stop_timeout, as the new one: {a:?}"
+        );
+        r.exit(ExitReason::Signal(libc::SIGTERM));
+        assert_eq!(
+            (r.lc.state(), r.lc.pid()),
+            (State::Stopping, None),
+            "the old one is alive"
+        );
+        r.step(Event::Exited {
+            generation: old_gen,
+            reason: ExitReason::Signal(libc::SIGTERM),
+        });
+        assert_eq!(r.lc.state(), State::Stopped);
+
+        // The same, the old one exiting first.
+        let (mut r, _) = handing_over();
+        let old_gen = r.gen();
+        r.step(Event::Restart);
+        r.spawned();
+        r.step(Event::Stop);
+        r.step(Event::Exited {
+            generation: old_gen,
+            reason: ExitReason::Signal(libc::SIGTERM),
+        });
+        assert_eq!(r.lc.state(), State::Stopping);
+        r.exit(ExitReason::Signal(libc::SIGTERM));
+        assert_eq!(r.lc.state(), State::Stopped);
+    }
+
+    #[test]
+    fn a_stop_cuts_the_grace_of_a_draining_process_to_stop_timeout() {
+        let (mut r, old) = handing_over();
+        let old_gen = r.gen();
+        r.step(Event::Restart);
+        let new = r.spawned();
+        ready(&mut r);
+        r.advance(Duration::from_secs(1));
+        let a = r.step(Event::Stop);
+        assert_eq!(
+            signals(&a),
+            vec![(new, libc::SIGTERM)],
+            "the old one was told already"
+        );
+        assert!(
+            a.contains(&Action::Arm {
+                timer: Timer::Drain,
+                generation: old_gen,
+                after: policy().stop_timeout,
+            }),
+            "{a:?}"
+        );
+        let a = r.step(Event::Timer {
+            timer: Timer::Drain,
+            generation: old_gen,
+        });
+        assert_eq!(signals(&a), vec![(old, libc::SIGKILL)]);
+    }
+
+    #[test]
+    fn a_start_while_a_stop_waits_for_a_draining_process_starts_at_once() {
+        let (mut r, _) = handing_over();
+        let old_gen = r.gen();
+        r.step(Event::Restart);
+        r.spawned();
+        ready(&mut r);
+        r.step(Event::Stop);
+        r.exit(ExitReason::Signal(libc::SIGTERM));
+        assert_eq!(r.lc.state(), State::Stopping, "the old one still drains");
+        let a = r.step(Event::Start);
+        assert!(matches!(a.last(), Some(Action::Spawn { .. })), "{a:?}");
+        assert_eq!(r.lc.state(), State::Starting);
+        r.spawned();
+        r.step(Event::Exited {
+            generation: old_gen,
+            reason: ExitReason::Code(0),
+        });
+        assert_eq!(
+            r.lc.state(),
+            State::Starting,
+            "the old one's exit is not the new one's"
+        );
+    }
+
+    #[test]
+    fn handovers_in_a_row_drain_each_old_process_with_its_own_timer() {
+        let (mut r, first) = handing_over();
+        let first_gen = r.gen();
+        r.step(Event::Restart);
+        let second = r.spawned();
+        let second_gen = r.gen();
+        ready(&mut r);
+        r.step(Event::Restart);
+        let third = r.spawned();
+        assert_eq!(r.lc.outgoing().len(), 2);
+        let a = ready(&mut r);
+        assert_eq!(
+            signals(&a),
+            vec![(second, libc::SIGTERM)],
+            "the first one was told already"
+        );
+        let a = r.step(Event::Timer {
+            timer: Timer::Drain,
+            generation: first_gen,
+        });
+        assert_eq!(signals(&a), vec![(first, libc::SIGKILL)]);
+        r.step(Event::Exited {
+            generation: second_gen,
+            reason: ExitReason::Code(0),
+        });
+        r.step(Event::Exited {
+            generation: first_gen,
+            reason: ExitReason::Signal(9),
+        });
+        // A late drain timer of a process that is gone signals nobody.
+        let a = r.step(Event::Timer {
+            timer: Timer::Drain,
+            generation: second_gen,
+        });
+        assert!(signals(&a).is_empty());
+        assert_eq!(
+            (r.lc.state(), r.lc.pid(), r.lc.outgoing().len()),
+            (State::Running, Some(third), 0)
+        );
+    }
+
+    #[test]
+    fn a_crash_of_the_new_process_after_the_handover_is_an_ordinary_failure() {
+        let (mut r, _) = handing_over();
+        r.step(Event::Restart);
+        r.spawned();
+        ready(&mut r);
+        let a = r.exit(ExitReason::Signal(libc::SIGSEGV));
+        assert!(matches!(a.last(), Some(Action::Spawn { .. })), "{a:?}");
+        assert_eq!(r.lc.budget().failures_total, 1);
+        assert_eq!(r.lc.outgoing().len(), 1, "the old one still drains");
+    }
+
+    #[test]
+    fn without_handover_a_restart_stops_first() {
+        let mut r = Rig::new(policy(), true);
+        r.step(Event::Start);
+        let pid = r.spawned();
+        ready(&mut r);
+        let a = r.step(Event::Restart);
+        assert_eq!(signals(&a), vec![(pid, libc::SIGTERM)]);
+        assert_eq!(r.lc.state(), State::Stopping);
+        assert!(r.lc.outgoing().is_empty());
     }
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::component::{Command, ComponentSnapshot, Inherited};
 use crate::lifecycle::State;
 use crate::spec::{ComponentSpec, RestartType, Strategy, TreeSpec};
-use crate::status::{wall, ComponentStatus, TreeStatus};
+use crate::status::{wall, ComponentStatus, OutgoingStatus, TreeStatus};
 use crate::TreeError;
 
 /// Identifies a request whose answer the planner gives later (see [`Action::Reply`]).
@@ -242,6 +242,11 @@ pub struct Reload {
     pub changed: Vec<String>,
     /// Changed components that were asked to run: they start again after the change.
     pub restarted: Vec<String>,
+    /// Changed RUNNING components that restart through a handover (a subset of `restarted`):
+    /// they keep their held socket, their dependencies and their log, and hand over
+    /// ([`ComponentSpec::hands_over`]) in the old and the new spec; their old process serves
+    /// until the new one is ready, instead of being stopped first.
+    pub handed_over: Vec<String>,
     /// Whether the strategy or the supervisor-wide budget changed.
     pub tree_changed: bool,
 }
@@ -263,6 +268,21 @@ pub(crate) struct Reconfigured {
     pub(crate) dropped: Vec<String>,
     /// Components that need a new actor: the added ones and the changed ones.
     pub(crate) fresh: Vec<String>,
+    /// Changed components whose actor stays and takes the new spec through a handover.
+    pub(crate) handed_over: Vec<String>,
+}
+
+/// Whether a change of `entry` to `new` can be handed over: it runs, was asked to, and the old
+/// and new spec both hand over on the same address, with the same dependencies and log.
+fn can_hand_over(entry: &Entry, new: &ComponentSpec) -> bool {
+    let old = &entry.spec;
+    entry.intent == Intent::Up
+        && entry.snapshot.state == State::Running
+        && old.hands_over()
+        && new.hands_over()
+        && old.socket.as_ref().map(|s| s.addr) == new.socket.as_ref().map(|s| s.addr)
+        && old.depends_on == new.depends_on
+        && old.log == new.log
 }
 
 /// One component as the planner sees it.
@@ -814,6 +834,9 @@ impl Planner {
                     if e.intent.wanted() {
                         plan.restarted.push(e.spec.name.clone());
                     }
+                    if can_hand_over(e, c) {
+                        plan.handed_over.push(e.spec.name.clone());
+                    }
                 }
                 Some(_) => {}
             }
@@ -848,8 +871,10 @@ impl Planner {
                 "a stop is in progress; try again once it is done".into(),
             ));
         }
-        let goes =
-            |e: &Entry| plan.removed.contains(&e.spec.name) || plan.changed.contains(&e.spec.name);
+        let goes = |e: &Entry| {
+            plan.removed.contains(&e.spec.name)
+                || (plan.changed.contains(&e.spec.name) && !plan.handed_over.contains(&e.spec.name))
+        };
         let live: Vec<&str> = self
             .entries
             .iter()
@@ -869,8 +894,14 @@ impl Planner {
             .collect();
         let mut done = Reconfigured::default();
         for new in order {
-            let kept = !plan.changed.contains(&new.name);
+            let handed_over = plan.handed_over.contains(&new.name);
+            let kept = !plan.changed.contains(&new.name) || handed_over;
             match old.remove(&new.name).filter(|_| kept) {
+                Some(mut e) if handed_over => {
+                    e.spec = new.clone();
+                    done.handed_over.push(new.name.clone());
+                    self.entries.push(e);
+                }
                 Some(mut e) => {
                     e.spec.shared_env = std::sync::Arc::clone(&new.shared_env);
                     self.entries.push(e);
@@ -883,7 +914,16 @@ impl Planner {
         }
         // What is left of the old tree: removed components, and the old entries of changed
         // ones; `plan.changed` names those, in the old start order.
-        done.dropped = plan.removed.iter().chain(&plan.changed).cloned().collect();
+        done.dropped = plan
+            .removed
+            .iter()
+            .chain(
+                plan.changed
+                    .iter()
+                    .filter(|c| !plan.handed_over.contains(c)),
+            )
+            .cloned()
+            .collect();
         self.strategy = spec.strategy;
         self.max_restarts = spec.max_restarts;
         self.max_window = spec.max_window;
@@ -941,6 +981,17 @@ impl Planner {
                     critical: e.spec.critical,
                     memory_limit: e.spec.memory_limit,
                     log_dropped_bytes: dropped_bytes(&e.spec.name),
+                    outgoing: s
+                        .outgoing
+                        .iter()
+                        .map(|o| OutgoingStatus {
+                            pid: o.pid,
+                            uptime: now.saturating_duration_since(o.spawned_at),
+                            draining_for: o
+                                .draining_since
+                                .map(|t| now.saturating_duration_since(t)),
+                        })
+                        .collect(),
                 }
             })
             .collect();

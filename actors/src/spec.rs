@@ -263,6 +263,15 @@ impl ComponentSpec {
         *self != other
     }
 
+    /// Whether a restart of this component is a handover: its new process starts on the held
+    /// listening socket while the old one still serves, and the old one is told to stop only
+    /// once the new one said it is ready. That needs a socket the supervisor holds
+    /// ([`ComponentSpec::socket`]) and a readiness signal that comes from the new process itself
+    /// ([`Ready::Notify`]): a probe through the shared socket could be answered by the old one.
+    pub fn hands_over(&self) -> bool {
+        self.socket.is_some() && self.ready == Ready::Notify
+    }
+
     /// Checks this component on its own, exactly as [`TreeSpec::validate`] (and so the
     /// configuration file) does: its name, its command, its policy and its probes. What involves
     /// other components (duplicate names and ports, dependencies) is the tree's to check.
@@ -383,6 +392,13 @@ impl ComponentBuilder {
         self
     }
 
+    /// How long the process a handover replaces has to finish its requests once its successor
+    /// is ready, before SIGKILL (default 35 s; see [`ComponentSpec::hands_over`]).
+    pub fn handover_grace(mut self, grace: Duration) -> Self {
+        self.spec.policy.handover_grace = grace;
+        self
+    }
+
     /// Its going FATAL stops the whole tree (escalation).
     pub fn critical(mut self, critical: bool) -> Self {
         self.spec.critical = critical;
@@ -484,6 +500,9 @@ pub struct RestartPolicy {
     pub stop_signal: i32,
     /// How long to wait after `stop_signal` before SIGKILL.
     pub stop_timeout: Duration,
+    /// How long the process a handover replaces may take to finish its requests in flight once
+    /// its successor is ready (`stop_signal`, then SIGKILL after this long).
+    pub handover_grace: Duration,
     /// Which exits restart the component.
     pub restart: RestartType,
     /// Exit codes that count as a normal exit (for `Transient`).
@@ -504,6 +523,7 @@ impl Default for RestartPolicy {
             max_window: Duration::from_secs(60),
             stop_signal: libc::SIGTERM,
             stop_timeout: Duration::from_secs(10),
+            handover_grace: Duration::from_secs(35),
             restart: RestartType::Permanent,
             success_exit_codes: vec![0],
             retry_fatal_after: None,

@@ -58,6 +58,20 @@ pub struct ComponentStatus {
     pub memory_limit: Option<u64>,
     /// Bytes of its output dropped because its log could not be written (a full disk).
     pub log_dropped_bytes: u64,
+    /// The processes a handover replaces, oldest first (see [`crate::lifecycle`]).
+    pub outgoing: Vec<OutgoingStatus>,
+}
+
+/// A process a handover replaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingStatus {
+    /// Its pid.
+    pub pid: u32,
+    /// How long it has been up.
+    pub uptime: Duration,
+    /// How long ago it was told to finish its requests and exit; none while it still serves
+    /// (its successor is not ready yet).
+    pub draining_for: Option<Duration>,
 }
 
 impl ComponentStatus {
@@ -101,6 +115,9 @@ impl ComponentStatus {
                 } else {
                     String::new()
                 }
+            }
+            State::Starting if !self.outgoing.is_empty() => {
+                "handover: waiting until ready".to_string()
             }
             State::Starting => match &self.last_exit {
                 Some(last) if self.restarts > 0 => format!("restarting; last: {last}"),

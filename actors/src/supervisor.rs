@@ -662,6 +662,21 @@ impl SupervisorState {
                 .await
                 .map_err(|e| TreeError::Reload(format!("starting the actor of {name}: {e}")))?;
         }
+        for name in &done.handed_over {
+            info!(component = %name, "configured by a reload: handing over to a process with the new settings");
+            let actor = self.slots.get(name).and_then(|slot| slot.actor.clone());
+            if let (Some(spec), Some(actor)) = (self.planner.spec(name), actor) {
+                let spec = Box::new(spec.clone());
+                if let Err(e) = ractor::call_t!(
+                    actor,
+                    ComponentMessage::Reconfigure,
+                    COMMAND_TIMEOUT_MS,
+                    spec
+                ) {
+                    warn!(component = %name, error = %e, "component actor did not take its new settings");
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -190,6 +190,15 @@ fn component(c: &ComponentSpec, home: &Home) -> Vec<(&'static str, String)> {
             duration(p.stop_timeout)
         ),
     ));
+    if c.hands_over() {
+        lines.push((
+            "handover",
+            format!(
+                "`restart` starts the new process beside the old one; the old one drains once the new one is ready (SIGKILL after {})",
+                duration(p.handover_grace)
+            ),
+        ));
+    }
     if let Some(limit) = c.memory_limit {
         lines.push((
             "memory",

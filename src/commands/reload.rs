@@ -30,6 +30,7 @@ pub(super) fn run(home: &Home, wait: Option<Duration>) -> anyhow::Result<u8> {
         removed,
         changed,
         restarted,
+        handover_failed,
         report,
     } = answer
     else {
@@ -71,6 +72,28 @@ pub(super) fn run(home: &Home, wait: Option<Duration>) -> anyhow::Result<u8> {
         if c.state != State::Running {
             failed.push(c.name.clone());
         }
+    }
+    if !handover_failed.is_empty() {
+        let why: Vec<String> = report
+            .components
+            .iter()
+            .filter(|c| handover_failed.contains(&c.name))
+            .map(|c| {
+                format!(
+                    "{}: {}",
+                    c.name,
+                    c.last_exit.as_deref().unwrap_or("handover failed")
+                )
+            })
+            .collect();
+        return Err(Exit::new(
+            exit::FAILED,
+            format!(
+                "reloaded, but the new settings did not take over (the old processes serve on): {}",
+                why.join("; ")
+            ),
+        )
+        .into());
     }
     if !failed.is_empty() {
         return Err(Exit::new(

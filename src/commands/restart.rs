@@ -35,13 +35,21 @@ pub(super) fn one(home: &Home, name: &str, wait: Option<Duration>) -> anyhow::Re
         },
         answer_timeout(wait),
     )?;
-    let Response::Restarted { report } = answer else {
+    let Response::Restarted {
+        report,
+        handover_failed,
+    } = answer
+    else {
         return Err(answer_error(answer));
     };
     let mut failed = false;
     for c in &report.components {
         println!("{}", super::start::line(c, false));
         failed |= c.state != State::Running;
+    }
+    if let Some(why) = handover_failed {
+        // Nothing was lost: the old process serves on. But the restart did not happen.
+        return Err(Exit::new(exit::FAILED, format!("restart of {name} failed: {why}")).into());
     }
     if failed {
         let c = &report.components[0];

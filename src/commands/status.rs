@@ -85,6 +85,26 @@ pub(super) fn table(report: &StatusReport) -> String {
             if c.critical { " critical" } else { "" }
         ));
         grid.push(info(c));
+        for o in &c.outgoing {
+            // The process a handover replaces, on its own row under the component's.
+            grid.push("");
+            grid.push(&o.state);
+            grid.push(o.pid);
+            grid.push(format::duration(Duration::from_millis(o.uptime_ms)));
+            grid.push("");
+            grid.push("");
+            grid.push("");
+            match (o.draining_ms, c.pid) {
+                (Some(ms), _) => grid.push(format_args!(
+                    "handover: finishing its requests for {}",
+                    format::duration(Duration::from_millis(ms))
+                )),
+                (None, Some(pid)) => {
+                    grid.push(format_args!("handover: serving until pid {pid} is ready"));
+                }
+                (None, None) => grid.push("handover: serving until its successor is ready"),
+            }
+        }
     }
     grid.write_into(&mut out);
     out

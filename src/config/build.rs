@@ -144,8 +144,9 @@ impl Builder<'_> {
         }
         spec.socket = self.socket(name, raw, probe)?;
         if spec.socket.is_some() && raw.ready.is_none() && is_builtin_server(raw) {
-            // A held socket accepts before the server does: ask the server itself.
-            spec.ready = Ready::Http("/healthz".into());
+            // A held socket accepts before the server does, and during a handover the old
+            // process answers on it too: the new process itself says when it serves.
+            spec.ready = Ready::Notify;
         }
         spec.log = self.log(name, raw)?;
         spec.policy = self.policy(name, raw)?;
@@ -414,6 +415,7 @@ impl Builder<'_> {
             max_window: dur("max_window", &raw.max_window, d.max_window)?,
             stop_signal,
             stop_timeout: dur("stop_timeout", &raw.stop_timeout, d.stop_timeout)?,
+            handover_grace: dur("handover_grace", &raw.handover_grace, d.handover_grace)?,
             restart,
             success_exit_codes,
             retry_fatal_after,

@@ -55,6 +55,7 @@ pub(super) struct RawComponent {
     /// A name or a number, hence a plain value.
     pub(super) stop_signal: Option<toml::Value>,
     pub(super) stop_timeout: Option<DurationText>,
+    pub(super) handover_grace: Option<DurationText>,
     pub(super) restart: Option<String>,
     pub(super) success_exit_codes: Option<Vec<i64>>,
     pub(super) retry_fatal_after: Option<DurationText>,

@@ -141,6 +141,7 @@ max_restarts = 3
 max_window = "5m"
 stop_signal = "int"
 stop_timeout = "20s"
+handover_grace = "45s"
 restart = "on-failure"
 success_exit_codes = [0, 2]
 retry_fatal_after = "10m"
@@ -205,6 +206,7 @@ fn full_example_uses_every_key() {
             max_window: Duration::from_secs(300),
             stop_signal: libc::SIGINT,
             stop_timeout: Duration::from_secs(20),
+            handover_grace: Duration::from_secs(45),
             restart: RestartType::Transient,
             success_exit_codes: vec![0, 2],
             retry_fatal_after: Some(Duration::from_secs(600)),
@@ -862,14 +864,21 @@ fn docs_show_the_default_and_valid_examples() {
 
 #[test]
 fn held_sockets_default_to_the_built_in_servers_and_need_a_real_readiness_check() {
-    // The default configuration: every server's socket held, ready once it answers /healthz.
+    // The default configuration: every server's socket held, ready once its process says so,
+    // so that its restarts are handovers.
     let c = parse(DEFAULT_CONFIG, EMBEDDED_ORIGIN, &home(), &self_program()).unwrap();
     for name in ["ps", "is", "svg"] {
         let spec = c.component(name).unwrap();
         let socket = spec.socket.as_ref().expect("held");
         assert_eq!(Some(socket.addr), spec.probe, "{name}");
         assert_eq!(socket.backlog, 1024);
-        assert_eq!(spec.ready, Ready::Http("/healthz".into()), "{name}");
+        assert_eq!(spec.ready, Ready::Notify, "{name}");
+        assert!(spec.hands_over(), "{name}");
+        assert_eq!(
+            spec.policy.handover_grace,
+            Duration::from_secs(35),
+            "{name}"
+        );
     }
     let server = |extra: &str| {
         format!(

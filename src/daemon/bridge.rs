@@ -10,6 +10,7 @@
 //! request can only name configured components: nothing a client sends can make the daemon
 //! run a command of its choosing.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -104,6 +105,7 @@ impl Bridge {
                 };
             }
         };
+        let before = self.generations(&[]).await;
         let plan = match self.handle.reload(config.tree.clone()).await {
             Ok(plan) => plan,
             Err(e @ (TreeError::Spec(_) | TreeError::Reload(_))) => {
@@ -126,13 +128,20 @@ impl Bridge {
             self.handle.wait_settled(&started, wait).await
         };
         match status {
-            Ok(status) => Response::Reloaded {
-                added: plan.added,
-                removed: plan.removed,
-                changed: plan.changed,
-                restarted: plan.restarted,
-                report: self.report(status, None),
-            },
+            Ok(status) => {
+                let handover_failed = handovers_failed(&plan.handed_over, &before, &status)
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect();
+                Response::Reloaded {
+                    added: plan.added,
+                    removed: plan.removed,
+                    changed: plan.changed,
+                    restarted: plan.restarted,
+                    handover_failed,
+                    report: self.report(status, None),
+                }
+            }
             Err(e) => tree_error(e),
         }
     }
@@ -318,18 +327,26 @@ impl Bridge {
                     Err(e) => return e.into(),
                 };
                 info!(peer_uid = uid, peer_pid = pid, component = %name, "restart requested");
-                if let Err(e) = self.handle.restart(&name).await {
+                let names = [name];
+                let before = self.generations(&names).await;
+                if let Err(e) = self.handle.restart(&names[0]).await {
                     return tree_error(e);
                 }
-                let names = [name];
                 match self
                     .handle
                     .wait_settled(&names, Duration::from_millis(wait_ms))
                     .await
                 {
-                    Ok(status) => Response::Restarted {
-                        report: self.report(status, Some(&names[0])),
-                    },
+                    Ok(status) => {
+                        let handover_failed = handovers_failed(&names, &before, &status)
+                            .into_iter()
+                            .next()
+                            .map(|(_, why)| why);
+                        Response::Restarted {
+                            report: self.report(status, Some(&names[0])),
+                            handover_failed,
+                        }
+                    }
                     Err(e) => tree_error(e),
                 }
             }
@@ -349,6 +366,19 @@ impl Bridge {
                     Err(e) => tree_error(e),
                 }
             }
+        }
+    }
+
+    /// The current attempt of each named component (all when empty), to tell afterwards
+    /// whether a restart replaced its process.
+    async fn generations(&self, names: &[String]) -> HashMap<String, u64> {
+        match self.handle.wait_settled(names, Duration::ZERO).await {
+            Ok(status) => status
+                .components
+                .into_iter()
+                .map(|c| (c.name, c.generation))
+                .collect(),
+            Err(_) => HashMap::new(),
         }
     }
 
@@ -392,6 +422,21 @@ impl Bridge {
                 critical: c.critical,
                 memory_limit_bytes: c.memory_limit,
                 log_dropped_bytes: c.log_dropped_bytes,
+                outgoing: c
+                    .outgoing
+                    .iter()
+                    .map(|o| protocol::OutgoingProcess {
+                        pid: o.pid,
+                        uptime_ms: o.uptime.as_millis() as u64,
+                        state: if o.draining_for.is_some() {
+                            "DRAINING"
+                        } else {
+                            "SERVING"
+                        }
+                        .to_string(),
+                        draining_ms: o.draining_for.map(|d| d.as_millis() as u64),
+                    })
+                    .collect(),
                 name: c.name,
             })
             .collect();
@@ -476,7 +521,9 @@ fn event_report(event: &TreeEvent) -> EventReport {
             report.pid = Some(*pid);
             report.attempt = Some(*attempt);
         }
-        EventKind::Running { pid } => report.pid = Some(*pid),
+        EventKind::Running { pid }
+        | EventKind::HandoverStarted { old: pid }
+        | EventKind::Draining { pid } => report.pid = Some(*pid),
         EventKind::Exited { pid, reason } => {
             report.pid = *pid;
             match reason {
@@ -510,6 +557,30 @@ fn tree_error(e: TreeError) -> Response {
         kind,
         message: e.to_string(),
     }
+}
+
+/// Those of the `restarted` components that are RUNNING on the attempt they had `before`: a
+/// handover whose new process failed to start (the lifecycle made the old one live again),
+/// with why.
+fn handovers_failed(
+    restarted: &[String],
+    before: &HashMap<String, u64>,
+    after: &TreeStatus,
+) -> Vec<(String, String)> {
+    after
+        .components
+        .iter()
+        .filter(|c| restarted.contains(&c.name))
+        .filter(|c| c.state == imageserving_actors::State::Running)
+        .filter(|c| before.get(&c.name) == Some(&c.generation))
+        .map(|c| {
+            let why = c
+                .last_exit
+                .clone()
+                .unwrap_or_else(|| "handover failed".into());
+            (c.name.clone(), why)
+        })
+        .collect()
 }
 
 /// The supervisor's own resident memory (not its children's): one read of its `statm`.
@@ -615,5 +686,54 @@ mod tests {
         ] {
             assert_eq!(wire_state(state).as_str(), name);
         }
+    }
+
+    /// A restart whose component is RUNNING on the attempt it had before failed its handover;
+    /// the components that were not restarted are not judged, whatever their attempt.
+    #[test]
+    fn only_a_restarted_component_still_on_its_attempt_is_a_failed_handover() {
+        let component = |name: &str, state, generation| imageserving_actors::ComponentStatus {
+            name: name.into(),
+            state,
+            since: UNIX_EPOCH,
+            generation,
+            pid: Some(10),
+            uptime: None,
+            memory: None,
+            restarts: 0,
+            last_exit: Some(format!("handover failed: {name}")),
+            fatal_reason: None,
+            next_retry: None,
+            wanted: true,
+            waiting_for: None,
+            blocked_by: None,
+            depends_on: Vec::new(),
+            restart: imageserving_actors::spec::RestartType::Permanent,
+            critical: false,
+            memory_limit: None,
+            log_dropped_bytes: 0,
+            outgoing: Vec::new(),
+        };
+        use imageserving_actors::State::{Running, Starting};
+        let after = TreeStatus {
+            components: vec![
+                component("is", Running, 3),
+                component("svg", Running, 1),
+                component("ps", Running, 5),
+                component("web", Starting, 2),
+            ],
+            strategy: imageserving_actors::spec::Strategy::OneForOne,
+            group_restarts: 0,
+            escalation: None,
+        };
+        let before: HashMap<String, u64> = [("is", 3), ("svg", 1), ("ps", 4), ("web", 2)]
+            .into_iter()
+            .map(|(n, g)| (n.to_string(), g))
+            .collect();
+        let restarted = ["is", "ps", "web"].map(String::from);
+        assert_eq!(
+            handovers_failed(&restarted, &before, &after),
+            vec![("is".to_string(), "handover failed: is".to_string())]
+        );
     }
 }

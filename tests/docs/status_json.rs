@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, UNIX_EPOCH};
 
 use imageserving::protocol::{
-    rfc3339_ms, ComponentStatus, EventReport, State, StatusReport, SupervisorStatus,
+    rfc3339_ms, ComponentStatus, EventReport, OutgoingProcess, State, StatusReport,
+    SupervisorStatus,
 };
 use imageserving_actors::events::EventKind;
 use imageserving_actors::lifecycle::ExitReason;
@@ -239,6 +240,16 @@ fn status_report(full: bool) -> StatusReport {
             critical: false,
             memory_limit_bytes: some(536_870_912),
             log_dropped_bytes: 0,
+            outgoing: if full {
+                vec![OutgoingProcess {
+                    pid: 4249,
+                    uptime_ms: 7_200_000,
+                    state: "DRAINING".into(),
+                    draining_ms: Some(1_500),
+                }]
+            } else {
+                Vec::new()
+            },
         }],
     }
 }
@@ -285,6 +296,8 @@ fn event_kinds() -> Vec<EventKind> {
             reason: String::new(),
         },
         EventKind::MemoryLimit { used: 2, limit: 1 },
+        EventKind::HandoverStarted { old: 1 },
+        EventKind::Draining { pid: 1 },
     ]
 }
 

@@ -278,9 +278,11 @@ fn check_config_explains_a_valid_configuration_in_start_order() {
     at(&format!("command     {} ps\n", server.display()));
     at("depends on  is, svg\n");
     at("restart     permanent");
-    // The built-in servers' sockets are held by the supervisor, so readiness asks the server.
+    // The built-in servers' sockets are held by the supervisor, so readiness is the server's
+    // own word, and a restart is a handover.
     at("(socket held by the supervisor, backlog 1024)\n");
-    at("ready       GET http://127.0.0.1:");
+    at("ready       its main process says READY=1 on NOTIFY_SOCKET");
+    at("handover    `restart` starts the new process beside the old one; the old one drains once the new one is ready (SIGKILL after 35s)\n");
     at("stop        SIGTERM, then SIGKILL after 5s\n");
     at("log         logs/ps.log; rotated at 50.0 MiB, 10 rotated files kept\n");
 

@@ -235,9 +235,9 @@ fn assert_none_failed(answers: &[Result<u16, String>]) {
     );
 }
 
-/// `restart` of each component under traffic (issue #14): the supervisor holds the servers'
-/// sockets, so connections made while a server is replaced wait in the backlog, and no request
-/// fails: no refused connection, no 503.
+/// `restart` of each component under traffic (issue #14): each restart is a handover on the
+/// socket the supervisor holds (the old process serves until the new one is ready, then
+/// finishes its requests), so no request fails: no refused connection, no 503.
 #[test]
 fn restarting_each_component_under_traffic_fails_no_request() {
     let (home, ps) = stack();
@@ -251,8 +251,8 @@ fn restarting_each_component_under_traffic_fails_no_request() {
     assert_none_failed(&answers);
 }
 
-/// `reload` of a changed `ps` under traffic: its new actor takes over the held socket of the
-/// old one, so connections wait across the change instead of being refused or reset.
+/// `reload` of a changed `ps` under traffic: a handover, so the old `ps` serves until the new
+/// one (with the new settings) is ready, and no request is refused or reset.
 #[test]
 fn reloading_a_changed_ps_under_traffic_fails_no_request() {
     let (home, ps) = stack();
@@ -274,6 +274,13 @@ fn reloading_a_changed_ps_under_traffic_fails_no_request() {
         }
     });
     assert_none_failed(&answers);
+    // Both changes were handovers: the old `ps` served until the new one was ready.
+    let log = std::fs::read_to_string(home.path().join("logs/ps.log")).expect("the log");
+    assert_eq!(
+        log.matches("restarting (requested): handover").count(),
+        2,
+        "{log}"
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! - [`procs`]: the bits of `/proc` the checks need, independent of the code under test;
 //! - [`lifecycle`]: start, status, stop, restart, the foreground supervisor;
 //! - [`failures`]: crashing, hung, forking components and a killed supervisor;
+//! - [`handover`]: `restart` as a handover: both processes, draining, failure, a killed supervisor;
 //! - [`cli`]: commands without a supervisor, bad configurations, impossible homes;
 //! - [`everyday`]: `logs` (and `-f` across rotations), `check-config`, `completions`, `man`;
 //! - [`ipc`]: the control socket spoken to directly, and who may use it;
@@ -21,6 +22,7 @@ mod cli;
 mod everyday;
 mod failures;
 mod guard;
+mod handover;
 mod harness;
 mod http;
 mod images;

@@ -3,8 +3,9 @@
 //! of every request and response, and the version judged before the shape.
 
 use imageserving::protocol::{
-    decode_request, decode_response, encode, read_frame, ComponentStatus, ErrorKind, ProtocolError,
-    Request, Response, State, StatusReport, SupervisorStatus, MAX_FRAME,
+    decode_request, decode_response, encode, read_frame, ComponentStatus, ErrorKind,
+    OutgoingProcess, ProtocolError, Request, Response, State, StatusReport, SupervisorStatus,
+    MAX_FRAME,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -142,12 +143,28 @@ fn arb_component() -> impl Strategy<Value = ComponentStatus> {
         option::of(any::<u64>()),
         any::<u64>(),
     );
-    (identity, process, outcome, policy).prop_map(
+    let outgoing = vec(
+        (
+            any::<u32>(),
+            any::<u64>(),
+            any_name(),
+            option::of(any::<u64>()),
+        )
+            .prop_map(|(pid, uptime_ms, state, draining_ms)| OutgoingProcess {
+                pid,
+                uptime_ms,
+                state,
+                draining_ms,
+            }),
+        0..3,
+    );
+    (identity, process, outcome, policy, outgoing).prop_map(
         |(
             (name, state, since, since_unix_ms),
             (pid, uptime_ms, memory_bytes, restarts, info),
             (last_exit, next_retry_unix_ms, fatal_reason, depends_on),
             (restart, critical, memory_limit_bytes, log_dropped_bytes),
+            outgoing,
         )| ComponentStatus {
             name,
             state,
@@ -166,6 +183,7 @@ fn arb_component() -> impl Strategy<Value = ComponentStatus> {
             critical,
             memory_limit_bytes,
             log_dropped_bytes,
+            outgoing,
         },
     )
 }
@@ -227,7 +245,10 @@ fn arb_response() -> impl Strategy<Value = Response> {
                 report,
             }
         }),
-        arb_report().prop_map(|report| Response::Restarted { report }),
+        arb_report().prop_map(|report| Response::Restarted {
+            report,
+            handover_failed: None
+        }),
         arb_report().prop_map(|report| Response::ShuttingDown { report }),
         (arb_error_kind(), any::<String>())
             .prop_map(|(kind, message)| Response::Error { kind, message }),

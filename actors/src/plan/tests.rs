@@ -7,11 +7,12 @@
 //! failed, FATAL). Every action the planner asks for is recorded, so each test states exactly
 //! what the supervisor sent, in which order.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
-use crate::spec::{ComponentSpec, RestartType, Strategy, TreeSpec};
+use crate::spec::{ComponentSpec, Ready, RestartType, Strategy, TreeSpec};
 
 /// The simulated tree: the planner, the component actors' snapshots, and what happened.
 struct Sim {
@@ -866,6 +867,7 @@ fn reload_plans_added_removed_changed_and_restarted_components() {
             removed: names(&["cache"]),
             changed: names(&["app", "web"]),
             restarted: names(&["app"]),
+            handed_over: vec![],
             tree_changed: false,
         }
     );
@@ -965,4 +967,73 @@ fn reconfigure_is_refused_while_a_stop_is_in_progress_or_after_shutdown() {
         sim.planner.reconfigure(&new, sim.now),
         Err(TreeError::ShuttingDown)
     ));
+}
+
+/// A component whose restarts are handovers: a held socket on `port`, `ready = notify`.
+fn handing_over(name: &str, port: u16) -> ComponentSpec {
+    ComponentSpec::builder(name, "sleep")
+        .arg("1000")
+        .socket(SocketAddr::from(([127, 0, 0, 1], port)), 64)
+        .probe(SocketAddr::from(([127, 0, 0, 1], port)))
+        .ready(Ready::Notify)
+        .build()
+        .expect("a valid component")
+}
+
+#[test]
+fn a_running_component_that_hands_over_takes_a_changed_spec_without_being_stopped() {
+    let spec = |components| {
+        let mut t = tree(components, Strategy::OneForOne);
+        t.notify_socket = Some("/nonexistent/notify.sock".into());
+        t
+    };
+    let mut sim = Sim::new(spec(vec![
+        handing_over("web", 18080),
+        handing_over("api", 18081),
+        component("db", &[]),
+    ]));
+    sim.all_running();
+    let mut web = handing_over("web", 18080);
+    web.env.push(("WORKERS".into(), "8".into()));
+    // A new address cannot be handed over: the old process holds the old one.
+    let api = handing_over("api", 18082);
+    let mut db = component("db", &[]);
+    db.env.push(("X".into(), "1".into()));
+    let new = spec(vec![web, api, db]);
+    let plan = sim.planner.plan(&new).expect("a valid plan");
+    assert_eq!(plan.changed, names(&["web", "api", "db"]));
+    assert_eq!(plan.restarted, names(&["web", "api", "db"]));
+    assert_eq!(plan.handed_over, names(&["web"]));
+
+    // The handle stops what does not hand over, and only that.
+    assert!(matches!(
+        sim.planner.reconfigure(&new, sim.now),
+        Err(TreeError::Reload(why)) if why == "stop api, db before the change"
+    ));
+    sim.stop(&["api", "db"]);
+    sim.settle_stops();
+    let done = sim.planner.reconfigure(&new, sim.now).expect("taken");
+    assert_eq!(done.handed_over, names(&["web"]));
+    assert_eq!(done.dropped, names(&["api", "db"]));
+    assert_eq!(done.fresh, names(&["api", "db"]));
+    // web keeps its state and actor, with the new spec.
+    let web = sim.status_of("web");
+    assert!(web.wanted && web.state == State::Running && web.generation > 0);
+    let env = &sim.planner.spec("web").expect("web").env;
+    assert!(env.contains(&("WORKERS".into(), "8".into())));
+
+    // Not running: nothing to hand over.
+    sim.stop(&["web"]);
+    sim.settle_stops();
+    let mut web = handing_over("web", 18080);
+    web.env.push(("WORKERS".into(), "4".into()));
+    let plan = sim
+        .planner
+        .plan(&spec(vec![
+            web,
+            handing_over("api", 18082),
+            component("db", &[]),
+        ]))
+        .expect("a valid plan");
+    assert!(plan.handed_over.is_empty(), "{plan:?}");
 }
