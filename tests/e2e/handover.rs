@@ -228,3 +228,49 @@ fn a_stop_during_a_handover_stops_both_processes() {
     assert!(!alive(old) && !alive(new));
     home.assert_nothing_runs();
 }
+
+/// A `reload` that changes a running component that hands over: the old process serves until
+/// the new one, with the new settings, is ready; when the new one cannot start, the old one
+/// serves on and `reload` says so.
+#[test]
+fn a_reload_hands_over_and_a_failed_one_leaves_the_old_settings_serving() {
+    let (home, port) = web_home("");
+    let config_file = home.path().join("conf/imageserving.toml");
+    let config = std::fs::read_to_string(&config_file).expect("the config");
+    let with_env = |value: &str| {
+        config.replace(
+            "[components.web]\n",
+            &format!("[components.web]\nenv = {{ FLAVOUR = \"{value}\" }}\n"),
+        )
+    };
+    let environ = |pid: u32| std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let has = |pid: u32, var: &[u8]| environ(pid).split(|b| *b == 0).any(|v| v == var);
+
+    let old = home.pid_of("web").expect("web runs");
+    std::fs::write(&config_file, with_env("one")).expect("writing the config");
+    let out = home.run(&["reload"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("changed (restarted): web"), "{out}");
+    let new = home.pid_of("web").expect("web runs");
+    assert_ne!(new, old);
+    assert!(has(new, b"FLAVOUR=one"), "the new settings");
+    assert_eq!(answering(port), new);
+    let log = std::fs::read_to_string(home.path().join("logs/web.log")).expect("the log");
+    assert!(log.contains("restarting (requested): handover"), "{log}");
+
+    std::fs::write(home.path().join("fail"), "").expect("fail");
+    std::fs::write(&config_file, with_env("two")).expect("writing the config");
+    let out = home.run(&["reload"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("the new settings did not take over")
+            && out.stderr.contains(&format!("pid {new} kept serving")),
+        "{out}"
+    );
+    assert_eq!(home.pid_of("web"), Some(new));
+    assert!(has(new, b"FLAVOUR=one"), "the old settings serve on");
+    assert_eq!(answering(port), new);
+    std::fs::remove_file(home.path().join("fail")).expect("unfail");
+    home.run(&["stop"]).expect_code(0);
+    home.assert_nothing_runs();
+}
