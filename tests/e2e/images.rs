@@ -192,9 +192,10 @@ fn crc32(bytes: &[u8]) -> u32 {
 /// outcome of every request (the status, or the client's error).
 fn under_traffic(ps: u16, clients: usize, during: impl FnOnce()) -> Vec<Result<u16, String>> {
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..clients)
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..clients)
         .map(|_| {
-            let stop = stop.clone();
+            let (stop, answered) = (stop.clone(), answered.clone());
             std::thread::spawn(move || {
                 let mut answers = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
@@ -204,16 +205,24 @@ fn under_traffic(ps: u16, clients: usize, during: impl FnOnce()) -> Vec<Result<u
                         REQUEST_TIMEOUT,
                     );
                     answers.push(answer.map(|a| a.status).map_err(|e| e.to_string()));
+                    answered.fetch_add(1, Ordering::Relaxed);
                 }
                 answers
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Traffic flows before and after `during` (a few answers each side, however slow the
+    // machine), so that what `during` does happens under load from start to end.
+    let flowing = |at_least: usize| {
+        wait_for(SETTLE, format_args!("{at_least} answers"), || {
+            answered.load(Ordering::Relaxed) >= at_least
+        });
+    };
+    flowing(2 * clients);
     during();
-    std::thread::sleep(Duration::from_millis(200));
+    flowing(answered.load(Ordering::Relaxed) + 2 * clients);
     stop.store(true, Ordering::Relaxed);
-    clients
+    threads
         .into_iter()
         .flat_map(|c| c.join().expect("a client thread"))
         .collect()
@@ -223,7 +232,7 @@ fn under_traffic(ps: u16, clients: usize, during: impl FnOnce()) -> Vec<Result<u
 fn assert_none_failed(answers: &[Result<u16, String>]) {
     let failed: Vec<_> = answers.iter().filter(|a| **a != Ok(200)).collect();
     assert!(
-        answers.len() > 10,
+        answers.len() >= 10,
         "traffic flowed: {} requests",
         answers.len()
     );
