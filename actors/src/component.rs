@@ -875,18 +875,7 @@ impl ComponentState {
             snapshot: snap,
         });
     }
-}
 
-/// Where a timer's task is kept: one per kind, except [`Timer::Drain`], one per outgoing
-/// process (by its generation).
-fn timer_key(timer: Timer, generation: u64) -> (Timer, u64) {
-    match timer {
-        Timer::Drain => (timer, generation),
-        _ => (timer, 0),
-    }
-}
-
-impl ComponentState {
     /// Logs the steps of a handover: it began, the old process was told to drain, it failed.
     fn report_handover(&self, snap: &ComponentSnapshot) {
         let name = &self.spec.name;
@@ -929,6 +918,15 @@ impl ComponentState {
             warn!(component = %name, "{why}");
             self.log.marker(why);
         }
+    }
+}
+
+/// Where a timer's task is kept: one per kind, except [`Timer::Drain`], one per outgoing
+/// process (by its generation).
+fn timer_key(timer: Timer, generation: u64) -> (Timer, u64) {
+    match timer {
+        Timer::Drain => (timer, generation),
+        _ => (timer, 0),
     }
 }
 
