@@ -39,24 +39,35 @@ pub const DEFAULT_CONFIG: &str = r#"# The embedded default configuration of imag
 [supervisor]
 start_wait = "60s"
 
-# Platform Server: the public HTTP front end.
+# Each server has a liveness check (a frozen server is restarted within about 10 s) and is
+# started again 1 minute after it goes FATAL, again and again, so that a node heals without a
+# person: status says when the next try is.
+
+# Platform Server: the public HTTP front end. Its /healthz follows is (for load balancers);
+# its liveness is /livez, so that it is not restarted for is's fault.
 [components.ps]
 command = ["@self", "component", "ps"]
 aliases = ["platform-server"]
 port = 8080
 depends_on = ["is", "svg"]
+health = { http = "/livez", interval = "2s", timeout = "2s", max_failed = 3 }
+retry_fatal_after = "1m"
 
 # Image Server: decodes, processes and encodes images for ps.
 [components.is]
 command = ["@self", "component", "is"]
 aliases = ["image-server"]
 port = 27345
+health = { http = "/healthz", interval = "2s", timeout = "2s", max_failed = 3 }
+retry_fatal_after = "1m"
 
 # SVG server: rasterises SVG sources for is.
 [components.svg]
 command = ["@self", "component", "svg"]
 aliases = ["svg-server"]
 port = 27346
+health = { http = "/healthz", interval = "2s", timeout = "2s", max_failed = 3 }
+retry_fatal_after = "1m"
 "#;
 
 /// What a leading `@self` in a component's `command` stands for, as the caller found it.

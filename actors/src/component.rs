@@ -589,6 +589,11 @@ impl ComponentState {
                 if let Err(e) = process::signal_group(pgid, signal) {
                     warn!(component = %self.spec.name, pgid, error = %e, "could not signal process group");
                 }
+                if signal != libc::SIGKILL {
+                    // As systemd does: a stopped process (SIGSTOP, a debugger's SIGTSTP) would
+                    // keep its stop signal pending until SIGKILL; SIGCONT lets it stop cleanly.
+                    let _ = process::signal_group(pgid, libc::SIGCONT);
+                }
             }
             Action::Arm {
                 timer,

@@ -73,7 +73,29 @@ fn default_has_three_components_back_ends_first() {
         ps.log.stdout.as_deref(),
         Some(Path::new("/nonexistent-imageserving/home/logs/ps.log"))
     );
-    assert_eq!(ps.policy, RestartPolicy::default());
+    // Every server: a liveness check of its own (ps's /livez, which does not follow is), and a
+    // FATAL retried after a minute, so that a node heals by itself.
+    for (name, path) in [("ps", "/livez"), ("is", "/healthz"), ("svg", "/healthz")] {
+        let comp = c.component(name).unwrap();
+        assert_eq!(
+            comp.policy,
+            RestartPolicy {
+                retry_fatal_after: Some(Duration::from_secs(60)),
+                ..RestartPolicy::default()
+            },
+            "{name}"
+        );
+        assert_eq!(
+            comp.health,
+            Some(Health {
+                check: Ready::Http(path.into()),
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(2),
+                max_failed: 3,
+            }),
+            "{name}"
+        );
+    }
     for comp in &c.tree.components {
         assert_eq!(
             env(comp, "IMAGESERVING_HOME"),

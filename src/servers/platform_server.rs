@@ -230,8 +230,10 @@ enum Route<'a> {
     Image(&'a str),
     /// `/is/image`: the server properties.
     Properties,
-    /// `/healthz`.
+    /// `/healthz`: whether the node can serve (`is` answers).
     Health,
+    /// `/livez`: whether `ps` itself answers, whatever `is` does (its liveness check).
+    Live,
     /// Anything else.
     NotFound,
 }
@@ -239,6 +241,7 @@ enum Route<'a> {
 fn route(path: &str) -> Route<'_> {
     match path {
         "/healthz" => Route::Health,
+        "/livez" => Route::Live,
         "/is/image" | "/is/image/" => Route::Properties,
         _ => match path
             .strip_prefix(IMAGE_PREFIX)
@@ -379,6 +382,7 @@ impl State {
             },
             Route::Properties => (self.properties().await, CacheUse::None),
             Route::Health => (self.health().await, CacheUse::None),
+            Route::Live => (text(StatusCode::OK, "ok ps"), CacheUse::None),
             Route::NotFound => (text(StatusCode::NOT_FOUND, "not found"), CacheUse::None),
         }
     }

@@ -636,3 +636,46 @@ server.serve_forever()
     home.run(&["stop"]).expect_code(0);
     home.assert_nothing_runs();
 }
+
+/// Issue #15 §5: an image server frozen with SIGSTOP (alive, answering nothing) is restarted by
+/// its liveness check, the default configuration's `health` of `is`; it gets SIGCONT after its
+/// stop signal (as systemd sends), so it exits by itself instead of waiting for SIGKILL.
+#[test]
+fn a_frozen_image_server_is_replaced_by_its_liveness_check() {
+    let health =
+        "health = { http = \"/healthz\", interval = \"2s\", timeout = \"2s\", max_failed = 3 }\n";
+    let config = format!(
+        "{SUPERVISOR}{}",
+        stack_config().replace("[components.is]\n", &format!("[components.is]\n{health}"))
+    );
+    assert!(config.contains(health));
+    let home = TestHome::new(&config);
+    home.run(&["start"]).expect_code(0);
+    let old = home.pid_of("is").expect("is runs");
+    let frozen = ProcId::of(old).expect("alive");
+    assert!(procs::signal(frozen, libc::SIGSTOP), "could not freeze is");
+    wait_for(
+        Duration::from_secs(30),
+        "a new is, RUNNING, after its liveness check failed",
+        || {
+            let status = home.status_json();
+            let is = component_of(&status, "is");
+            is["state"] == "RUNNING" && pid(&is["pid"]).is_some_and(|p| p != old)
+        },
+    );
+    let status = home.status_json();
+    let is = component_of(&status, "is");
+    let last = is["last_exit"].as_str().unwrap_or_default();
+    assert!(
+        last.starts_with("liveness check failed 3 times in a row"),
+        "{is:#}"
+    );
+    assert!(!frozen.is_alive(), "the frozen process is gone");
+    let log = std::fs::read_to_string(home.path().join("logs/is.log")).expect("the log");
+    assert!(
+        log.contains(&format!("process (pid {old}) exited with status 0")),
+        "woken by SIGCONT, it stopped cleanly on SIGTERM rather than by SIGKILL:\n{log}"
+    );
+    home.run(&["stop"]).expect_code(0);
+    home.assert_nothing_runs();
+}

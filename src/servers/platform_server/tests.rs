@@ -832,6 +832,7 @@ async fn cache_off_bypasses_and_the_client_side_sets_cache_control() {
 #[test]
 fn routes() {
     assert_eq!(route("/healthz"), Route::Health);
+    assert_eq!(route("/livez"), Route::Live);
     assert_eq!(route("/is/image"), Route::Properties);
     assert_eq!(route("/is/image/"), Route::Properties);
     assert_eq!(route("/is/image/a/b"), Route::Image("a/b"));
@@ -1249,6 +1250,11 @@ async fn healthz_follows_is() {
         assert!(started.elapsed() < Duration::from_millis(1500));
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(header_of(&headers, header::RETRY_AFTER), "1");
+        // Its own liveness does not follow is: a liveness check on /livez restarts ps only
+        // for ps's own fault.
+        let (status, _, body) = get(&client, &ps.url("/livez")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.as_ref(), b"ok ps\n");
     })
     .await;
 }
@@ -1263,7 +1269,7 @@ async fn unknown_paths_methods_and_bodies() {
             let (status, _, _) = get(&client, &ps.url(path)).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         }
-        for path in ["/is/image/a", "/is/image", "/healthz"] {
+        for path in ["/is/image/a", "/is/image", "/healthz", "/livez"] {
             for method in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
                 let (status, headers, _) = send(&client, method.clone(), &ps.url(path)).await;
                 assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
