@@ -41,6 +41,17 @@ use crate::servers::http::error_chain;
 /// How long idle pooled connections are kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a held call waits for its answer before the upstream's health check is asked, and
+/// how long each such check may take. An upstream that answers neither the call nor
+/// [`HUNG_CHECKS`] health checks in a row is hung (frozen by SIGSTOP, deadlocked): the call
+/// fails as if the upstream had died, instead of waiting for its whole deadline (35 s for a
+/// render), and the upstream counts as down, so that the next calls are answered `503` after the
+/// hold rather than each waiting as long. A busy upstream still answers its health check (the
+/// servers answer it beside their workers), so a slow render is left alone.
+pub const HUNG_CHECK: Duration = Duration::from_secs(2);
+/// See [`HUNG_CHECK`].
+pub const HUNG_CHECKS: u32 = 2;
+
 /// An answer of the upstream, read whole.
 #[derive(Debug)]
 pub struct Answer {
@@ -126,6 +137,8 @@ pub struct Upstream {
     down: AtomicBool,
     /// One permit: the requests the upstream crashed with once are tried again one at a time.
     suspects: Semaphore,
+    /// [`HUNG_CHECK`], shorter in tests.
+    hung_check: Duration,
 }
 
 impl Upstream {
@@ -166,6 +179,7 @@ impl Upstream {
             health_path,
             down: AtomicBool::new(false),
             suspects: Semaphore::new(1),
+            hung_check: HUNG_CHECK,
         })
     }
 
@@ -244,7 +258,12 @@ impl Upstream {
                 } else {
                     None
                 };
-                let (failure, why) = match try_once(client, &call, &uri).await {
+                let answer = if call.held {
+                    self.try_watched(client, &call, &uri).await
+                } else {
+                    try_once(client, &call, &uri).await
+                };
+                let (failure, why) = match answer {
                     Ok(answer) => {
                         self.down.store(false, Ordering::Relaxed);
                         if attempts.died_once() {
@@ -274,6 +293,60 @@ impl Upstream {
         tokio::time::timeout(call.deadline, tries)
             .await
             .unwrap_or(Err(UpstreamError::TimedOut))
+    }
+
+    /// [`try_once`], with the upstream's health checked while the answer is late: fails as a
+    /// broken try when the upstream is hung (see [`HUNG_CHECK`]).
+    async fn try_watched(
+        &self,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        call: &Call<'_>,
+        uri: &str,
+    ) -> Result<Answer, TryError> {
+        let attempt = try_once(client, call, uri);
+        tokio::pin!(attempt);
+        if let Ok(answer) = tokio::time::timeout(self.hung_check, &mut attempt).await {
+            return answer;
+        }
+        let mut failed = 0;
+        loop {
+            tokio::select! {
+                answer = &mut attempt => return answer,
+                healthy = self.healthy(self.hung_check) => {
+                    if healthy {
+                        failed = 0;
+                        // Busy, not hung: look again later.
+                        if let Ok(answer) = tokio::time::timeout(self.hung_check, &mut attempt).await {
+                            return answer;
+                        }
+                    } else {
+                        failed += 1;
+                        if failed >= HUNG_CHECKS {
+                            warn!(
+                                component = self.caller,
+                                path = call.path,
+                                checks = failed,
+                                "the upstream answers neither this request nor its health check: hung"
+                            );
+                            return Err(TryError::Broken(format!(
+                                "the upstream answered neither the request nor {failed} health checks in a row (hung)"
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the upstream's health check answers 200 within `timeout`, on a new connection.
+    async fn healthy(&self, timeout: Duration) -> bool {
+        let Ok(uri) = format!("{}{}", self.base, self.health_path).parse::<Uri>() else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(timeout, self.fresh.get(uri)).await,
+            Ok(Ok(response)) if response.status() == StatusCode::OK
+        )
     }
 
     /// Polls the upstream's health check on new connections until it answers 200, or the
@@ -350,6 +423,99 @@ async fn try_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `Call` of a render, held, with a deadline far beyond the test's.
+    fn render() -> Call<'static> {
+        Call {
+            method: Method::POST,
+            path: "/render",
+            content_type: "application/json",
+            body: Bytes::from_static(b"{}"),
+            limit: 1024,
+            deadline: Duration::from_secs(35),
+            held: true,
+        }
+    }
+
+    /// A held call to an upstream that accepts connections and answers nothing, its health
+    /// check included (a process frozen with SIGSTOP behind a held socket), fails after two
+    /// failed health checks and the hold, not at its 35 s deadline; one whose health check
+    /// answers while the render is slow gets its answer.
+    #[tokio::test]
+    async fn a_hung_upstream_fails_the_call_early_and_a_busy_one_does_not() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let quick = HoldPolicy {
+            wait: Duration::from_millis(300),
+            ..HoldPolicy::default()
+        };
+        let frozen = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = frozen.local_addr().unwrap();
+        // Accepted and kept, never read: what the kernel does for a stopped process.
+        let keep = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok((stream, _)) = frozen.accept().await {
+                kept.push(stream);
+            }
+        });
+        let mut upstream = Upstream::new(
+            "ps",
+            &addr.to_string(),
+            "/healthz",
+            Duration::from_secs(1),
+            quick,
+        )
+        .unwrap();
+        upstream.hung_check = Duration::from_millis(100);
+        let started = Instant::now();
+        let result = tokio::time::timeout(Duration::from_secs(10), upstream.exchange(render()))
+            .await
+            .expect("not at the deadline");
+        assert!(
+            matches!(&result, Err(UpstreamError::Unavailable(why)) if why.contains("hung")),
+            "{result:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        keep.abort();
+
+        // Busy: the health check answers at once, the render after 700 ms (seven checks).
+        let busy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = busy.local_addr().unwrap();
+        let serve = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = busy.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 4096];
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if !buf[..n].starts_with(b"GET /healthz") {
+                        tokio::time::sleep(Duration::from_millis(700)).await;
+                    }
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        let mut upstream = Upstream::new(
+            "ps",
+            &addr.to_string(),
+            "/healthz",
+            Duration::from_secs(1),
+            quick,
+        )
+        .unwrap();
+        upstream.hung_check = Duration::from_millis(100);
+        let answer = tokio::time::timeout(Duration::from_secs(10), upstream.exchange(render()))
+            .await
+            .expect("in time")
+            .expect("answered");
+        assert_eq!(answer.body.as_ref(), b"ok");
+        serve.abort();
+    }
 
     #[test]
     fn addresses_must_be_host_and_port() {

@@ -652,8 +652,23 @@ fn a_frozen_image_server_is_replaced_by_its_liveness_check() {
     let home = TestHome::new(&config);
     home.run(&["start"]).expect_code(0);
     let old = home.pid_of("is").expect("is runs");
+    let ps: u16 = config
+        .split("[components.ps]")
+        .nth(1)
+        .and_then(|table| table.lines().find_map(|l| l.strip_prefix("port = ")))
+        .and_then(|port| port.trim().parse().ok())
+        .expect("ps's port in the configuration");
     let frozen = ProcId::of(old).expect("alive");
     assert!(procs::signal(frozen, libc::SIGSTOP), "could not freeze is");
+    // A request meanwhile is answered (503 once ps sees is hung, or 200 from its replacement),
+    // never left waiting for the 35 s deadline of a render.
+    let request = std::thread::spawn(move || {
+        crate::http::get(
+            ps,
+            "/is/image/sample/photo?wid=64&fmt=png&cache=off",
+            Duration::from_secs(20),
+        )
+    });
     wait_for(
         Duration::from_secs(30),
         "a new is, RUNNING, after its liveness check failed",
@@ -671,6 +686,11 @@ fn a_frozen_image_server_is_replaced_by_its_liveness_check() {
         "{is:#}"
     );
     assert!(!frozen.is_alive(), "the frozen process is gone");
+    let answer = request
+        .join()
+        .expect("the client")
+        .expect("answered within 20 s");
+    assert!(matches!(answer.status, 200 | 503), "{}", answer.status);
     let log = std::fs::read_to_string(home.path().join("logs/is.log")).expect("the log");
     assert!(
         log.contains(&format!("process (pid {old}) exited with status 0")),
