@@ -97,6 +97,9 @@ const IMAGE_PREFIX: &str = "/is/image";
 pub struct PlatformConfig {
     /// Where `is` listens, `host:port`.
     pub is_addr: String,
+    /// Where `svg` listens, `host:port`, when there is one (`IMAGESERVING_SVG_ADDR`): `/healthz`
+    /// checks it too.
+    pub svg_addr: Option<String>,
     /// How long one connection attempt to `is` may take before the request is answered 503.
     pub connect_timeout: Duration,
     /// How long one whole exchange with `is` (retry included) may take before it is answered 503.
@@ -120,6 +123,7 @@ impl PlatformConfig {
     pub fn new(is_addr: impl Into<String>) -> Self {
         PlatformConfig {
             is_addr: is_addr.into(),
+            svg_addr: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             home: None,
@@ -161,6 +165,9 @@ pub async fn run_from_env(
     };
     let listen = var(ENV_LISTEN)?;
     let mut config = PlatformConfig::new(var(ENV_IS_ADDR)?);
+    config.svg_addr = std::env::var(super::image_server::ENV_SVG_ADDR)
+        .ok()
+        .filter(|addr| !addr.trim().is_empty());
     config.home = std::env::var_os(ENV_HOME)
         .filter(|home| !home.is_empty())
         .map(PathBuf::from);
@@ -257,6 +264,8 @@ fn route(path: &str) -> Route<'_> {
 struct State {
     /// The clients of `is`.
     upstream: Upstream,
+    /// The client of `svg`'s health check, when there is an `svg`.
+    svg: Option<Upstream>,
     /// The deadline of one whole exchange with `/render`.
     request_timeout: Duration,
     /// The response cache, when there is a home and a capacity.
@@ -284,6 +293,16 @@ impl State {
             config.connect_timeout,
             config.hold,
         )?;
+        let svg = match &config.svg_addr {
+            Some(addr) => Some(Upstream::new(
+                "ps",
+                addr,
+                "/healthz",
+                config.connect_timeout,
+                config.hold,
+            )?),
+            None => None,
+        };
         let cache = config
             .home
             .as_ref()
@@ -301,6 +320,7 @@ impl State {
         };
         Ok(State {
             upstream,
+            svg,
             request_timeout: config.request_timeout,
             cache,
             access_log,
@@ -567,7 +587,7 @@ impl State {
                 env!("CARGO_PKG_VERSION")
             ),
         ];
-        let healthy = self.is_healthy().await;
+        let healthy = healthy(&self.upstream).await;
         lines.push(format!(
             "imageServer.imageServer={}",
             if healthy { "ok" } else { "unavailable" }
@@ -613,35 +633,41 @@ impl State {
         text_body(StatusCode::OK, body)
     }
 
-    /// `/healthz`: 200 while `is` answers its own health check.
+    /// `/healthz`: 200 while `is` answers its own health check, and `svg` its own when there is one.
     async fn health(&self) -> Response<Full<Bytes>> {
-        if self.is_healthy().await {
-            text(StatusCode::OK, "ok")
-        } else {
-            error_response(&ImageError::new(503, UNAVAILABLE))
+        let svg = async {
+            match &self.svg {
+                Some(svg) => healthy(svg).await,
+                None => true,
+            }
+        };
+        match tokio::join!(healthy(&self.upstream), svg) {
+            (true, true) => text(StatusCode::OK, "ok"),
+            (false, _) => error_response(&ImageError::new(503, UNAVAILABLE)),
+            (true, false) => error_response(&ImageError::new(
+                503,
+                "the SVG server is unavailable; try again later",
+            )),
         }
     }
+}
 
-    /// Whether `is` answers `GET /healthz` with 200 within [`HEALTH_TIMEOUT`].
-    async fn is_healthy(&self) -> bool {
-        match self
-            .upstream
-            .exchange(Call {
-                method: Method::GET,
-                path: "/healthz",
-                content_type: "",
-                body: Bytes::new(),
-                limit: MAX_REPLY,
-                deadline: HEALTH_TIMEOUT,
-                held: false,
-            })
-            .await
-        {
-            Ok(answer) => answer.status == StatusCode::OK,
-            Err(err) => {
-                debug!(component = "ps", error = ?err, "image server health check failed");
-                false
-            }
+/// Whether the upstream answers `GET /healthz` with 200 within [`HEALTH_TIMEOUT`].
+async fn healthy(upstream: &Upstream) -> bool {
+    let check = Call {
+        method: Method::GET,
+        path: "/healthz",
+        content_type: "",
+        body: Bytes::new(),
+        limit: MAX_REPLY,
+        deadline: HEALTH_TIMEOUT,
+        held: false,
+    };
+    match upstream.exchange(check).await {
+        Ok(answer) => answer.status == StatusCode::OK,
+        Err(err) => {
+            debug!(component = "ps", error = ?err, "health check of an upstream failed");
+            false
         }
     }
 }

@@ -1259,6 +1259,34 @@ async fn healthz_follows_is() {
     .await;
 }
 
+/// With an `svg` (`IMAGESERVING_SVG_ADDR`), `/healthz` covers it too: 503 while it is down,
+/// saying so, though `is` answers.
+#[tokio::test]
+async fn healthz_covers_svg_when_there_is_one() {
+    bounded(async {
+        let is = FakeIs::start().await;
+        let svg = FakeIs::start().await;
+        let mut config = PlatformConfig::new(is.addr.to_string());
+        config.svg_addr = Some(svg.addr.to_string());
+        let ps = Ps::start_with(config).await;
+        let client = client();
+        let (status, _, _) = get(&client, &ps.url("/healthz")).await;
+        assert_eq!(status, StatusCode::OK);
+        svg.stop().await;
+        let (status, headers, body) = get(&client, &ps.url("/healthz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(header_of(&headers, header::RETRY_AFTER), "1");
+        assert!(
+            String::from_utf8_lossy(&body).contains("SVG server"),
+            "{body:?}"
+        );
+        // Image requests do not depend on svg's health: ps still serves them.
+        let (status, _, _) = get(&client, &ps.url("/livez")).await;
+        assert_eq!(status, StatusCode::OK);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn unknown_paths_methods_and_bodies() {
     bounded(async {
