@@ -53,6 +53,10 @@ pub struct HttpLimits {
     /// kernel's listen backlog (1024 with tokio, bounded by `net.core.somaxconn`) and are taken
     /// as others close. At least 1.
     pub max_connections: usize,
+    /// Connections served at once from one client address (0: no such cap). A connection past
+    /// it is closed as soon as it is accepted, so that one address cannot take every slot of
+    /// [`Self::max_connections`] (10,000 idle connections from one attacker) while others wait.
+    pub max_per_client: usize,
     /// How long a client has to send a whole request head (request line and headers); past it
     /// the connection is closed without an answer. hyper starts this clock as soon as a
     /// connection waits for a request, when it opens and again after each answer, so this is
@@ -97,6 +101,8 @@ pub async fn serve<H, F, B>(
     let mut full = false;
     let mut cap_notice = Notice::new(NOTICE_INTERVAL);
     let mut accept_notice = Notice::new(NOTICE_INTERVAL);
+    let mut client_notice = Notice::new(NOTICE_INTERVAL);
+    let per_client = PerClient::default();
     // Everything the server needs is set up: `ready = { notify = true }` is met.
     super::notify::ready(component);
     loop {
@@ -123,14 +129,31 @@ pub async fn serve<H, F, B>(
             }
             accepted = listener.accept(), if !full => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(connection(
+                    let Some(slot) = per_client.take(peer.ip(), limits.max_per_client) else {
+                        if let Some(times) = client_notice.occurred(Instant::now()) {
+                            warn!(
+                                component,
+                                client = %peer.ip(),
+                                max_per_client = limits.max_per_client,
+                                times,
+                                "a client address reached its connection cap: its new connections are closed"
+                            );
+                        }
+                        drop(stream);
+                        continue;
+                    };
+                    let serving = connection(
                         component,
                         stream,
                         peer,
                         limits,
                         handler.clone(),
                         stop.clone(),
-                    ));
+                    );
+                    connections.spawn(async move {
+                        serving.await;
+                        drop(slot);
+                    });
                 }
                 Err(err) => {
                     if let Some(times) = accept_notice.occurred(Instant::now()) {
@@ -224,6 +247,54 @@ async fn connection<H, F, B>(
     }
 }
 
+/// The open connections of each client address, for [`HttpLimits::max_per_client`].
+#[derive(Clone, Debug, Default)]
+struct PerClient(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One connection counted against its address; uncounted when dropped (its task ended, or was
+/// aborted at the drain deadline).
+#[derive(Debug)]
+struct ClientSlot {
+    counts: PerClient,
+    ip: std::net::IpAddr,
+}
+
+impl PerClient {
+    /// A slot for a new connection from `ip`, or none when it has `cap` open already (`cap` 0:
+    /// always one).
+    fn take(&self, ip: std::net::IpAddr, cap: usize) -> Option<ClientSlot> {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = counts.entry(ip).or_insert(0);
+        if cap > 0 && *open >= cap {
+            return None;
+        }
+        *open += 1;
+        Some(ClientSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .counts
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(open) = counts.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Completes once the server is stopping.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // An error means the server is gone: stopping as well.
@@ -302,6 +373,7 @@ mod tests {
     /// Long timeouts and a roomy cap: each test shortens what it tests.
     const LIMITS: HttpLimits = HttpLimits {
         max_connections: 64,
+        max_per_client: 0,
         header_read_timeout: Duration::from_secs(30),
         max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
         accept_backoff: Duration::from_millis(100),
@@ -450,6 +522,55 @@ mod tests {
             // The one left open still works.
             send_get(&mut second, "/").await;
             assert_eq!(read_answer(&mut second).await.unwrap(), "HTTP/1.1 200 OK");
+        })
+        .await;
+    }
+
+    /// One address at its own cap gets its further connections closed at once, while the server
+    /// still has room: others are served; a slot freed is taken again.
+    #[tokio::test]
+    async fn one_client_address_cannot_take_every_connection() {
+        bounded(async {
+            let server = TestServer::start(HttpLimits {
+                max_per_client: 2,
+                ..LIMITS
+            })
+            .await;
+            let mut first = TcpStream::connect(server.addr).await.unwrap();
+            let mut second = TcpStream::connect(server.addr).await.unwrap();
+            send_get(&mut first, "/").await;
+            send_get(&mut second, "/").await;
+            assert_eq!(read_answer(&mut first).await.unwrap(), "HTTP/1.1 200 OK");
+            assert_eq!(read_answer(&mut second).await.unwrap(), "HTTP/1.1 200 OK");
+            // A third from the same address (127.0.0.1): closed without an answer.
+            let mut third = TcpStream::connect(server.addr).await.unwrap();
+            let _ = third.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+            let mut buf = [0u8; 64];
+            let read = timeout(Duration::from_secs(5), third.read(&mut buf))
+                .await
+                .expect("closed at once");
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+            // Another address is served meanwhile (127.0.0.2 is loopback too).
+            let other = tokio::net::TcpSocket::new_v4().unwrap();
+            other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            let mut other = other.connect(server.addr).await.unwrap();
+            send_get(&mut other, "/").await;
+            assert_eq!(read_answer(&mut other).await.unwrap(), "HTTP/1.1 200 OK");
+            // One of the first two closes: the address may connect again.
+            drop(first);
+            let mut again = None;
+            for _ in 0..50 {
+                let mut fourth = TcpStream::connect(server.addr).await.unwrap();
+                send_get(&mut fourth, "/").await;
+                if let Ok(Some(line)) = timeout(QUIET, read_answer(&mut fourth))
+                    .await
+                    .map(Result::ok)
+                {
+                    again = Some(line);
+                    break;
+                }
+            }
+            assert_eq!(again.as_deref(), Some("HTTP/1.1 200 OK"));
         })
         .await;
     }

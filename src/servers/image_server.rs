@@ -94,6 +94,8 @@ pub const TEXT_MAX_AGE: u64 = 360;
 /// at shutdown keeps all the time its deadline gives it; the value here is the default's.
 pub const HTTP_LIMITS: HttpLimits = HttpLimits {
     max_connections: 1024,
+    // Its clients are ps (and tools on the node), all from loopback: no cap per address.
+    max_per_client: 0,
     header_read_timeout: Duration::from_secs(10),
     max_head_bytes: http::DEFAULT_MAX_HEAD_BYTES,
     accept_backoff: Duration::from_millis(100),

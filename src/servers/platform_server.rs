@@ -67,12 +67,19 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(35);
 /// How long `is` has to answer `GET /healthz` (for `/healthz` and the server properties).
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// The default of [`PlatformConfig::max_per_client`]: half of [`HTTP_LIMITS`]'
+/// `max_connections`, so that one address never takes them all, while a CDN edge or a NAT with
+/// many clients behind one address still gets many.
+pub const DEFAULT_MAX_PER_CLIENT: usize = 512;
+/// The variable that sets [`PlatformConfig::max_per_client`] (`0`: no cap per address).
+pub const ENV_MAX_PER_CLIENT: &str = "IMAGESERVING_MAX_CONNECTIONS_PER_CLIENT";
 /// How long `is` has to answer `GET /info`; it probes `svg`, so a little longer than a health check.
 pub const INFO_TIMEOUT: Duration = Duration::from_secs(3);
 /// The HTTP limits of `ps`; their values and what a client sees at each one are in
 /// `docs/image-serving.md` (*HTTP limits*).
 pub const HTTP_LIMITS: HttpLimits = HttpLimits {
     max_connections: 1024,
+    max_per_client: DEFAULT_MAX_PER_CLIENT,
     header_read_timeout: Duration::from_secs(30),
     max_head_bytes: 16 * 1024,
     accept_backoff: Duration::from_millis(50),
@@ -115,6 +122,9 @@ pub struct PlatformConfig {
     pub cache_check: Duration,
     /// How requests are held while `is` restarts, and how long poison requests are quarantined.
     pub hold: HoldPolicy,
+    /// Connections served at once from one client address (0: no cap); see
+    /// [`HttpLimits::max_per_client`].
+    pub max_per_client: usize,
 }
 
 impl PlatformConfig {
@@ -130,6 +140,7 @@ impl PlatformConfig {
             cache_bytes: cache::DEFAULT_CAPACITY,
             cache_check: cache::DEFAULT_CHECK_INTERVAL,
             hold: HoldPolicy::default(),
+            max_per_client: DEFAULT_MAX_PER_CLIENT,
         }
     }
 }
@@ -182,6 +193,11 @@ pub async fn run_from_env(
         })?;
     }
     config.hold = HoldPolicy::from_env()?;
+    if let Some(cap) = optional(ENV_MAX_PER_CLIENT) {
+        config.max_per_client = cap.trim().parse().with_context(|| {
+            format!("{ENV_MAX_PER_CLIENT}: {cap:?} is not a count such as 512 (0: no cap)")
+        })?;
+    }
     let listener = super::listen::listener(&listen).await?;
     let local = listener.local_addr().map_or(listen, |a| a.to_string());
     info!(
@@ -193,6 +209,7 @@ pub async fn run_from_env(
         hold_wait = %humantime::format_duration(config.hold.wait),
         hold_queue = config.hold.queue,
         quarantine = %humantime::format_duration(config.hold.quarantine),
+        max_per_client = config.max_per_client,
         "listening"
     );
     serve(listener, config, shutdown).await?;
@@ -209,16 +226,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let state = Arc::new(State::new(&config)?);
     let serving = state.clone();
-    http::serve(
-        "ps",
-        listener,
-        HTTP_LIMITS,
-        shutdown,
-        move |request, peer| {
-            let state = serving.clone();
-            async move { state.handle(request, peer).await }
-        },
-    )
+    let limits = HttpLimits {
+        max_per_client: config.max_per_client,
+        ..HTTP_LIMITS
+    };
+    http::serve("ps", listener, limits, shutdown, move |request, peer| {
+        let state = serving.clone();
+        async move { state.handle(request, peer).await }
+    })
     .await;
     // The lines of the last requests, written before the process exits.
     let _ = tokio::task::spawn_blocking(move || {

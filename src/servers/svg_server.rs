@@ -91,6 +91,8 @@ pub const HEIGHT_HEADER: &str = "x-height";
 /// `docs/image-serving.md` (*HTTP limits*).
 pub const HTTP_LIMITS: HttpLimits = HttpLimits {
     max_connections: 256,
+    // Its client is is, from loopback: no cap per address.
+    max_per_client: 0,
     header_read_timeout: Duration::from_secs(10),
     max_head_bytes: http::DEFAULT_MAX_HEAD_BYTES,
     accept_backoff: Duration::from_millis(100),
