@@ -33,6 +33,7 @@ use tracing::{error, info, warn};
 use crate::config::{self, Config};
 use crate::exit::{self, Exit};
 use crate::home::Home;
+use crate::notice::{Notice, NOTICE_INTERVAL};
 use crate::protocol::Response;
 
 /// The blocking pool's size (tokio's default is 512).
@@ -278,13 +279,16 @@ async fn serve(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut tree_died = false;
+    let mut accept_notice = Notice::new(NOTICE_INTERVAL);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => bridge.clone().accept(stream),
                 Err(e) => {
-                    // EMFILE and friends: keep serving, but do not spin.
-                    warn!(error = %e, "accept failed");
+                    // EMFILE and friends: keep serving, but do not spin, nor flood the log.
+                    if let Some(times) = accept_notice.occurred(std::time::Instant::now()) {
+                        warn!(error = %e, times, "accept failed on the control socket");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },

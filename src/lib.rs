@@ -6,7 +6,8 @@
 //! - [`client`]: the blocking client of the control socket; [`protocol`]: its wire format;
 //! - [`daemon`]: the Server Supervisor process, with the IPC bridge onto the tree; [`peer`]: who
 //!   may talk to it;
-//! - [`home`]: the home directory layout; [`config`]: the TOML configuration;
+//! - [`home`]: the home directory layout; [`config`]: the TOML configuration; [`notice`]: warnings
+//!   about a repeating condition, rate-limited;
 //! - [`servers`]: the component servers `ps`, `is`, `svg`; [`imaging`]: the image protocol and
 //!   pipeline they share.
 //!
@@ -23,6 +24,7 @@ pub mod daemon;
 pub mod exit;
 pub mod home;
 pub mod imaging;
+pub mod notice;
 pub mod peer;
 pub mod protocol;
 pub mod servers;

@@ -34,12 +34,12 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tracing::{debug, error, warn};
 
+use crate::notice::{Notice, NOTICE_INTERVAL};
+
 /// hyper's own bound on the read buffer, which holds the request head: 408 KiB.
 pub const DEFAULT_MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
 /// The smallest head limit hyper accepts (it panics below): 8 KiB.
 const MIN_HEAD_BYTES: usize = 8192;
-/// The shortest interval between two warnings about one repeating condition.
-pub const NOTICE_INTERVAL: Duration = Duration::from_secs(60);
 /// Once shutdown is asked for, how long a connection accepted but not yet sent a request may
 /// still send its first one (it is answered, then closed). Closing it at once would fail a
 /// client that connected just before the stop, and whose request was already on its way.
@@ -299,42 +299,6 @@ impl Drop for ClientSlot {
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // An error means the server is gone: stopping as well.
     let _ = stop.wait_for(|stopping| *stopping).await;
-}
-
-/// Rate-limits a warning about a condition that can repeat for as long as it lasts: the first
-/// occurrence is reported, then at most one per interval.
-#[derive(Debug)]
-struct Notice {
-    /// The shortest time between two reports.
-    interval: Duration,
-    /// When the last report was made.
-    last: Option<Instant>,
-    /// Occurrences since the last report.
-    unreported: u64,
-}
-
-impl Notice {
-    fn new(interval: Duration) -> Notice {
-        Notice {
-            interval,
-            last: None,
-            unreported: 0,
-        }
-    }
-
-    /// Counts one occurrence at `now`; when it is time to report, answers how many occurrences
-    /// the report stands for (this one included).
-    fn occurred(&mut self, now: Instant) -> Option<u64> {
-        self.unreported += 1;
-        if self
-            .last
-            .is_some_and(|last| now.saturating_duration_since(last) < self.interval)
-        {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.unreported))
-    }
 }
 
 /// An error and its sources on one line, `outer: inner: innermost`, for the logs of the
@@ -767,19 +731,6 @@ mod tests {
             assert_eq!(server.handled(), 0);
         })
         .await;
-    }
-
-    #[test]
-    fn a_notice_is_given_first_then_at_most_once_per_interval() {
-        let mut notice = Notice::new(Duration::from_secs(60));
-        let start = Instant::now();
-        let at = |seconds: u64| start + Duration::from_secs(seconds);
-        assert_eq!(notice.occurred(at(0)), Some(1));
-        assert_eq!(notice.occurred(at(1)), None);
-        assert_eq!(notice.occurred(at(59)), None);
-        assert_eq!(notice.occurred(at(60)), Some(3));
-        assert_eq!(notice.occurred(at(61)), None);
-        assert_eq!(notice.occurred(at(200)), Some(2));
     }
 
     #[test]
