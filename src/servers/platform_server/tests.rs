@@ -241,10 +241,19 @@ impl Drop for Ps {
     }
 }
 
-/// An address where nothing listens.
+/// An address where nothing listens (its port may be taken by another test meanwhile: see
+/// [`refusing_addr`] for one that stays refused).
 async fn dead_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap()
+}
+
+/// An address that refuses connections for as long as the socket returned with it lives: bound,
+/// never listening, so no other test's server can take its port meanwhile.
+fn refusing_addr() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap(), socket)
 }
 
 type TestClient = Client<HttpConnector, Full<Bytes>>;
@@ -965,7 +974,8 @@ async fn ps_holding(is_addr: SocketAddr, wait: Duration, queue: usize) -> Ps {
 async fn is_down_is_held_for_the_wait_then_a_503_with_retry_after() {
     bounded(async {
         let wait = Duration::from_millis(400);
-        let ps = ps_holding(dead_addr().await, wait, 8).await;
+        let (dead, _reserved) = refusing_addr();
+        let ps = ps_holding(dead, wait, 8).await;
         let client = client();
         let started = Instant::now();
         let (status, headers, body) = get(&client, &ps.url("/is/image/a")).await;
@@ -1012,7 +1022,8 @@ async fn a_request_is_held_until_is_listens_again() {
 async fn the_holding_queue_is_bounded() {
     bounded(async {
         let wait = Duration::from_millis(1500);
-        let ps = ps_holding(dead_addr().await, wait, 1).await;
+        let (dead, _reserved) = refusing_addr();
+        let ps = ps_holding(dead, wait, 1).await;
         let client = client();
         let held = tokio::spawn({
             let url = ps.url("/is/image/a");
