@@ -50,7 +50,7 @@ command = ["@self", "component", "ps"]
 aliases = ["platform-server"]
 port = 8080
 depends_on = ["is", "svg"]
-health = { http = "/livez", interval = "2s", timeout = "2s", max_failed = 3 }
+health = { http = "/livez", interval = "1s", timeout = "2s", max_failed = 3 }
 retry_fatal_after = "1m"
 
 # Image Server: decodes, processes and encodes images for ps.
@@ -58,7 +58,7 @@ retry_fatal_after = "1m"
 command = ["@self", "component", "is"]
 aliases = ["image-server"]
 port = 27345
-health = { http = "/healthz", interval = "2s", timeout = "2s", max_failed = 3 }
+health = { http = "/healthz", interval = "1s", timeout = "2s", max_failed = 3 }
 retry_fatal_after = "1m"
 
 # SVG server: rasterises SVG sources for is.
@@ -66,7 +66,7 @@ retry_fatal_after = "1m"
 command = ["@self", "component", "svg"]
 aliases = ["svg-server"]
 port = 27346
-health = { http = "/healthz", interval = "2s", timeout = "2s", max_failed = 3 }
+health = { http = "/healthz", interval = "1s", timeout = "2s", max_failed = 3 }
 retry_fatal_after = "1m"
 "#;
 

@@ -4,7 +4,7 @@
     python3 benches/reliability/run.py [scenario ...] [--quick] [--keep] [--no-supervisord]
 
 Scenarios: crash_storm (1), supervisor_kill (2), restart_loops (3), misbehaving (4),
-control_channel (5), image_inputs (7), restarts (9). Without a name, all run in that order. Each prints its own Markdown table,
+control_channel (5), image_inputs (7), restarts (9), frozen (10). Without a name, all run in that order. Each prints its own Markdown table,
 then a summary table. Scenarios 2 and 4 also run the same checks against supervisord (installed
 from PyPI into a throw-away virtual environment; see supervisord.py) and show its figures beside
 ours; its misses never count as ours. `--no-supervisord` skips that comparison.
@@ -37,6 +37,7 @@ from common import (BINARY, SETTINGS, http_get_kind, STATUS_REQUEST, Home, Resul
 from image_inputs import image_inputs  # noqa: E402
 from misbehaving import misbehaving  # noqa: E402
 from restarts import restarts  # noqa: E402
+from frozen import frozen  # noqa: E402
 
 
 # =========================================================================== 1. crash storm
@@ -839,6 +840,7 @@ SCENARIOS = {
     "control_channel": control_channel,
     "image_inputs": image_inputs,
     "restarts": restarts,
+    "frozen": frozen,
 }
 
 

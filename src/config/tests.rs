@@ -89,7 +89,7 @@ fn default_has_three_components_back_ends_first() {
             comp.health,
             Some(Health {
                 check: Ready::Http(path.into()),
-                interval: Duration::from_secs(2),
+                interval: Duration::from_secs(1),
                 timeout: Duration::from_secs(2),
                 max_failed: 3,
             }),
