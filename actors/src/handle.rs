@@ -283,16 +283,7 @@ impl SupervisorHandle {
             .iter()
             .any(|c| c.wanted);
         // A component that hands over keeps serving while its new process starts.
-        let down: Vec<String> = plan
-            .removed
-            .iter()
-            .chain(
-                plan.changed
-                    .iter()
-                    .filter(|c| !plan.handed_over.contains(c)),
-            )
-            .cloned()
-            .collect();
+        let down = plan.stopped_first();
         if !down.is_empty() {
             self.stop(&down).await?;
         }

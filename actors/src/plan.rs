@@ -259,6 +259,16 @@ impl Reload {
             && self.changed.is_empty()
             && !self.tree_changed
     }
+
+    /// The components whose old actor goes (they are stopped first): the removed ones, and the
+    /// changed ones that do not hand over, in the old start order.
+    pub fn stopped_first(&self) -> Vec<String> {
+        let replaced = self
+            .changed
+            .iter()
+            .filter(|c| !self.handed_over.contains(c));
+        self.removed.iter().chain(replaced).cloned().collect()
+    }
 }
 
 /// What [`Planner::reconfigure`] changed, for the actor to carry out.
@@ -871,10 +881,8 @@ impl Planner {
                 "a stop is in progress; try again once it is done".into(),
             ));
         }
-        let goes = |e: &Entry| {
-            plan.removed.contains(&e.spec.name)
-                || (plan.changed.contains(&e.spec.name) && !plan.handed_over.contains(&e.spec.name))
-        };
+        let stopped_first = plan.stopped_first();
+        let goes = |e: &Entry| stopped_first.contains(&e.spec.name);
         let live: Vec<&str> = self
             .entries
             .iter()
@@ -913,17 +921,8 @@ impl Planner {
             }
         }
         // What is left of the old tree: removed components, and the old entries of changed
-        // ones; `plan.changed` names those, in the old start order.
-        done.dropped = plan
-            .removed
-            .iter()
-            .chain(
-                plan.changed
-                    .iter()
-                    .filter(|c| !plan.handed_over.contains(c)),
-            )
-            .cloned()
-            .collect();
+        // ones that do not hand over.
+        done.dropped = stopped_first;
         self.strategy = spec.strategy;
         self.max_restarts = spec.max_restarts;
         self.max_window = spec.max_window;

@@ -328,7 +328,17 @@ impl Bridge {
                 };
                 info!(peer_uid = uid, peer_pid = pid, component = %name, "restart requested");
                 let names = [name];
-                let before = self.generations(&names).await;
+                // Only a handover can leave the component on its attempt: for any other
+                // component, no status is read before the restart.
+                let hands_over = self
+                    .config()
+                    .component(&names[0])
+                    .is_some_and(imageserving_actors::ComponentSpec::hands_over);
+                let before = if hands_over {
+                    self.generations(&names).await
+                } else {
+                    HashMap::new()
+                };
                 if let Err(e) = self.handle.restart(&names[0]).await {
                     return tree_error(e);
                 }

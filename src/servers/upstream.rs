@@ -437,6 +437,20 @@ mod tests {
         }
     }
 
+    /// The client of the upstream at `addr`, checking its health after 100 ms without an answer.
+    fn watched(addr: std::net::SocketAddr, policy: HoldPolicy) -> Upstream {
+        let mut upstream = Upstream::new(
+            "ps",
+            &addr.to_string(),
+            "/healthz",
+            Duration::from_secs(1),
+            policy,
+        )
+        .unwrap();
+        upstream.hung_check = Duration::from_millis(100);
+        upstream
+    }
+
     /// A held call to an upstream that accepts connections and answers nothing, its health
     /// check included (a process frozen with SIGSTOP behind a held socket), fails after two
     /// failed health checks and the hold, not at its 35 s deadline; one whose health check
@@ -457,15 +471,7 @@ mod tests {
                 kept.push(stream);
             }
         });
-        let mut upstream = Upstream::new(
-            "ps",
-            &addr.to_string(),
-            "/healthz",
-            Duration::from_secs(1),
-            quick,
-        )
-        .unwrap();
-        upstream.hung_check = Duration::from_millis(100);
+        let upstream = watched(addr, quick);
         let started = Instant::now();
         let result = tokio::time::timeout(Duration::from_secs(10), upstream.exchange(render()))
             .await
@@ -500,15 +506,7 @@ mod tests {
                 });
             }
         });
-        let mut upstream = Upstream::new(
-            "ps",
-            &addr.to_string(),
-            "/healthz",
-            Duration::from_secs(1),
-            quick,
-        )
-        .unwrap();
-        upstream.hung_check = Duration::from_millis(100);
+        let upstream = watched(addr, quick);
         let answer = tokio::time::timeout(Duration::from_secs(10), upstream.exchange(render()))
             .await
             .expect("in time")
